@@ -1,0 +1,79 @@
+#!/bin/sh
+# Install the tools the deploy tests need on Debian 12, as root, noninteractive:
+#   promtool        (package prometheus)              - rule/config/metrics checks
+#   amtool          (package prometheus-alertmanager) - alertmanager example check
+#   systemd-analyze (package systemd)                 - unit file verification
+#
+# Idempotent: packages already present are not reinstalled, and a second run
+# does nothing but checks. Debian's postinst scripts would start the
+# prometheus and alertmanager daemons; CI wants the binaries only, so service
+# starts are refused through policy-rc.d while we install (an existing
+# policy-rc.d, e.g. Docker's, is left alone) and any instance that still came
+# up is stopped and disabled afterwards.
+set -eu
+
+PACKAGES="prometheus prometheus-alertmanager systemd"
+POLICY=/usr/sbin/policy-rc.d
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-deploy-tools: must run as root" >&2
+    exit 1
+fi
+
+missing=""
+for pkg in $PACKAGES; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    case "$status" in
+        *" installed") ;;
+        *) missing="$missing $pkg" ;;
+    esac
+done
+
+if [ -z "$missing" ]; then
+    echo "setup-deploy-tools: already installed:$(printf ' %s' $PACKAGES)"
+else
+    export DEBIAN_FRONTEND=noninteractive
+    created_policy=no
+    if [ ! -e "$POLICY" ]; then
+        printf '#!/bin/sh\n# temporary, from .ci/setup-deploy-tools.sh\nexit 101\n' >"$POLICY"
+        chmod 0755 "$POLICY"
+        created_policy=yes
+    fi
+    # Remove our policy-rc.d even when apt fails, so the machine is left as found.
+    trap 'if [ "$created_policy" = yes ]; then rm -f "$POLICY"; fi' EXIT INT TERM
+
+    # A fresh image has no package lists; refresh them when a package has no candidate.
+    for pkg in $missing; do
+        if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+            apt-get update -q
+            break
+        fi
+    done
+    # shellcheck disable=SC2086 # word splitting of the package list is intended
+    apt-get install -y -q --no-install-recommends $missing
+fi
+
+# Whatever the postinst did, CI must not be left with a daemon listening on
+# :9090 / :9093, nor one that comes up at the next boot. Only the packages this
+# run installed are touched: an operator's existing Prometheus is not ours to stop.
+for pkg in $missing; do
+    case "$pkg" in
+        prometheus | prometheus-alertmanager) svc=$pkg ;;
+        *) continue ;;
+    esac
+    if [ -d /run/systemd/system ]; then
+        systemctl stop "$svc" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$svc" ]; then
+        "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+    fi
+    # works offline too (no running systemd): it only removes the wants/ symlink
+    systemctl disable "$svc" >/dev/null 2>&1 || true
+done
+
+for tool in promtool amtool systemd-analyze; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "setup-deploy-tools: $tool not found after install" >&2
+        exit 1
+    fi
+done
+echo "setup-deploy-tools: ok ($(promtool --version 2>&1 | head -n 1))"

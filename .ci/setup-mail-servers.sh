@@ -1,0 +1,103 @@
+#!/bin/sh
+# Install the real mail servers the probe tests run against, on Debian 12, as
+# root, noninteractive:
+#   dovecot  (dovecot-core, dovecot-imapd, dovecot-pop3d) - IMAP/POP3 + SASL auth
+#   postfix                                               - SMTP/submission
+#
+# The tests (tests/mailservers.py) start their own private instances on
+# 127.0.0.1, high ports, with config, queue and mail under a tmp dir; they
+# only need the binaries. So Postfix is preseeded to "No configuration", and
+# the system instances must neither run now (ports 25/110/143/993/995) nor
+# come up at the next boot.
+#
+# Idempotent: packages already present are not reinstalled, and a second run
+# does nothing but checks and stopping strays.
+set -eu
+
+PACKAGES="dovecot-core dovecot-imapd dovecot-pop3d postfix"
+POLICY=/usr/sbin/policy-rc.d
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-mail-servers: must run as root" >&2
+    exit 1
+fi
+
+missing=""
+for pkg in $PACKAGES; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    case "$status" in
+        *" installed") ;;
+        *) missing="$missing $pkg" ;;
+    esac
+done
+
+if [ -z "$missing" ]; then
+    echo "setup-mail-servers: already installed:$(printf ' %s' $PACKAGES)"
+else
+    export DEBIAN_FRONTEND=noninteractive
+    # Postfix asks what kind of mail system this is; the tests configure
+    # their own instance, so the system one gets no configuration at all.
+    printf '%s\n' \
+        'postfix postfix/main_mailer_type select No configuration' \
+        'postfix postfix/mailname string localhost' |
+        debconf-set-selections
+
+    created_policy=no
+    if [ ! -e "$POLICY" ]; then
+        printf '#!/bin/sh\n# temporary, from .ci/setup-mail-servers.sh\nexit 101\n' >"$POLICY"
+        chmod 0755 "$POLICY"
+        created_policy=yes
+    fi
+    # Remove our policy-rc.d even when apt fails, so the machine is left as found.
+    trap 'if [ "$created_policy" = yes ]; then rm -f "$POLICY"; fi' EXIT INT TERM
+
+    # A fresh image has no package lists; refresh them when a package has no candidate.
+    for pkg in $missing; do
+        if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+            apt-get update -q
+            break
+        fi
+    done
+    # shellcheck disable=SC2086 # word splitting of the package list is intended
+    apt-get install -y -q --no-install-recommends $missing
+fi
+
+# Whatever the postinst did (or a previous run left), no system instance may
+# keep the standard mail ports, nor start at boot. The test instances run
+# from their own config dirs and are not touched here: they are identified by
+# a base_dir / config_directory under a tmp dir, not by the system paths.
+for svc in dovecot postfix; do
+    if [ -d /run/systemd/system ]; then
+        systemctl stop "$svc" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$svc" ]; then
+        "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+    fi
+    # works offline too (no running systemd): it only removes the wants/ symlink
+    systemctl disable "$svc" >/dev/null 2>&1 || true
+done
+# Without systemd or init scripts, stop them through their own tools, aimed at
+# the system configuration only.
+if [ -S /run/dovecot/master-pid ] || [ -f /run/dovecot/master.pid ]; then
+    doveadm -c /etc/dovecot/dovecot.conf stop >/dev/null 2>&1 || true
+fi
+if [ -f /etc/postfix/main.cf ]; then
+    postfix -c /etc/postfix status >/dev/null 2>&1 && postfix -c /etc/postfix stop >/dev/null 2>&1 || true
+fi
+
+for tool in dovecot doveadm postfix postconf postqueue; do
+    if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
+        echo "setup-mail-servers: $tool not found after install" >&2
+        exit 1
+    fi
+done
+
+# Nothing may listen on the standard mail ports afterwards.
+if command -v ss >/dev/null 2>&1; then
+    busy=$(ss -Hltn '( sport = :25 or sport = :110 or sport = :143 or sport = :465 or sport = :587 or sport = :993 or sport = :995 )' 2>/dev/null || true)
+    if [ -n "$busy" ]; then
+        echo "setup-mail-servers: something still listens on a standard mail port:" >&2
+        echo "$busy" >&2
+        exit 1
+    fi
+fi
+echo "setup-mail-servers: ok ($(dovecot --version 2>&1 | head -n 1), postfix $(postconf -dh mail_version 2>/dev/null))"

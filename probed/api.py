@@ -1,0 +1,217 @@
+"""The daemon's HTTP server: /metrics, /healthz and the JSON API under /api/v1."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from probed import accounting
+from probed.exclusions import (
+    ExclusionRequest,
+    InvalidRequest,
+    RevokeRequest,
+    from_validation_error,
+    resolve,
+    to_json,
+)
+from probed.figures import month_report
+from probed.logs import log
+from probed.report import MonthReport, to_json_dict
+from probed.times import iso
+
+if TYPE_CHECKING:
+    from probed.daemon import Daemon
+
+MAX_BODY = 64 * 1024
+
+
+def _error(status: int, message: str, field: str | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": message}
+    if field is not None:
+        body["field"] = field
+    return web.json_response(body, status=status)
+
+
+class ApiServer:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors])
+        self.app.add_routes([
+            web.get("/metrics", self.metrics),
+            web.get("/healthz", self.healthz),
+            web.get("/api/v1/status", self.status),
+            web.get("/api/v1/report", self.report),
+            web.get("/api/v1/exclusions", self.list_exclusions),
+            web.post("/api/v1/exclusions", self.add_exclusion),
+            web.post("/api/v1/exclusions/{id}/revoke", self.revoke_exclusion),
+        ])
+        self.runner = web.AppRunner(self.app, access_log=None)
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> None:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only here (port 0 in tests)
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else port
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"request body larger than {MAX_BODY} bytes")
+        except web.HTTPException as exc:
+            if exc.status >= 400:
+                return _error(exc.status, exc.reason)
+            raise
+
+    # ------------------------------------------------------------ reads
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.daemon.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        problems = []
+        if not self.daemon.scheduler.running and self.daemon.scheduler.jobs:
+            problems.append("scheduler is not running")
+        store_problem = self.daemon.store.writable()
+        if store_problem:
+            problems.append(store_problem)
+        if problems:
+            return web.Response(status=503, text="; ".join(problems) + "\n")
+        return web.Response(text="ok\n")
+
+    async def status(self, request: web.Request) -> web.Response:
+        d = self.daemon
+        services = []
+        for service in d.config.services.values():
+            checks = []
+            for check in service.checks:
+                state = d.monitor.checks.get((service.name, check.name))
+                run = state.tracker.run if state else None
+                checks.append({
+                    "check": check.name, "type": check.type, "target": check.target(),
+                    "interval_seconds": check.interval, "timeout_seconds": check.timeout,
+                    "state": "down" if state and state.tracker.in_outage else ("failing" if run else "up"),
+                    "failed_tests": run.count if run else 0,
+                })
+            outages = [
+                {"check": name, "start": iso(run.first_at), "last_failed": iso(run.last_at),
+                 "failed_tests": run.count, "reasons": list(run.reasons), "id": run.outage_id}
+                for name, run in d.monitor.open_outages(service.name)
+            ]
+            services.append({
+                "service": service.name, "up": d.monitor.service_up().get(service.name, True),
+                "objective": service.policy.objective, "checks": checks, "open_outages": outages,
+            })
+        return web.json_response({"generated_at": iso(time.time()), "services": services})
+
+    async def report(self, request: web.Request) -> web.Response:
+        d = self.daemon
+        now = time.time()
+        month = request.query.get("month") or accounting.month_of(now, d.config.timezone)
+        service = request.query.get("service")
+        try:
+            accounting.parse_month(month)
+        except ValueError as exc:
+            return _error(400, str(exc), "month")
+        if service is not None and service not in d.config.services:
+            return _error(404, f'unknown service "{service}"', "service")
+        d.store.flush()  # the report must include the latest passing tests' coverage
+        figures = month_report(d.store, d.config, month, now, service)
+        report = MonthReport(month=month, timezone=d.config.timezone, generated_at=now, services=tuple(figures))
+        return web.json_response(to_json_dict(report))
+
+    async def list_exclusions(self, request: web.Request) -> web.Response:
+        d = self.daemon
+        window = None
+        if "month" in request.query:
+            try:
+                window = accounting.month_period(request.query["month"], d.config.timezone)
+            except ValueError as exc:
+                return _error(400, str(exc), "month")
+        include_revoked = request.query.get("revoked", "true") != "false"
+        rows = [to_json(e) for e in d.store.exclusions(window) if include_revoked or e.revoked_at is None]
+        return web.json_response({"exclusions": rows})
+
+    # ----------------------------------------------------------- writes
+
+    def _authorized(self, request: web.Request) -> web.Response | None:
+        token = self.daemon.config.api_token
+        if token is None:
+            return _error(403, "the write API is disabled: set api_token_file in the config")
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {token}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return _error(401, "missing or wrong bearer token")
+        return None
+
+    async def _json_body(self, request: web.Request) -> dict[str, Any]:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("(body)", "malformed JSON") from None
+        if not isinstance(body, dict):
+            raise InvalidRequest("(body)", "expected a JSON object")
+        return body
+
+    async def add_exclusion(self, request: web.Request) -> web.Response:
+        denied = self._authorized(request)
+        if denied:
+            return denied
+        d = self.daemon
+        try:
+            body = await self._json_body(request)
+            try:
+                parsed = ExclusionRequest.model_validate(body)
+            except ValidationError as exc:
+                raise from_validation_error(exc) from None
+            service, start, end = resolve(parsed, d.config)
+        except InvalidRequest as exc:
+            return _error(400, exc.message, exc.field)
+        stored = d.store.add_exclusion(
+            service=service, start=start, end=end, kind=parsed.kind, reason=parsed.reason, by=parsed.by
+        )
+        log.info("exclusion.added", id=stored.id, service=service, kind=parsed.kind, by=parsed.by)
+        d.accountant.refresh(d.config)
+        return web.json_response(to_json(stored), status=201)
+
+    async def revoke_exclusion(self, request: web.Request) -> web.Response:
+        denied = self._authorized(request)
+        if denied:
+            return denied
+        d = self.daemon
+        try:
+            exclusion_id = int(request.match_info["id"])
+        except ValueError:
+            return _error(400, "the exclusion id is a number", "id")
+        try:
+            body = await self._json_body(request)
+            try:
+                parsed = RevokeRequest.model_validate(body)
+            except ValidationError as exc:
+                raise from_validation_error(exc) from None
+        except InvalidRequest as exc:
+            return _error(400, exc.message, exc.field)
+        try:
+            stored = d.store.revoke_exclusion(exclusion_id, by=parsed.by, reason=parsed.reason)
+        except KeyError as exc:
+            status = 404 if "does not exist" in str(exc) else 409
+            return _error(status, str(exc.args[0]), "id")
+        log.info("exclusion.revoked", id=exclusion_id, by=parsed.by)
+        d.accountant.refresh(d.config)
+        return web.json_response(to_json(stored))

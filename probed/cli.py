@@ -1,0 +1,287 @@
+"""The ``probed`` command. Exit codes: 0 ok, 1 runtime failure, 2 usage, 78 bad config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from probed import __version__, accounting
+from probed import config as config_mod
+from probed.config import EX_CONFIG, Config, ConfigError
+from probed.logs import configure as configure_logs
+from probed.storage import SqliteStore, StorageError
+
+FORMATS = ("text", "json", "csv", "markdown")
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"probed: {message}", err=True)
+    sys.exit(code)
+
+
+def _load(path: str) -> Config:
+    try:
+        return config_mod.load(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        sys.exit(EX_CONFIG)
+
+
+def _store(config: Config, *, readonly: bool) -> SqliteStore:
+    if readonly and not config.storage_path.exists():
+        _fail(f"no store at {config.storage_path}: has the daemon run yet?")
+    try:
+        return SqliteStore(config.storage_path, readonly=readonly)
+    except StorageError as exc:
+        _fail(str(exc))
+
+
+def _install_event_loop() -> None:
+    try:
+        import uvloop  # optional speed-up
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+config_option = click.option(
+    "-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+    help="the YAML configuration file",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="probed")
+def main() -> None:
+    """Measure mail and web hosting availability exactly as hosting SLAs define it."""
+
+
+@main.command()
+@config_option
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+def run(config_path: str, log_format: str, log_level: str) -> None:
+    """Run the daemon in the foreground (systemd runs this)."""
+    from probed.daemon import Daemon
+
+    configure_logs(log_format, log_level)  # type: ignore[arg-type]
+    config = _load(config_path)
+    _install_event_loop()
+    try:
+        daemon = Daemon(config_path, config)
+    except StorageError as exc:
+        _fail(str(exc))
+
+    async def _run() -> int:
+        try:
+            return await daemon.run()
+        except OSError as exc:  # e.g. the listen address is taken
+            _fail(f"cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror or exc}")
+
+    sys.exit(asyncio.run(_run()))
+
+
+@main.command("check-config")
+@config_option
+def check_config(config_path: str) -> None:
+    """Validate the configuration and print a summary (exit 0 or 78)."""
+    click.echo(config_mod.summary(_load(config_path)))
+
+
+@main.command()
+@config_option
+@click.argument("check")
+def probe(config_path: str, check: str) -> None:
+    """Run one CHECK (name or service/check) once and print its verdict and transcript."""
+    from probed.runner import run_test
+    from probes import REGISTRY
+    from probes.base import Transcript
+
+    config = _load(config_path)
+    try:
+        service, chk = config.find_check(check)
+    except KeyError as exc:
+        _fail(str(exc.args[0]), 2)
+    transcript = Transcript(chk.secrets())
+    _install_event_loop()
+    outcome = asyncio.run(run_test(REGISTRY[chk.type], chk, transcript))
+    verdict = "PASS" if outcome.ok else f"FAIL: {outcome.result.reason}"
+    click.echo(f"{service.name}/{chk.name} ({chk.type} {chk.target()}): {verdict}")
+    click.echo(f"  duration {outcome.duration * 1000:.1f} ms (timeout {chk.timeout:g}s)")
+    for key, value in sorted(outcome.result.details.items()):
+        if key == "cert_not_after" and isinstance(value, int | float):
+            value = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+        click.echo(f"  {key}: {value}")
+    click.echo("transcript:")
+    for line in transcript.lines:
+        click.echo(f"  {line}")
+    sys.exit(0 if outcome.ok else 1)
+
+
+@main.command()
+@config_option
+@click.option("--month", help="YYYY-MM (default: the current month)")
+@click.option("--from", "from_month", help="first month of a range, YYYY-MM")
+@click.option("--to", "to_month", help="last month of a range, YYYY-MM")
+@click.option("--service", help="only this service")
+@click.option("--incident", type=int, help="the evidence of one outage, by id")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+def report(
+    config_path: str, month: str | None, from_month: str | None, to_month: str | None,
+    service: str | None, incident: int | None, fmt: str,
+) -> None:
+    """The month's figures and outages (or a range of months, or one incident)."""
+    from probed import report as render
+    from probed.figures import month_report
+
+    config = _load(config_path)
+    if service is not None and service not in config.services:
+        _fail(f'unknown service "{service}"; configured: {", ".join(config.services)}', 2)
+    store = _store(config, readonly=True)
+    now = time.time()
+    if incident is not None:
+        from probed.incident import incident_evidence, render_incident
+
+        evidence = incident_evidence(store, config, incident, now)
+        if evidence is None:
+            _fail(f"no outage with id {incident}", 1)
+        click.echo(render_incident(evidence, fmt), nl=False)
+        return
+    if (from_month is None) != (to_month is None):
+        _fail("--from and --to go together", 2)
+    try:
+        if from_month and to_month:
+            months = accounting.months_between(from_month, to_month)
+        else:
+            months = [month or accounting.month_of(now, config.timezone)]
+            accounting.parse_month(months[0])
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    reports = [
+        render.MonthReport(month=m, timezone=config.timezone, generated_at=now,
+                           services=tuple(month_report(store, config, m, now, service)))
+        for m in months
+    ]
+    renderers: dict[str, Callable[[render.MonthReport], str]] = {
+        "text": render.render_text, "csv": render.render_csv, "markdown": render.render_markdown,
+        "json": lambda r: json.dumps(render.to_json_dict(r), indent=2) + "\n",
+    }
+    if len(reports) == 1:
+        click.echo(renderers[fmt](reports[0]), nl=False)
+        return
+    click.echo(render.render_range(reports, fmt), nl=False)
+
+
+@main.group()
+def exclude() -> None:
+    """Flag windows (DoS, maintenance) whose downtime is not counted."""
+
+
+@exclude.command("add")
+@config_option
+@click.option("--service", help="the service the window applies to")
+@click.option("--all", "all_services", is_flag=True, help="the window applies to every service")
+@click.option("--start", required=True, help="ISO 8601; without an offset, in the configured time zone")
+@click.option("--end", required=True, help="ISO 8601; without an offset, in the configured time zone")
+@click.option("--kind", type=click.Choice(["dos", "maintenance", "other"]), required=True)
+@click.option("--reason", required=True)
+@click.option("--by", default=None, help="who flags it (default: the login name)")
+def exclude_add(
+    config_path: str, service: str | None, all_services: bool, start: str, end: str,
+    kind: str, reason: str, by: str | None,
+) -> None:
+    """Flag a window; prints the new exclusion's id alone on stdout."""
+    from pydantic import ValidationError
+
+    from probed.exclusions import ExclusionRequest, InvalidRequest, from_validation_error, resolve
+
+    if all_services == (service is not None):
+        _fail("give exactly one of --service S or --all", 2)
+    config = _load(config_path)
+    author = by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown"
+    try:
+        try:
+            req = ExclusionRequest(service=service or "*", start=start, end=end, kind=kind,  # type: ignore[arg-type]
+                                   reason=reason, by=author)
+        except ValidationError as exc:
+            raise from_validation_error(exc) from None
+        svc, t0, t1 = resolve(req, config)
+    except InvalidRequest as exc:
+        _fail(f"--{exc.field}: {exc.message}", 2)
+    store = _store(config, readonly=False)
+    stored = store.add_exclusion(service=svc, start=t0, end=t1, kind=kind, reason=reason, by=author)
+    store.close()
+    click.echo(str(stored.id))
+
+
+@exclude.command("list")
+@config_option
+@click.option("--month", help="only exclusions touching YYYY-MM")
+@click.option("--revoked/--no-revoked", default=False, help="also show revoked exclusions")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def exclude_list(config_path: str, month: str | None, revoked: bool, fmt: str) -> None:
+    """List exclusions."""
+    from probed.exclusions import to_json
+
+    config = _load(config_path)
+    store = _store(config, readonly=True)
+    try:
+        window = accounting.month_period(month, config.timezone) if month else None
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    rows = [e for e in store.exclusions(window) if revoked or e.revoked_at is None]
+    if fmt == "json":
+        click.echo(json.dumps([to_json(e) for e in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no exclusions")
+    for e in rows:
+        j = to_json(e)
+        state = f"  REVOKED {j['revoked_at']} by {e.revoked_by}: {e.revoke_reason}" if e.revoked_at else ""
+        click.echo(f"{e.id:>4}  {e.service:<12} {j['start']} → {j['end']}  {e.kind:<11} by {e.by}: {e.reason}{state}")
+
+
+@exclude.command("revoke")
+@config_option
+@click.argument("exclusion_id", type=int)
+@click.option("--reason", required=True)
+@click.option("--by", default=None)
+def exclude_revoke(config_path: str, exclusion_id: int, reason: str, by: str | None) -> None:
+    """Revoke an exclusion (it is kept, marked revoked)."""
+    config = _load(config_path)
+    store = _store(config, readonly=False)
+    author = by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown"
+    try:
+        store.revoke_exclusion(exclusion_id, by=author, reason=reason)
+    except KeyError as exc:
+        _fail(str(exc.args[0]))
+    finally:
+        store.close()
+    click.echo(f"revoked {exclusion_id}")
+
+
+@main.command()
+@click.option("--duration", type=float, default=None, help="seconds to run before the report")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None, help="keep the demo's files here")
+@click.option("--json-report", type=click.Path(dir_okay=False), default=None, help="also write the report JSON here")
+def demo(duration: float | None, workdir: str | None, json_report: str | None) -> None:
+    """Run the whole product on this machine alone, then print the report."""
+    from probed.demo import run_demo
+
+    configure_logs("console", "warning")
+    _install_event_loop()
+    sys.exit(asyncio.run(run_demo(duration=duration, workdir=Path(workdir) if workdir else None,
+                                  json_report=Path(json_report) if json_report else None)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,371 @@
+"""Load and validate the YAML configuration.
+
+Every problem is reported as ``FILE:LINE: dotted.path: expectation`` (PyYAML's
+composed nodes carry the line numbers), all problems at once, and a bad
+config is never downgraded to a warning: the caller exits 78 (EX_CONFIG).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from probed import accounting
+from probes import REGISTRY
+from probes.base import CheckBase, Duration, read_secret
+
+Loc: TypeAlias = tuple[str | int, ...]
+EX_CONFIG = 78
+DEFAULT_LISTEN = "127.0.0.1:9469"
+
+
+class ConfigError(Exception):
+    """One or more problems in a config file, each already formatted for a person."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DefaultsModel(_Strict):
+    interval: Duration = 60.0
+    timeout: Duration = 10.0
+    failures_to_down: int = Field(default=2, ge=1)
+
+
+class CreditModel(_Strict):
+    below: float = Field(gt=0, le=100, description="percent")
+    percent: float = Field(ge=0, le=100)
+
+
+class ServiceModel(_Strict):
+    objective: float = Field(gt=0, le=100, description="percent")
+    minimum: float | None = Field(default=None, gt=0, le=100)
+    credits: list[CreditModel] = []
+    excluded_time: Literal["not_downtime", "not_counted"] = "not_downtime"
+    maintenance: list[dict[str, Any]] = []
+    checks: list[dict[str, Any]] = Field(min_length=1)
+
+
+class HookModel(BaseModel):
+    """Only the type is checked here; each hook type validates its own fields."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+
+class ConfigModel(_Strict):
+    timezone: str = "UTC"
+    storage: str | None = None
+    listen: str = DEFAULT_LISTEN
+    api_token_file: str | None = None
+    concurrency: int = Field(default=1000, ge=1, description="tests running at once, at most")
+    defaults: DefaultsModel = DefaultsModel()
+    services: dict[str, ServiceModel] = Field(min_length=1)
+    hooks: list[HookModel] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f'expected an IANA time zone like Europe/Berlin, got "{value}"') from None
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("sqlite://"):
+            raise ValueError(f'expected sqlite:///path/to/probed.db, got "{value}"')
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, value: dict[str, ServiceModel]) -> dict[str, ServiceModel]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise ValueError(f'service names use letters, digits, "_", "." and "-", got "{name}"')
+        return value
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    match = re.fullmatch(r"\[?([^\[\]]*?)\]?:(\d{1,5})", value.strip())
+    if match is None or not 0 <= int(match.group(2)) <= 65535:
+        raise ValueError(f'expected HOST:PORT like 127.0.0.1:9469, got "{value}"')
+    return (match.group(1) or "127.0.0.1", int(match.group(2)))
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    policy: accounting.Policy
+    checks: tuple[CheckBase, ...]
+    maintenance: tuple[Mapping[str, Any], ...] = ()
+
+    def check(self, name: str) -> CheckBase | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    timezone: str
+    storage_path: Path
+    listen_host: str
+    listen_port: int
+    api_token: str | None
+    concurrency: int
+    services: Mapping[str, Service]
+    hooks: tuple[Mapping[str, Any], ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def all_checks(self) -> Iterator[tuple[Service, CheckBase]]:
+        for service in self.services.values():
+            for check in service.checks:
+                yield service, check
+
+    def find_check(self, ref: str) -> tuple[Service, CheckBase]:
+        """``CHECK`` or ``service/check``; raises KeyError with the candidates."""
+        service_name, _, check_name = ref.rpartition("/")
+        found = [
+            (s, c)
+            for s, c in self.all_checks()
+            if c.name == check_name and service_name in ("", s.name)
+        ]
+        if len(found) == 1:
+            return found[0]
+        known = ", ".join(f"{s.name}/{c.name}" for s, c in self.all_checks())
+        why = "is ambiguous, use service/check" if found else "is not configured"
+        raise KeyError(f"check {ref!r} {why}; known checks: {known}")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read, validate and resolve a config file. Raises ConfigError."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read config: {exc.strerror or exc}"]) from None
+    return loads(text, file)
+
+
+def loads(text: str, file: Path) -> Config:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"{mark.line + 1}" if mark is not None else "1"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{file}:{line}: invalid YAML: {problem}"]) from None
+    if not isinstance(data, dict) or root is None:
+        raise ConfigError([f"{file}:1: expected a mapping with a services: section"])
+    locator = _Locator(file, root)
+    try:
+        model = ConfigModel.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([locator.format(e) for e in exc.errors()]) from None
+    problems: list[str] = []
+    services = {name: _service(name, svc, model, locator, problems) for name, svc in model.services.items()}
+    problems.extend(_hook_problems(model, locator))
+    token = _token(model, file, locator, problems)
+    if problems:
+        raise ConfigError(problems)
+    host, port = parse_listen(model.listen)
+    return Config(
+        path=file,
+        timezone=model.timezone,
+        storage_path=_storage_path(model.storage, file),
+        listen_host=host,
+        listen_port=port,
+        api_token=token,
+        concurrency=model.concurrency,
+        services=services,
+        hooks=tuple(h.model_dump() for h in model.hooks),
+        raw=data,
+    )
+
+
+def _service(
+    name: str, svc: ServiceModel, model: ConfigModel, locator: _Locator, problems: list[str]
+) -> Service:
+    checks: list[CheckBase] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(svc.checks):
+        loc: Loc = ("services", name, "checks", index)
+        check = _check(raw, model.defaults, loc, locator, problems)
+        if check is None:
+            continue
+        if check.name in seen:
+            problems.append(locator.message(loc + ("name",), f'duplicate check name "{check.name}"'))
+        seen.add(check.name)
+        checks.append(check)
+    policy = accounting.Policy(
+        objective=svc.objective / 100,
+        minimum=None if svc.minimum is None else svc.minimum / 100,
+        credits=tuple(accounting.CreditTier(below=c.below / 100, percent=c.percent) for c in svc.credits),
+        excluded_time=svc.excluded_time,
+    )
+    return Service(name=name, policy=policy, checks=tuple(checks), maintenance=tuple(svc.maintenance))
+
+
+def _check(
+    raw: Mapping[str, Any], defaults: DefaultsModel, loc: Loc, locator: _Locator, problems: list[str]
+) -> CheckBase | None:
+    kind = raw.get("type")
+    if kind not in REGISTRY:
+        valid = ", ".join(sorted(REGISTRY))
+        what = f'unknown check type "{kind}"' if kind else "missing check type"
+        problems.append(locator.message(loc + ("type",), f"{what}; valid types: {valid}"))
+        return None
+    merged = {**defaults.model_dump(), **raw}
+    try:
+        return REGISTRY[kind].config.model_validate(merged)
+    except ValidationError as exc:
+        problems.extend(locator.format(e, prefix=loc) for e in exc.errors())
+        return None
+
+
+_HOOK_TYPES = ("webhook", "alertmanager", "apprise", "exec")
+
+
+def _hook_problems(model: ConfigModel, locator: _Locator) -> list[str]:
+    return [
+        locator.message(("hooks", i, "type"), f'unknown hook type "{h.type}"; valid types: {", ".join(_HOOK_TYPES)}')
+        for i, h in enumerate(model.hooks)
+        if h.type not in _HOOK_TYPES
+    ]
+
+
+def _token(model: ConfigModel, file: Path, locator: _Locator, problems: list[str]) -> str | None:
+    if model.api_token_file is None:
+        return None
+    try:
+        token = read_secret(str(_relative_to(model.api_token_file, file))).strip()
+    except ValueError as exc:
+        problems.append(locator.message(("api_token_file",), str(exc)))
+        return None
+    if len(token) < 16:
+        problems.append(locator.message(("api_token_file",), "the token must be at least 16 characters"))
+        return None
+    return token
+
+
+def _relative_to(path: str, config_file: Path) -> Path:
+    p = Path(path)
+    if p.is_absolute() or os.environ.get("CREDENTIALS_DIRECTORY"):
+        return p
+    return config_file.parent / p
+
+
+def _storage_path(url: str | None, config_file: Path) -> Path:
+    if url is None:
+        state_dir = os.environ.get("STATE_DIRECTORY", "/var/lib/probed").split(":")[0]
+        return Path(state_dir) / "probed.db"
+    path = Path(url.removeprefix("sqlite://"))
+    return path if path.is_absolute() else config_file.parent / path
+
+
+# ------------------------------------------------------- error locations
+
+
+class _Locator:
+    """Maps a pydantic error location to the YAML line it came from."""
+
+    def __init__(self, file: Path, root: yaml.Node) -> None:
+        self.file = file
+        self.root = root
+
+    def line(self, loc: Loc) -> int:
+        node = self.root
+        for part in loc:
+            child = _child(node, part)
+            if child is None:
+                break
+            node = child
+        return int(node.start_mark.line) + 1
+
+    def message(self, loc: Loc, text: str) -> str:
+        return f"{self.file}:{self.line(loc)}: {dotted(loc)}: {text}"
+
+    def format(self, error: Any, prefix: Loc = ()) -> str:
+        loc: Loc = prefix + tuple(p for p in error["loc"] if not _is_internal(p))
+        return self.message(loc, _explain(error))
+
+
+def _is_internal(part: str | int) -> bool:
+    # pydantic adds validator names (e.g. "function-after[...]") to some locations
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+
+
+def _child(node: yaml.Node, part: str | int) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == str(part):
+                return value  # type: ignore[no-any-return]
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return node.value[part]  # type: ignore[no-any-return]
+    return None
+
+
+def dotted(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _explain(error: Any) -> str:
+    kind = error["type"]
+    msg = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field (check its spelling)"
+    given = error.get("input")
+    if kind.endswith(("_parsing", "_type")) and not isinstance(given, dict | list):
+        return f"{msg.lower()}, got {given!r}"
+    return msg
+
+
+def summary(config: Config) -> str:
+    """What ``probed check-config`` prints."""
+    lines = [
+        f"config {config.path}: OK",
+        f"  timezone {config.timezone}, storage {config.storage_path}, "
+        f"listen {config.listen_host}:{config.listen_port}, "
+        f"write API {'enabled' if config.api_token else 'disabled (no api_token_file)'}",
+    ]
+    for service in config.services.values():
+        p = service.policy
+        minimum = f", minimum {p.minimum * 100:g}%" if p.minimum is not None else ""
+        lines.append(f"  service {service.name}: objective {p.objective * 100:g}%{minimum}, {len(service.checks)} checks")
+        for c in service.checks:
+            lines.append(
+                f"    {c.name:<16} {c.type:<9} every {c.interval:g}s, timeout {c.timeout:g}s, "
+                f"down after {c.failures_to_down} failed tests  {c.target()}"
+            )
+    lines.append(f"  hooks: {len(config.hooks)}")
+    return "\n".join(lines)

@@ -1,0 +1,289 @@
+"""The daemon: startup → main loop → shutdown with a deadline.
+
+Signal handlers only set flags; the main loop acts on them. The pieces:
+:class:`Monitor` turns each test's outcome into stored verdicts, outage state,
+metrics and events; :class:`Accountant` keeps the in-memory snapshot that
+``/metrics`` serves; :class:`probed.scheduler.Scheduler` runs the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from prometheus_client import CollectorRegistry
+
+from probed import accounting, config as config_mod
+from probed.config import Config
+from probed.events import Event, Severity
+from probed.figures import previous_month, service_month
+from probed.logs import log
+from probed.metrics import Metrics, ServiceSnapshot, Snapshot
+from probed.outages import FailureRun, OutageChange, Tracker
+from probed.runner import TestOutcome
+from probed.scheduler import CheckKey, Scheduler
+from probed.sdnotify import Notifier
+from probed.storage import FailedTest, SqliteStore
+from probes.base import CheckBase, Transcript
+
+FLUSH_EVERY = 2.0  # seconds between batched writes of passing tests
+REFRESH_EVERY = 10.0  # seconds between recomputations of the month's figures
+TRANSCRIPT_TAIL = 20  # lines of a failed test's transcript kept as evidence
+
+
+@dataclass(slots=True)
+class _CheckState:
+    check_id: int
+    check: CheckBase
+    tracker: Tracker
+
+
+class Monitor:
+    """Outcome handling: store first (durable), then metrics, then events."""
+
+    def __init__(self, store: SqliteStore, metrics: Metrics, emit: Callable[[Event], None]) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.emit = emit
+        self.checks: dict[CheckKey, _CheckState] = {}
+        self.changed = asyncio.Event()  # an outage changed: figures are stale
+
+    def configure(self, config: Config) -> None:
+        """Adopt a (new) config: keep the failure runs of unchanged checks, restore new ones."""
+        wanted: dict[CheckKey, CheckBase] = {(s.name, c.name): c for s, c in config.all_checks()}
+        for key in [k for k in self.checks if k not in wanted]:
+            old = self.checks.pop(key)
+            self.metrics.remove_check(key[0], key[1], old.check.type)
+        for key, check in wanted.items():
+            state = self.checks.get(key)
+            if state is None:
+                cid = self.store.check_id(key[0], key[1], check.type)
+                state = _CheckState(cid, check, Tracker(check.failures_to_down, self.store.restore_run(cid)))
+                self.checks[key] = state
+                if state.tracker.run is not None:
+                    log.info("outage.restored" if state.tracker.in_outage else "failure_run.restored",
+                             service=key[0], check=key[1], failed_tests=state.tracker.run.count)
+            state.check = check
+            state.tracker.failures_to_down = check.failures_to_down
+            self.metrics.init_check(key[0], key[1], check.type, up=not state.tracker.in_outage)
+
+    def service_up(self) -> dict[str, bool]:
+        up: dict[str, bool] = {}
+        for (service, _), state in self.checks.items():
+            up[service] = up.get(service, True) and not state.tracker.in_outage
+        return up
+
+    def open_outages(self, service: str) -> list[tuple[str, FailureRun]]:
+        return [
+            (key[1], s.tracker.run)
+            for key, s in self.checks.items()
+            if key[0] == service and s.tracker.in_outage and s.tracker.run is not None
+        ]
+
+    async def on_outcome(self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript) -> None:
+        state = self.checks[(service, check.name)]
+        result = outcome.result
+        was_up = self.service_up().get(service, True)
+        change = state.tracker.observe(outcome.started_at, result.ok, result.reason)
+        if result.ok:
+            self.store.record_pass(state.check_id, outcome.started_at, check.interval)
+        else:
+            tail = "\n".join(transcript.lines[-TRANSCRIPT_TAIL:])
+            self.store.record_failure(
+                state.check_id, outcome.started_at, check.interval,
+                FailedTest(check.name, outcome.started_at, outcome.duration, result.reason, tail),
+            )
+            log.info("probe.failed", service=service, check=check.name, reason=result.reason,
+                     duration=round(outcome.duration, 3))
+        if change is not None:
+            self._apply(service, state, change)
+        delivery = result.details.get("delivery_seconds")
+        self.metrics.observe_test(
+            service, check.name, check.type, result.ok, outcome.duration,
+            float(delivery) if isinstance(delivery, int | float) else None,
+        )
+        self.metrics.set_check_up(service, check.name, check.type, not state.tracker.in_outage)
+        is_up = self.service_up()[service]
+        if was_up != is_up:
+            self._service_changed(service, is_up, outcome.started_at)
+
+    def _apply(self, service: str, state: _CheckState, change: OutageChange) -> None:
+        run = change.run
+        if run.outage_id is None:  # opened now, or a restored run that crossed the threshold
+            oid = self.store.open_outage(state.check_id, run)
+            state.tracker.bind_outage(oid)
+            run = replace(run, outage_id=oid)
+        if change.kind == "closed":
+            self.store.close_outage(run.outage_id or 0, run, change.at)
+            self.store.end_pass_run_now(state.check_id)
+        elif change.kind == "extended":
+            self.store.update_outage(run.outage_id or 0, run)
+        self.changed.set()
+        name = state.check.name
+        if change.kind == "opened":
+            log.warning("outage.opened", service=service, check=name, start=run.first_at, reasons=list(run.reasons))
+            self.emit(Event("outage_opened", service, change.at, check=name, severity=self._severity(service),
+                            outage_id=run.outage_id, start=run.first_at, end=run.last_at,
+                            failed_tests=run.count, reasons=run.reasons,
+                            summary=f"{service}/{name} is down: {run.reasons[-1] if run.reasons else 'failed'}"))
+        elif change.kind == "closed":
+            downtime = run.last_at - run.first_at
+            log.warning("outage.closed", service=service, check=name, downtime_seconds=round(downtime, 3),
+                        failed_tests=run.count)
+            self.emit(Event("outage_closed", service, change.at, check=name, severity=self._severity(service),
+                            outage_id=run.outage_id, start=run.first_at, end=run.last_at,
+                            failed_tests=run.count, downtime_seconds=downtime, reasons=run.reasons,
+                            summary=f"{service}/{name} is up again after {downtime:.0f}s of downtime"))
+
+    def _severity(self, service: str) -> Severity:
+        """P1 (global) when a majority of the service's checks are down, else P2 (isolated)."""
+        states = [s for k, s in self.checks.items() if k[0] == service]
+        down = sum(s.tracker.in_outage for s in states)
+        return "P1" if states and down * 2 > len(states) else "P2"
+
+    def _service_changed(self, service: str, up: bool, at: float) -> None:
+        kind = "service_up" if up else "service_down"
+        log.warning(f"service.{'up' if up else 'down'}", service=service)
+        self.emit(Event(kind, service, at, severity=self._severity(service) if not up else "P2",
+                        summary=f"service {service} is {'up' if up else 'down'}"))
+
+
+class Accountant:
+    """Recomputes month-to-date and previous-month figures into a snapshot."""
+
+    def __init__(self, store: SqliteStore, monitor: Monitor, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.monitor = monitor
+        self.clock = clock
+        self._figures: dict[str, ServiceSnapshot] = {}
+        self.generation = -1
+        self.refreshed_at = 0.0
+
+    def refresh(self, config: Config) -> None:
+        now = self.clock()
+        month = accounting.month_of(now, config.timezone)
+        prev = previous_month(month)
+        figures: dict[str, ServiceSnapshot] = {}
+        for service in config.services.values():
+            figures[service.name] = ServiceSnapshot(
+                objective=service.policy.objective,
+                month_to_date=service_month(self.store, service, month, config.timezone, now),
+                previous_month=service_month(self.store, service, prev, config.timezone, now),
+            )
+        self._figures = figures
+        self.generation = self.store.generation()
+        self.refreshed_at = now
+
+    def stale(self) -> bool:
+        """True when exclusions changed (e.g. by ``probed exclude`` from another process)."""
+        return self.store.generation() != self.generation
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(services=self._figures, service_up=self.monitor.service_up())
+
+
+class Daemon:
+    def __init__(self, config_path: str, config: Config) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.notifier = Notifier()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self.registry = CollectorRegistry()
+        self.store = SqliteStore(config.storage_path)
+        self.sinks: list[Callable[[Event], None]] = []
+        self.metrics = Metrics(self.registry, lambda: self.accountant.snapshot())
+        self.monitor = Monitor(self.store, self.metrics, self._emit)
+        self.accountant = Accountant(self.store, self.monitor)
+        self.scheduler = Scheduler(
+            self.monitor.on_outcome, concurrency=config.concurrency,
+            on_lag=self.metrics.schedule_lag.observe,
+        )
+
+    def _emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink(event)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        from probed.api import ApiServer  # local: the API imports the daemon's types
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        self.monitor.configure(self.config)
+        self.accountant.refresh(self.config)
+        api = ApiServer(self)
+        await api.start(self.config.listen_host, self.config.listen_port)
+        self.scheduler.set_checks((s.name, c) for s, c in self.config.all_checks())
+        log.info("daemon.started", checks=len(self.monitor.checks), listen=f"{self.config.listen_host}:{api.port}",
+                 storage=str(self.config.storage_path))
+        self.notifier.ready()
+        try:
+            await self._main_loop()
+        finally:
+            self.notifier.stopping()
+            log.info("daemon.stopping")
+            grace = max((c.timeout for _, c in self.config.all_checks()), default=1.0) + 1.0
+            await self.scheduler.stop(grace)
+            await api.stop()
+            self.store.close()
+            log.info("daemon.stopped")
+        return 0
+
+    async def _main_loop(self) -> None:
+        last_flush = last_refresh = time.monotonic()
+        watchdog = self.notifier.watchdog_interval()
+        tick = min(1.0, watchdog / 2) if watchdog else 1.0
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=tick)
+            except TimeoutError:
+                pass
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            now = time.monotonic()
+            if now - last_flush >= FLUSH_EVERY:
+                self.store.flush()
+                last_flush = now
+            if self.monitor.changed.is_set() or now - last_refresh >= REFRESH_EVERY or self.accountant.stale():
+                self.monitor.changed.clear()
+                self.accountant.refresh(self.config)
+                last_refresh = now
+            self.notifier.watchdog()
+            self.notifier.status(self.status_line())
+
+    def status_line(self) -> str:
+        down = sum(s.tracker.in_outage for s in self.monitor.checks.values())
+        return f"{len(self.monitor.checks)} checks, {down} in outage"
+
+    def reload(self) -> bool:
+        """SIGHUP: apply a new config, or keep the old one when it is bad."""
+        self.notifier.reloading()
+        try:
+            new = config_mod.load(self.config_path)
+            if new.storage_path != self.config.storage_path or (new.listen_host, new.listen_port) != (
+                self.config.listen_host, self.config.listen_port
+            ):
+                raise config_mod.ConfigError(["storage and listen cannot change on reload; restart probed"])
+        except config_mod.ConfigError as exc:
+            log.error("config.reload_failed", problems=exc.problems)
+            self.metrics.reload_ok.set(0)
+            self.notifier.ready()
+            return False
+        self.config = new
+        self.monitor.configure(new)
+        added, removed = self.scheduler.set_checks((s.name, c) for s, c in new.all_checks())
+        self.accountant.refresh(new)
+        self.metrics.reload_ok.set(1)
+        log.info("config.reloaded", added=[f"{s}/{c}" for s, c in added],
+                 removed=[f"{s}/{c}" for s, c in removed])
+        self.notifier.ready()
+        return True

@@ -1,0 +1,38 @@
+"""Read what the store holds for a month and hand it to the pure accounting."""
+
+from __future__ import annotations
+
+from probed import accounting
+from probed.config import Config, Service
+from probed.storage import SqliteStore
+
+
+def service_month(store: SqliteStore, service: Service, month: str, tz: str, now: float) -> accounting.ServiceFigures:
+    window = accounting.month_period(month, tz)
+    return accounting.service_figures(
+        service=service.name,
+        policy=service.policy,
+        month=month,
+        tz=tz,
+        outages=store.outages(service.name, window),
+        exclusions=[e for e in store.exclusions(window) if e.applies_to(service.name)],
+        coverage=store.coverage(service.name, window, now),
+        first_test_at=store.first_test_at(service.name),
+        now=now,
+    )
+
+
+def month_report(
+    store: SqliteStore, config: Config, month: str, now: float, only: str | None = None
+) -> list[accounting.ServiceFigures]:
+    """Figures of every configured service (or ``only``) for one month."""
+    return [
+        service_month(store, service, month, config.timezone, now)
+        for name, service in config.services.items()
+        if only is None or name == only
+    ]
+
+
+def previous_month(month: str) -> str:
+    year, mon = accounting.parse_month(month)
+    return f"{year - 1}-12" if mon == 1 else f"{year}-{mon - 1:02d}"

@@ -1,0 +1,150 @@
+"""Prometheus metrics.
+
+Instruments (counters, histograms, per-check gauges) are updated when a test
+ends. Service-level figures (availability, downtime, budget) are derived
+state: a custom collector yields them from an in-memory snapshot that the
+daemon recomputes off the scrape path, because ``/metrics`` runs
+``collect()`` on the event loop and must never touch the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from probed import __version__
+from probed.accounting import ServiceFigures
+
+CHECK_LABELS = ("service", "check", "type")
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+DELIVERY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSnapshot:
+    objective: float
+    month_to_date: ServiceFigures | None = None
+    previous_month: ServiceFigures | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the collector needs, computed away from the scrape."""
+
+    services: Mapping[str, ServiceSnapshot] = field(default_factory=dict)
+    service_up: Mapping[str, bool] = field(default_factory=dict)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry, snapshot: Callable[[], Snapshot]) -> None:
+        self.registry = registry
+        self.probe_success = Gauge(
+            "probed_probe_success", "1 if the latest test of the check passed, else 0",
+            CHECK_LABELS, registry=registry,
+        )
+        self.probe_duration = Histogram(
+            "probed_probe_duration_seconds", "How long tests took",
+            CHECK_LABELS, buckets=DURATION_BUCKETS, registry=registry,
+        )
+        self.probes = Counter(
+            "probed_probes", "Tests run, by verdict", (*CHECK_LABELS, "result"), registry=registry,
+        )
+        self.check_up = Gauge(
+            "probed_check_up", "0 while the check is in an outage, else 1", CHECK_LABELS, registry=registry,
+        )
+        self.schedule_lag = Histogram(
+            "probed_schedule_lag_seconds", "How late tests start compared to their schedule",
+            buckets=LAG_BUCKETS, registry=registry,
+        )
+        self.mailflow_delivery = Histogram(
+            "probed_mailflow_delivery_seconds", "Mail round trip: submission to mailbox",
+            CHECK_LABELS, buckets=DELIVERY_BUCKETS, registry=registry,
+        )
+        self.reload_ok = Gauge(
+            "probed_config_last_reload_successful", "1 if the last config (re)load was applied",
+            registry=registry,
+        )
+        self.reload_ok.set(1)
+        self.build_info = Gauge("probed_build_info", "probed's version", ("version",), registry=registry)
+        self.build_info.labels(__version__).set(1)
+        registry.register(SnapshotCollector(snapshot))
+
+    def observe_test(
+        self, service: str, check: str, type_: str, ok: bool, duration: float,
+        delivery_seconds: float | None = None,
+    ) -> None:
+        labels = (service, check, type_)
+        self.probe_success.labels(*labels).set(1 if ok else 0)
+        self.probe_duration.labels(*labels).observe(duration)
+        self.probes.labels(*labels, "pass" if ok else "fail").inc()
+        if delivery_seconds is not None:
+            self.mailflow_delivery.labels(*labels).observe(delivery_seconds)
+
+    def init_check(self, service: str, check: str, type_: str, up: bool) -> None:
+        """Export a check from startup on, so absent series never hide it."""
+        labels = (service, check, type_)
+        self.check_up.labels(*labels).set(1 if up else 0)
+        for result in ("pass", "fail"):
+            self.probes.labels(*labels, result)
+        self.probe_duration.labels(*labels)
+
+    def set_check_up(self, service: str, check: str, type_: str, up: bool) -> None:
+        self.check_up.labels(service, check, type_).set(1 if up else 0)
+
+    def remove_check(self, service: str, check: str, type_: str) -> None:
+        labels = (service, check, type_)
+        for metric in (self.probe_success, self.probe_duration, self.check_up, self.mailflow_delivery):
+            try:
+                metric.remove(*labels)
+            except KeyError:
+                pass
+        for result in ("pass", "fail"):
+            try:
+                self.probes.remove(*labels, result)
+            except KeyError:
+                pass
+
+
+class SnapshotCollector(Collector):
+    """Yields service figures from the latest snapshot; never blocks."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def describe(self) -> list[Metric]:
+        return []  # no fixed series; avoids calling collect() at registration
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        up = GaugeMetricFamily("probed_service_up", "0 while any check of the service is in an outage", labels=["service"])
+        objective = GaugeMetricFamily("probed_service_objective_ratio", "The service's SLA objective", labels=["service"])
+        avail = GaugeMetricFamily("probed_service_availability_ratio", "Availability by SLA rules", labels=["service", "window"])
+        down = GaugeMetricFamily("probed_service_downtime_seconds", "Counted downtime", labels=["service", "window"])
+        excluded = GaugeMetricFamily("probed_service_excluded_seconds", "Outage time removed by exclusions", labels=["service", "window"])
+        unmonitored = GaugeMetricFamily("probed_service_unmonitored_seconds", "Monitoring gaps", labels=["service", "window"])
+        budget = GaugeMetricFamily(
+            "probed_service_error_budget_remaining_seconds", "This month's error budget left", labels=["service"]
+        )
+        budget_total = GaugeMetricFamily(
+            "probed_service_error_budget_seconds", "This month's whole error budget", labels=["service"]
+        )
+        for name, is_up in snap.service_up.items():
+            up.add_metric([name], 1.0 if is_up else 0.0)
+        for name, svc in snap.services.items():
+            objective.add_metric([name], svc.objective)
+            for window, fig in (("month_to_date", svc.month_to_date), ("previous_month", svc.previous_month)):
+                if fig is None:
+                    continue
+                avail.add_metric([name, window], fig.availability)
+                down.add_metric([name, window], fig.downtime_seconds)
+                excluded.add_metric([name, window], fig.excluded_seconds)
+                unmonitored.add_metric([name, window], fig.unmonitored_seconds)
+            if svc.month_to_date is not None:
+                budget.add_metric([name], svc.month_to_date.error_budget_remaining_seconds)
+                budget_total.add_metric([name], svc.month_to_date.error_budget_seconds)
+        yield from (up, objective, avail, down, excluded, unmonitored, budget, budget_total)

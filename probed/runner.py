@@ -1,0 +1,54 @@
+"""Run one test of one check: the single place where timeouts and errors become verdicts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from probes.base import CheckBase, ProbeResult, ProbeType, Transcript, describe_error
+
+
+@dataclass(frozen=True, slots=True)
+class TestOutcome:
+    """One test: when it started (wall clock, UTC epoch), how long it took, what it found."""
+
+    __test__ = False  # not a pytest class
+
+    started_at: float
+    duration: float
+    result: ProbeResult
+
+    @property
+    def ok(self) -> bool:
+        return self.result.ok
+
+
+async def run_test(
+    probe: ProbeType, check: CheckBase, transcript: Transcript | None = None
+) -> TestOutcome:
+    """Run ``probe`` on ``check`` once, cut off at ``check.timeout``.
+
+    Running out of time is a failed test (``timeout after 10.0s``); any other
+    exception becomes a failed test with a short reason. Cancellation from
+    outside (shutdown) propagates.
+    """
+    transcript = transcript if transcript is not None else Transcript(check.secrets())
+    started_at = time.time()
+    t0 = time.monotonic()
+    try:
+        async with asyncio.timeout(check.timeout) as deadline:
+            result = await probe.run(check, transcript)
+    except TimeoutError:
+        if not deadline.expired():
+            result = ProbeResult.failed("connection timed out")
+        else:
+            result = ProbeResult.failed(f"timeout after {check.timeout:.1f}s")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # every probe error is a verdict, never a crash
+        result = ProbeResult.failed(describe_error(exc))
+    duration = time.monotonic() - t0
+    if not result.ok:
+        transcript.note(f"FAIL {result.reason}")
+    return TestOutcome(started_at=started_at, duration=duration, result=result)

@@ -1,0 +1,129 @@
+"""Run every check at its interval, on the monotonic clock.
+
+One task per check keeps its tests in order (the failure-run rules need
+that) and makes a slow or hung target unable to delay any other check:
+every test is cut at its timeout by :func:`probed.runner.run_test`, and a
+global semaphore caps how many tests run at once. First runs are spread over
+the interval by a hash of the check's identity, so 10 000 checks never fire
+together and restarts keep the same phase.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from probed.runner import TestOutcome, run_test
+from probes import REGISTRY
+from probes.base import CheckBase, Transcript
+
+CheckKey = tuple[str, str]  # (service, check)
+OutcomeHandler = Callable[[str, CheckBase, TestOutcome, Transcript], Awaitable[None]]
+
+
+def phase(key: CheckKey, interval: float) -> float:
+    """Deterministic offset in [0, interval) for a check's first run."""
+    digest = zlib.crc32(f"{key[0]}/{key[1]}".encode())
+    return (digest / 2**32) * interval
+
+
+@dataclass(slots=True)
+class _Job:
+    service: str
+    check: CheckBase
+    task: asyncio.Task[None] | None = None
+    testing: bool = False
+    tests: int = 0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        handler: OutcomeHandler,
+        *,
+        concurrency: int,
+        on_lag: Callable[[float], None] = lambda lag: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._handler = handler
+        self._on_lag = on_lag
+        self._clock = clock
+        self._sem = asyncio.Semaphore(concurrency)
+        self._jobs: dict[CheckKey, _Job] = {}
+        self._stopping = False
+        self.last_tick = clock()
+
+    @property
+    def running(self) -> bool:
+        return not self._stopping and any(j.task and not j.task.done() for j in self._jobs.values())
+
+    @property
+    def jobs(self) -> dict[CheckKey, _Job]:
+        return self._jobs
+
+    def set_checks(self, checks: Iterable[tuple[str, CheckBase]]) -> tuple[list[CheckKey], list[CheckKey]]:
+        """Start new checks, restart changed ones, stop removed ones. Returns (added, removed)."""
+        wanted = {(service, c.name): (service, c) for service, c in checks}
+        removed = [k for k in self._jobs if k not in wanted]
+        for key in removed:
+            self._cancel(self._jobs.pop(key))
+        added = []
+        for key, (service, check) in wanted.items():
+            job = self._jobs.get(key)
+            if job is not None and job.check == check:
+                continue  # unchanged: keep its schedule
+            if job is not None:
+                self._cancel(job)
+            else:
+                added.append(key)
+            job = _Job(service, check)
+            job.task = asyncio.create_task(self._loop(job), name=f"check {key[0]}/{key[1]}")
+            self._jobs[key] = job
+        return added, removed
+
+    @staticmethod
+    def _cancel(job: _Job) -> None:
+        if job.task is not None:
+            job.task.cancel()
+
+    async def _loop(self, job: _Job) -> None:
+        check, key = job.check, (job.service, job.check.name)
+        probe = REGISTRY[check.type]
+        due = self._clock() + phase(key, check.interval)
+        while not self._stopping:
+            await asyncio.sleep(max(0.0, due - self._clock()))
+            async with self._sem:
+                if self._stopping:
+                    return
+                job.testing = True
+                self._on_lag(max(0.0, self._clock() - due))
+                transcript = Transcript(check.secrets())
+                try:
+                    outcome = await run_test(probe, check, transcript)
+                    await self._handler(job.service, check, outcome, transcript)
+                finally:
+                    job.testing = False
+            job.tests += 1
+            self.last_tick = self._clock()
+            due += check.interval
+            behind = self._clock() - due
+            if behind > 0:  # missed whole slots (overload): skip them, keep the phase
+                due += math.ceil(behind / check.interval) * check.interval
+
+    async def stop(self, grace: float) -> None:
+        """Let tests in flight finish (they end at their timeout), cancel idle loops."""
+        self._stopping = True
+        for job in self._jobs.values():
+            if not job.testing:
+                self._cancel(job)
+        tasks = [j.task for j in self._jobs.values() if j.task is not None]
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
