@@ -366,7 +366,7 @@ def _tally(
     removed = excluded if excluded_time == "not_counted" else []
     period = subtract([window], removed)
     down_all = clip(outages, window)
-    downtime = _length(down_all)
+    downtime = _length(subtract(down_all, excluded))
     period_length = _length(period)
     return _Tally(
         period=period_length,

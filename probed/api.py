@@ -42,15 +42,17 @@ class ApiServer:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors])
-        self.app.add_routes([
-            web.get("/metrics", self.metrics),
-            web.get("/healthz", self.healthz),
-            web.get("/api/v1/status", self.status),
-            web.get("/api/v1/report", self.report),
-            web.get("/api/v1/exclusions", self.list_exclusions),
-            web.post("/api/v1/exclusions", self.add_exclusion),
-            web.post("/api/v1/exclusions/{id}/revoke", self.revoke_exclusion),
-        ])
+        self.app.add_routes(
+            [
+                web.get("/metrics", self.metrics),
+                web.get("/healthz", self.healthz),
+                web.get("/api/v1/status", self.status),
+                web.get("/api/v1/report", self.report),
+                web.get("/api/v1/exclusions", self.list_exclusions),
+                web.post("/api/v1/exclusions", self.add_exclusion),
+                web.post("/api/v1/exclusions/{id}/revoke", self.revoke_exclusion),
+            ]
+        )
         self.runner = web.AppRunner(self.app, access_log=None)
         self.port = 0
 
@@ -102,21 +104,39 @@ class ApiServer:
             for check in service.checks:
                 state = d.monitor.checks.get((service.name, check.name))
                 run = state.tracker.run if state else None
-                checks.append({
-                    "check": check.name, "type": check.type, "target": check.target(),
-                    "interval_seconds": check.interval, "timeout_seconds": check.timeout,
-                    "state": "down" if state and state.tracker.in_outage else ("failing" if run else "up"),
-                    "failed_tests": run.count if run else 0,
-                })
+                checks.append(
+                    {
+                        "check": check.name,
+                        "type": check.type,
+                        "target": check.target(),
+                        "interval_seconds": check.interval,
+                        "timeout_seconds": check.timeout,
+                        "state": "down"
+                        if state and state.tracker.in_outage
+                        else ("failing" if run else "up"),
+                        "failed_tests": run.count if run else 0,
+                    }
+                )
             outages = [
-                {"check": name, "start": iso(run.first_at), "last_failed": iso(run.last_at),
-                 "failed_tests": run.count, "reasons": list(run.reasons), "id": run.outage_id}
+                {
+                    "check": name,
+                    "start": iso(run.first_at),
+                    "last_failed": iso(run.last_at),
+                    "failed_tests": run.count,
+                    "reasons": list(run.reasons),
+                    "id": run.outage_id,
+                }
                 for name, run in d.monitor.open_outages(service.name)
             ]
-            services.append({
-                "service": service.name, "up": d.monitor.service_up().get(service.name, True),
-                "objective": service.policy.objective, "checks": checks, "open_outages": outages,
-            })
+            services.append(
+                {
+                    "service": service.name,
+                    "up": d.monitor.service_up().get(service.name, True),
+                    "objective": service.policy.objective,
+                    "checks": checks,
+                    "open_outages": outages,
+                }
+            )
         return web.json_response({"generated_at": iso(time.time()), "services": services})
 
     async def report(self, request: web.Request) -> web.Response:
@@ -132,7 +152,9 @@ class ApiServer:
             return _error(404, f'unknown service "{service}"', "service")
         d.store.flush()  # the report must include the latest passing tests' coverage
         figures = month_report(d.store, d.config, month, now, service)
-        report = MonthReport(month=month, timezone=d.config.timezone, generated_at=now, services=tuple(figures))
+        report = MonthReport(
+            month=month, timezone=d.config.timezone, generated_at=now, services=tuple(figures)
+        )
         return web.json_response(to_json_dict(report))
 
     async def list_exclusions(self, request: web.Request) -> web.Response:
@@ -144,7 +166,11 @@ class ApiServer:
             except ValueError as exc:
                 return _error(400, str(exc), "month")
         include_revoked = request.query.get("revoked", "true") != "false"
-        rows = [to_json(e) for e in d.store.exclusions(window) if include_revoked or e.revoked_at is None]
+        rows = [
+            to_json(e)
+            for e in d.store.exclusions(window)
+            if include_revoked or e.revoked_at is None
+        ]
         return web.json_response({"exclusions": rows})
 
     # ----------------------------------------------------------- writes
@@ -184,7 +210,12 @@ class ApiServer:
         except InvalidRequest as exc:
             return _error(400, exc.message, exc.field)
         stored = d.store.add_exclusion(
-            service=service, start=start, end=end, kind=parsed.kind, reason=parsed.reason, by=parsed.by
+            service=service,
+            start=start,
+            end=end,
+            kind=parsed.kind,
+            reason=parsed.reason,
+            by=parsed.by,
         )
         log.info("exclusion.added", id=stored.id, service=service, kind=parsed.kind, by=parsed.by)
         d.accountant.refresh(d.config)

@@ -7,7 +7,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -54,7 +53,11 @@ def _install_event_loop() -> None:
 
 
 config_option = click.option(
-    "-c", "--config", "config_path", required=True, type=click.Path(dir_okay=False),
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
     help="the YAML configuration file",
 )
 
@@ -67,8 +70,18 @@ def main() -> None:
 
 @main.command()
 @config_option
-@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True)
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default="auto",
+    show_default=True,
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
 def run(config_path: str, log_format: str, log_level: str) -> None:
     """Run the daemon in the foreground (systemd runs this)."""
     from probed.daemon import Daemon
@@ -85,7 +98,9 @@ def run(config_path: str, log_format: str, log_level: str) -> None:
         try:
             return await daemon.run()
         except OSError as exc:  # e.g. the listen address is taken
-            _fail(f"cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror or exc}")
+            _fail(
+                f"cannot listen on {config.listen_host}:{config.listen_port}: {exc.strerror or exc}"
+            )
 
     sys.exit(asyncio.run(_run()))
 
@@ -136,8 +151,13 @@ def probe(config_path: str, check: str) -> None:
 @click.option("--incident", type=int, help="the evidence of one outage, by id")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
 def report(
-    config_path: str, month: str | None, from_month: str | None, to_month: str | None,
-    service: str | None, incident: int | None, fmt: str,
+    config_path: str,
+    month: str | None,
+    from_month: str | None,
+    to_month: str | None,
+    service: str | None,
+    incident: int | None,
+    fmt: str,
 ) -> None:
     """The month's figures and outages (or a range of months, or one incident)."""
     from probed import report as render
@@ -166,19 +186,21 @@ def report(
             accounting.parse_month(months[0])
     except ValueError as exc:
         _fail(str(exc), 2)
-    reports = [
-        render.MonthReport(month=m, timezone=config.timezone, generated_at=now,
-                           services=tuple(month_report(store, config, m, now, service)))
+    reports = tuple(
+        render.MonthReport(
+            month=m,
+            timezone=config.timezone,
+            generated_at=now,
+            services=tuple(month_report(store, config, m, now, service)),
+        )
         for m in months
-    ]
-    renderers: dict[str, Callable[[render.MonthReport], str]] = {
-        "text": render.render_text, "csv": render.render_csv, "markdown": render.render_markdown,
-        "json": lambda r: json.dumps(render.to_json_dict(r), indent=2) + "\n",
-    }
-    if len(reports) == 1:
-        click.echo(renderers[fmt](reports[0]), nl=False)
-        return
-    click.echo(render.render_range(reports, fmt), nl=False)
+    )
+    result: render.Report = (
+        reports[0]
+        if len(reports) == 1
+        else render.RangeReport(months[0], months[-1], config.timezone, reports)
+    )
+    click.echo(render.RENDERERS[fmt](result), nl=False)
 
 
 @main.group()
@@ -190,14 +212,24 @@ def exclude() -> None:
 @config_option
 @click.option("--service", help="the service the window applies to")
 @click.option("--all", "all_services", is_flag=True, help="the window applies to every service")
-@click.option("--start", required=True, help="ISO 8601; without an offset, in the configured time zone")
-@click.option("--end", required=True, help="ISO 8601; without an offset, in the configured time zone")
+@click.option(
+    "--start", required=True, help="ISO 8601; without an offset, in the configured time zone"
+)
+@click.option(
+    "--end", required=True, help="ISO 8601; without an offset, in the configured time zone"
+)
 @click.option("--kind", type=click.Choice(["dos", "maintenance", "other"]), required=True)
 @click.option("--reason", required=True)
 @click.option("--by", default=None, help="who flags it (default: the login name)")
 def exclude_add(
-    config_path: str, service: str | None, all_services: bool, start: str, end: str,
-    kind: str, reason: str, by: str | None,
+    config_path: str,
+    service: str | None,
+    all_services: bool,
+    start: str,
+    end: str,
+    kind: str,
+    reason: str,
+    by: str | None,
 ) -> None:
     """Flag a window; prints the new exclusion's id alone on stdout."""
     from pydantic import ValidationError
@@ -210,8 +242,14 @@ def exclude_add(
     author = by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown"
     try:
         try:
-            req = ExclusionRequest(service=service or "*", start=start, end=end, kind=kind,  # type: ignore[arg-type]
-                                   reason=reason, by=author)
+            req = ExclusionRequest(
+                service=service or "*",
+                start=start,
+                end=end,
+                kind=kind,  # type: ignore[arg-type]
+                reason=reason,
+                by=author,
+            )
         except ValidationError as exc:
             raise from_validation_error(exc) from None
         svc, t0, t1 = resolve(req, config)
@@ -227,7 +265,9 @@ def exclude_add(
 @config_option
 @click.option("--month", help="only exclusions touching YYYY-MM")
 @click.option("--revoked/--no-revoked", default=False, help="also show revoked exclusions")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 def exclude_list(config_path: str, month: str | None, revoked: bool, fmt: str) -> None:
     """List exclusions."""
     from probed.exclusions import to_json
@@ -246,8 +286,14 @@ def exclude_list(config_path: str, month: str | None, revoked: bool, fmt: str) -
         click.echo("no exclusions")
     for e in rows:
         j = to_json(e)
-        state = f"  REVOKED {j['revoked_at']} by {e.revoked_by}: {e.revoke_reason}" if e.revoked_at else ""
-        click.echo(f"{e.id:>4}  {e.service:<12} {j['start']} → {j['end']}  {e.kind:<11} by {e.by}: {e.reason}{state}")
+        state = (
+            f"  REVOKED {j['revoked_at']} by {e.revoked_by}: {e.revoke_reason}"
+            if e.revoked_at
+            else ""
+        )
+        click.echo(
+            f"{e.id:>4}  {e.service:<12} {j['start']} → {j['end']}  {e.kind:<11} by {e.by}: {e.reason}{state}"
+        )
 
 
 @exclude.command("revoke")
@@ -271,16 +317,30 @@ def exclude_revoke(config_path: str, exclusion_id: int, reason: str, by: str | N
 
 @main.command()
 @click.option("--duration", type=float, default=None, help="seconds to run before the report")
-@click.option("--workdir", type=click.Path(file_okay=False), default=None, help="keep the demo's files here")
-@click.option("--json-report", type=click.Path(dir_okay=False), default=None, help="also write the report JSON here")
+@click.option(
+    "--workdir", type=click.Path(file_okay=False), default=None, help="keep the demo's files here"
+)
+@click.option(
+    "--json-report",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="also write the report JSON here",
+)
 def demo(duration: float | None, workdir: str | None, json_report: str | None) -> None:
     """Run the whole product on this machine alone, then print the report."""
     from probed.demo import run_demo
 
     configure_logs("console", "warning")
     _install_event_loop()
-    sys.exit(asyncio.run(run_demo(duration=duration, workdir=Path(workdir) if workdir else None,
-                                  json_report=Path(json_report) if json_report else None)))
+    sys.exit(
+        asyncio.run(
+            run_demo(
+                duration=duration,
+                workdir=Path(workdir) if workdir else None,
+                json_report=Path(json_report) if json_report else None,
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

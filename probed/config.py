@@ -82,7 +82,9 @@ class ConfigModel(_Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f'expected an IANA time zone like Europe/Berlin, got "{value}"') from None
+            raise ValueError(
+                f'expected an IANA time zone like Europe/Berlin, got "{value}"'
+            ) from None
         return value
 
     @field_validator("storage")
@@ -103,7 +105,9 @@ class ConfigModel(_Strict):
     def _service_names(cls, value: dict[str, ServiceModel]) -> dict[str, ServiceModel]:
         for name in value:
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-                raise ValueError(f'service names use letters, digits, "_", "." and "-", got "{name}"')
+                raise ValueError(
+                    f'service names use letters, digits, "_", "." and "-", got "{name}"'
+                )
         return value
 
 
@@ -188,7 +192,9 @@ def loads(text: str, file: Path) -> Config:
     except ValidationError as exc:
         raise ConfigError([locator.format(e) for e in exc.errors()]) from None
     problems: list[str] = []
-    services = {name: _service(name, svc, model, locator, problems) for name, svc in model.services.items()}
+    services = {
+        name: _service(name, svc, model, locator, problems) for name, svc in model.services.items()
+    }
     problems.extend(_hook_problems(model, locator))
     token = _token(model, file, locator, problems)
     if problems:
@@ -219,26 +225,36 @@ def _service(
         if check is None:
             continue
         if check.name in seen:
-            problems.append(locator.message(loc + ("name",), f'duplicate check name "{check.name}"'))
+            problems.append(
+                locator.message((*loc, "name"), f'duplicate check name "{check.name}"')
+            )
         seen.add(check.name)
         checks.append(check)
     policy = accounting.Policy(
         objective=svc.objective / 100,
         minimum=None if svc.minimum is None else svc.minimum / 100,
-        credits=tuple(accounting.CreditTier(below=c.below / 100, percent=c.percent) for c in svc.credits),
+        credits=tuple(
+            accounting.CreditTier(below=c.below / 100, percent=c.percent) for c in svc.credits
+        ),
         excluded_time=svc.excluded_time,
     )
-    return Service(name=name, policy=policy, checks=tuple(checks), maintenance=tuple(svc.maintenance))
+    return Service(
+        name=name, policy=policy, checks=tuple(checks), maintenance=tuple(svc.maintenance)
+    )
 
 
 def _check(
-    raw: Mapping[str, Any], defaults: DefaultsModel, loc: Loc, locator: _Locator, problems: list[str]
+    raw: Mapping[str, Any],
+    defaults: DefaultsModel,
+    loc: Loc,
+    locator: _Locator,
+    problems: list[str],
 ) -> CheckBase | None:
     kind = raw.get("type")
     if kind not in REGISTRY:
         valid = ", ".join(sorted(REGISTRY))
         what = f'unknown check type "{kind}"' if kind else "missing check type"
-        problems.append(locator.message(loc + ("type",), f"{what}; valid types: {valid}"))
+        problems.append(locator.message((*loc, "type"), f"{what}; valid types: {valid}"))
         return None
     merged = {**defaults.model_dump(), **raw}
     try:
@@ -253,7 +269,10 @@ _HOOK_TYPES = ("webhook", "alertmanager", "apprise", "exec")
 
 def _hook_problems(model: ConfigModel, locator: _Locator) -> list[str]:
     return [
-        locator.message(("hooks", i, "type"), f'unknown hook type "{h.type}"; valid types: {", ".join(_HOOK_TYPES)}')
+        locator.message(
+            ("hooks", i, "type"),
+            f'unknown hook type "{h.type}"; valid types: {", ".join(_HOOK_TYPES)}',
+        )
         for i, h in enumerate(model.hooks)
         if h.type not in _HOOK_TYPES
     ]
@@ -268,7 +287,9 @@ def _token(model: ConfigModel, file: Path, locator: _Locator, problems: list[str
         problems.append(locator.message(("api_token_file",), str(exc)))
         return None
     if len(token) < 16:
-        problems.append(locator.message(("api_token_file",), "the token must be at least 16 characters"))
+        problems.append(
+            locator.message(("api_token_file",), "the token must be at least 16 characters")
+        )
         return None
     return token
 
@@ -361,7 +382,9 @@ def summary(config: Config) -> str:
     for service in config.services.values():
         p = service.policy
         minimum = f", minimum {p.minimum * 100:g}%" if p.minimum is not None else ""
-        lines.append(f"  service {service.name}: objective {p.objective * 100:g}%{minimum}, {len(service.checks)} checks")
+        lines.append(
+            f"  service {service.name}: objective {p.objective * 100:g}%{minimum}, {len(service.checks)} checks"
+        )
         for c in service.checks:
             lines.append(
                 f"    {c.name:<16} {c.type:<9} every {c.interval:g}s, timeout {c.timeout:g}s, "

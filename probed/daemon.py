@@ -16,9 +16,10 @@ from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry
 
-from probed import accounting, config as config_mod
+from probed import accounting
+from probed import config as config_mod
 from probed.config import Config
-from probed.events import Event, Severity
+from probed.events import Event, EventKind, Severity
 from probed.figures import previous_month, service_month
 from probed.logs import log
 from probed.metrics import Metrics, ServiceSnapshot, Snapshot
@@ -61,11 +62,17 @@ class Monitor:
             state = self.checks.get(key)
             if state is None:
                 cid = self.store.check_id(key[0], key[1], check.type)
-                state = _CheckState(cid, check, Tracker(check.failures_to_down, self.store.restore_run(cid)))
+                state = _CheckState(
+                    cid, check, Tracker(check.failures_to_down, self.store.restore_run(cid))
+                )
                 self.checks[key] = state
                 if state.tracker.run is not None:
-                    log.info("outage.restored" if state.tracker.in_outage else "failure_run.restored",
-                             service=key[0], check=key[1], failed_tests=state.tracker.run.count)
+                    log.info(
+                        "outage.restored" if state.tracker.in_outage else "failure_run.restored",
+                        service=key[0],
+                        check=key[1],
+                        failed_tests=state.tracker.run.count,
+                    )
             state.check = check
             state.tracker.failures_to_down = check.failures_to_down
             self.metrics.init_check(key[0], key[1], check.type, up=not state.tracker.in_outage)
@@ -83,7 +90,9 @@ class Monitor:
             if key[0] == service and s.tracker.in_outage and s.tracker.run is not None
         ]
 
-    async def on_outcome(self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript) -> None:
+    async def on_outcome(
+        self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
+    ) -> None:
         state = self.checks[(service, check.name)]
         result = outcome.result
         was_up = self.service_up().get(service, True)
@@ -93,16 +102,27 @@ class Monitor:
         else:
             tail = "\n".join(transcript.lines[-TRANSCRIPT_TAIL:])
             self.store.record_failure(
-                state.check_id, outcome.started_at, check.interval,
+                state.check_id,
+                outcome.started_at,
+                check.interval,
                 FailedTest(check.name, outcome.started_at, outcome.duration, result.reason, tail),
             )
-            log.info("probe.failed", service=service, check=check.name, reason=result.reason,
-                     duration=round(outcome.duration, 3))
+            log.info(
+                "probe.failed",
+                service=service,
+                check=check.name,
+                reason=result.reason,
+                duration=round(outcome.duration, 3),
+            )
         if change is not None:
             self._apply(service, state, change)
         delivery = result.details.get("delivery_seconds")
         self.metrics.observe_test(
-            service, check.name, check.type, result.ok, outcome.duration,
+            service,
+            check.name,
+            check.type,
+            result.ok,
+            outcome.duration,
             float(delivery) if isinstance(delivery, int | float) else None,
         )
         self.metrics.set_check_up(service, check.name, check.type, not state.tracker.in_outage)
@@ -124,19 +144,53 @@ class Monitor:
         self.changed.set()
         name = state.check.name
         if change.kind == "opened":
-            log.warning("outage.opened", service=service, check=name, start=run.first_at, reasons=list(run.reasons))
-            self.emit(Event("outage_opened", service, change.at, check=name, severity=self._severity(service),
-                            outage_id=run.outage_id, start=run.first_at, end=run.last_at,
-                            failed_tests=run.count, reasons=run.reasons,
-                            summary=f"{service}/{name} is down: {run.reasons[-1] if run.reasons else 'failed'}"))
+            log.warning(
+                "outage.opened",
+                service=service,
+                check=name,
+                start=run.first_at,
+                reasons=list(run.reasons),
+            )
+            self.emit(
+                Event(
+                    "outage_opened",
+                    service,
+                    change.at,
+                    check=name,
+                    severity=self._severity(service),
+                    outage_id=run.outage_id,
+                    start=run.first_at,
+                    end=run.last_at,
+                    failed_tests=run.count,
+                    reasons=run.reasons,
+                    summary=f"{service}/{name} is down: {run.reasons[-1] if run.reasons else 'failed'}",
+                )
+            )
         elif change.kind == "closed":
             downtime = run.last_at - run.first_at
-            log.warning("outage.closed", service=service, check=name, downtime_seconds=round(downtime, 3),
-                        failed_tests=run.count)
-            self.emit(Event("outage_closed", service, change.at, check=name, severity=self._severity(service),
-                            outage_id=run.outage_id, start=run.first_at, end=run.last_at,
-                            failed_tests=run.count, downtime_seconds=downtime, reasons=run.reasons,
-                            summary=f"{service}/{name} is up again after {downtime:.0f}s of downtime"))
+            log.warning(
+                "outage.closed",
+                service=service,
+                check=name,
+                downtime_seconds=round(downtime, 3),
+                failed_tests=run.count,
+            )
+            self.emit(
+                Event(
+                    "outage_closed",
+                    service,
+                    change.at,
+                    check=name,
+                    severity=self._severity(service),
+                    outage_id=run.outage_id,
+                    start=run.first_at,
+                    end=run.last_at,
+                    failed_tests=run.count,
+                    downtime_seconds=downtime,
+                    reasons=run.reasons,
+                    summary=f"{service}/{name} is up again after {downtime:.0f}s of downtime",
+                )
+            )
 
     def _severity(self, service: str) -> Severity:
         """P1 (global) when a majority of the service's checks are down, else P2 (isolated)."""
@@ -145,16 +199,25 @@ class Monitor:
         return "P1" if states and down * 2 > len(states) else "P2"
 
     def _service_changed(self, service: str, up: bool, at: float) -> None:
-        kind = "service_up" if up else "service_down"
+        kind: EventKind = "service_up" if up else "service_down"
         log.warning(f"service.{'up' if up else 'down'}", service=service)
-        self.emit(Event(kind, service, at, severity=self._severity(service) if not up else "P2",
-                        summary=f"service {service} is {'up' if up else 'down'}"))
+        self.emit(
+            Event(
+                kind,
+                service,
+                at,
+                severity=self._severity(service) if not up else "P2",
+                summary=f"service {service} is {'up' if up else 'down'}",
+            )
+        )
 
 
 class Accountant:
     """Recomputes month-to-date and previous-month figures into a snapshot."""
 
-    def __init__(self, store: SqliteStore, monitor: Monitor, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: SqliteStore, monitor: Monitor, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.monitor = monitor
         self.clock = clock
@@ -199,7 +262,8 @@ class Daemon:
         self.monitor = Monitor(self.store, self.metrics, self._emit)
         self.accountant = Accountant(self.store, self.monitor)
         self.scheduler = Scheduler(
-            self.monitor.on_outcome, concurrency=config.concurrency,
+            self.monitor.on_outcome,
+            concurrency=config.concurrency,
             on_lag=self.metrics.schedule_lag.observe,
         )
 
@@ -222,8 +286,12 @@ class Daemon:
         api = ApiServer(self)
         await api.start(self.config.listen_host, self.config.listen_port)
         self.scheduler.set_checks((s.name, c) for s, c in self.config.all_checks())
-        log.info("daemon.started", checks=len(self.monitor.checks), listen=f"{self.config.listen_host}:{api.port}",
-                 storage=str(self.config.storage_path))
+        log.info(
+            "daemon.started",
+            checks=len(self.monitor.checks),
+            listen=f"{self.config.listen_host}:{api.port}",
+            storage=str(self.config.storage_path),
+        )
         self.notifier.ready()
         try:
             await self._main_loop()
@@ -253,7 +321,11 @@ class Daemon:
             if now - last_flush >= FLUSH_EVERY:
                 self.store.flush()
                 last_flush = now
-            if self.monitor.changed.is_set() or now - last_refresh >= REFRESH_EVERY or self.accountant.stale():
+            if (
+                self.monitor.changed.is_set()
+                or now - last_refresh >= REFRESH_EVERY
+                or self.accountant.stale()
+            ):
                 self.monitor.changed.clear()
                 self.accountant.refresh(self.config)
                 last_refresh = now
@@ -269,10 +341,13 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = config_mod.load(self.config_path)
-            if new.storage_path != self.config.storage_path or (new.listen_host, new.listen_port) != (
-                self.config.listen_host, self.config.listen_port
-            ):
-                raise config_mod.ConfigError(["storage and listen cannot change on reload; restart probed"])
+            if new.storage_path != self.config.storage_path or (
+                new.listen_host,
+                new.listen_port,
+            ) != (self.config.listen_host, self.config.listen_port):
+                raise config_mod.ConfigError(
+                    ["storage and listen cannot change on reload; restart probed"]
+                )
         except config_mod.ConfigError as exc:
             log.error("config.reload_failed", problems=exc.problems)
             self.metrics.reload_ok.set(0)
@@ -283,7 +358,10 @@ class Daemon:
         added, removed = self.scheduler.set_checks((s.name, c) for s, c in new.all_checks())
         self.accountant.refresh(new)
         self.metrics.reload_ok.set(1)
-        log.info("config.reloaded", added=[f"{s}/{c}" for s, c in added],
-                 removed=[f"{s}/{c}" for s, c in removed])
+        log.info(
+            "config.reloaded",
+            added=[f"{s}/{c}" for s, c in added],
+            removed=[f"{s}/{c}" for s, c in removed],
+        )
         self.notifier.ready()
         return True

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from probed import accounting, config as config_mod
+from probed import accounting
+from probed import config as config_mod
 from probed.daemon import Daemon
 from probed.figures import month_report
 from probed.report import MonthReport, render_text, to_json_dict
@@ -74,7 +75,7 @@ class ScriptedServer:
 
 def demo_config(port: int, db: Path) -> str:
     checks = "\n".join(
-        f"      - {{name: {name}, type: http, url: \"http://127.0.0.1:{port}/{name}\", expect_status: [200]}}"
+        f'      - {{name: {name}, type: http, url: "http://127.0.0.1:{port}/{name}", expect_status: [200]}}'
         for name in SCRIPTS
     )
     return f"""\
@@ -119,12 +120,18 @@ def _flag_dos(store: SqliteStore) -> None:
         return
     o = outages[-1]
     store.add_exclusion(
-        service="web", start=o.start - INTERVAL / 2, end=o.end + INTERVAL / 2, kind="dos",
-        reason="SYN flood against the API front end (scripted)", by="demo",
+        service="web",
+        start=o.start - INTERVAL / 2,
+        end=o.end + INTERVAL / 2,
+        kind="dos",
+        reason="SYN flood against the API front end (scripted)",
+        by="demo",
     )
 
 
-async def run_demo(*, duration: float | None, workdir: Path | None, json_report: Path | None) -> int:
+async def run_demo(
+    *, duration: float | None, workdir: Path | None, json_report: Path | None
+) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="probed-demo-") if workdir is None else None
     base = Path(tmp.name) if tmp else workdir
     assert base is not None
@@ -136,10 +143,14 @@ async def run_demo(*, duration: float | None, workdir: Path | None, json_report:
     config = config_mod.load(cfg_path)
     length = max(len(s) for s in SCRIPTS.values()) * INTERVAL + 2 * INTERVAL
     run_for = duration if duration is not None else length
-    print(f"probed demo: {len(SCRIPTS)} HTTP checks on 127.0.0.1:{server.port}, a test every {INTERVAL}s,"
-          f" for {run_for:.0f}s (config {cfg_path})")
-    print("scripted: website fails once (no outage), webmail fails 4 times (an outage of 3 intervals),"
-          " api fails 3 times during a flagged DoS window (excluded)")
+    print(
+        f"probed demo: {len(SCRIPTS)} HTTP checks on 127.0.0.1:{server.port}, a test every {INTERVAL}s,"
+        f" for {run_for:.0f}s (config {cfg_path})"
+    )
+    print(
+        "scripted: website fails once (no outage), webmail fails 4 times (an outage of 3 intervals),"
+        " api fails 3 times during a flagged DoS window (excluded)"
+    )
     daemon = Daemon(str(cfg_path), config)
     task = asyncio.create_task(daemon.run())
     try:
@@ -151,14 +162,22 @@ async def run_demo(*, duration: float | None, workdir: Path | None, json_report:
     return _report(config, json_report, tmp)
 
 
-def _report(config: config_mod.Config, json_report: Path | None, tmp: tempfile.TemporaryDirectory[str] | None) -> int:
+def _report(
+    config: config_mod.Config,
+    json_report: Path | None,
+    tmp: tempfile.TemporaryDirectory[str] | None,
+) -> int:
     store = SqliteStore(config.storage_path)
     try:
         _flag_dos(store)
         now = time.time()
         month = accounting.month_of(now, config.timezone)
-        report = MonthReport(month=month, timezone=config.timezone, generated_at=now,
-                             services=tuple(month_report(store, config, month, now)))
+        report = MonthReport(
+            month=month,
+            timezone=config.timezone,
+            generated_at=now,
+            services=tuple(month_report(store, config, month, now)),
+        )
     finally:
         store.close()
     print()

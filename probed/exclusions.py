@@ -49,7 +49,9 @@ def resolve(request: ExclusionRequest, config: Config) -> tuple[str, float, floa
     """Check the service and the window; returns (service, start, end) as epoch seconds."""
     if request.service != "*" and request.service not in config.services:
         known = ", ".join(sorted(config.services))
-        raise InvalidRequest("service", f'unknown service "{request.service}" (known: {known}, or "*" for all)')
+        raise InvalidRequest(
+            "service", f'unknown service "{request.service}" (known: {known}, or "*" for all)'
+        )
     try:
         start = parse_time(request.start, config.timezone)
     except ValueError as exc:
@@ -67,7 +69,16 @@ def resolve(request: ExclusionRequest, config: Config) -> tuple[str, float, floa
 
 def to_json(e: ExclusionSpan) -> dict[str, object]:
     return {
-        "id": e.id, "service": e.service, "start": iso(e.start), "end": iso(e.end), "kind": e.kind,
-        "reason": e.reason, "by": e.by, "created_at": iso(e.created_at), "revoked": e.revoked_at is not None,
-        "revoked_at": iso(e.revoked_at), "revoked_by": e.revoked_by, "revoke_reason": e.revoke_reason,
+        "id": e.id,
+        "service": e.service,
+        "start": iso(e.start),
+        "end": iso(e.end),
+        "kind": e.kind,
+        "reason": e.reason,
+        "by": e.by,
+        "created_at": iso(e.created_at),
+        "revoked": e.revoked_at is not None,
+        "revoked_at": iso(e.revoked_at),
+        "revoked_by": e.revoked_by,
+        "revoke_reason": e.revoke_reason,
     }

@@ -7,7 +7,9 @@ from probed.config import Config, Service
 from probed.storage import SqliteStore
 
 
-def service_month(store: SqliteStore, service: Service, month: str, tz: str, now: float) -> accounting.ServiceFigures:
+def service_month(
+    store: SqliteStore, service: Service, month: str, tz: str, now: float
+) -> accounting.ServiceFigures:
     window = accounting.month_period(month, tz)
     return accounting.service_figures(
         service=service.name,

@@ -44,38 +44,62 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry, snapshot: Callable[[], Snapshot]) -> None:
         self.registry = registry
         self.probe_success = Gauge(
-            "probed_probe_success", "1 if the latest test of the check passed, else 0",
-            CHECK_LABELS, registry=registry,
+            "probed_probe_success",
+            "1 if the latest test of the check passed, else 0",
+            CHECK_LABELS,
+            registry=registry,
         )
         self.probe_duration = Histogram(
-            "probed_probe_duration_seconds", "How long tests took",
-            CHECK_LABELS, buckets=DURATION_BUCKETS, registry=registry,
+            "probed_probe_duration_seconds",
+            "How long tests took",
+            CHECK_LABELS,
+            buckets=DURATION_BUCKETS,
+            registry=registry,
         )
         self.probes = Counter(
-            "probed_probes", "Tests run, by verdict", (*CHECK_LABELS, "result"), registry=registry,
+            "probed_probes",
+            "Tests run, by verdict",
+            (*CHECK_LABELS, "result"),
+            registry=registry,
         )
         self.check_up = Gauge(
-            "probed_check_up", "0 while the check is in an outage, else 1", CHECK_LABELS, registry=registry,
+            "probed_check_up",
+            "0 while the check is in an outage, else 1",
+            CHECK_LABELS,
+            registry=registry,
         )
         self.schedule_lag = Histogram(
-            "probed_schedule_lag_seconds", "How late tests start compared to their schedule",
-            buckets=LAG_BUCKETS, registry=registry,
+            "probed_schedule_lag_seconds",
+            "How late tests start compared to their schedule",
+            buckets=LAG_BUCKETS,
+            registry=registry,
         )
         self.mailflow_delivery = Histogram(
-            "probed_mailflow_delivery_seconds", "Mail round trip: submission to mailbox",
-            CHECK_LABELS, buckets=DELIVERY_BUCKETS, registry=registry,
+            "probed_mailflow_delivery_seconds",
+            "Mail round trip: submission to mailbox",
+            CHECK_LABELS,
+            buckets=DELIVERY_BUCKETS,
+            registry=registry,
         )
         self.reload_ok = Gauge(
-            "probed_config_last_reload_successful", "1 if the last config (re)load was applied",
+            "probed_config_last_reload_successful",
+            "1 if the last config (re)load was applied",
             registry=registry,
         )
         self.reload_ok.set(1)
-        self.build_info = Gauge("probed_build_info", "probed's version", ("version",), registry=registry)
+        self.build_info = Gauge(
+            "probed_build_info", "probed's version", ("version",), registry=registry
+        )
         self.build_info.labels(__version__).set(1)
         registry.register(SnapshotCollector(snapshot))
 
     def observe_test(
-        self, service: str, check: str, type_: str, ok: bool, duration: float,
+        self,
+        service: str,
+        check: str,
+        type_: str,
+        ok: bool,
+        duration: float,
         delivery_seconds: float | None = None,
     ) -> None:
         labels = (service, check, type_)
@@ -98,7 +122,12 @@ class Metrics:
 
     def remove_check(self, service: str, check: str, type_: str) -> None:
         labels = (service, check, type_)
-        for metric in (self.probe_success, self.probe_duration, self.check_up, self.mailflow_delivery):
+        for metric in (
+            self.probe_success,
+            self.probe_duration,
+            self.check_up,
+            self.mailflow_delivery,
+        ):
             try:
                 metric.remove(*labels)
             except KeyError:
@@ -121,23 +150,48 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
-        up = GaugeMetricFamily("probed_service_up", "0 while any check of the service is in an outage", labels=["service"])
-        objective = GaugeMetricFamily("probed_service_objective_ratio", "The service's SLA objective", labels=["service"])
-        avail = GaugeMetricFamily("probed_service_availability_ratio", "Availability by SLA rules", labels=["service", "window"])
-        down = GaugeMetricFamily("probed_service_downtime_seconds", "Counted downtime", labels=["service", "window"])
-        excluded = GaugeMetricFamily("probed_service_excluded_seconds", "Outage time removed by exclusions", labels=["service", "window"])
-        unmonitored = GaugeMetricFamily("probed_service_unmonitored_seconds", "Monitoring gaps", labels=["service", "window"])
+        up = GaugeMetricFamily(
+            "probed_service_up",
+            "0 while any check of the service is in an outage",
+            labels=["service"],
+        )
+        objective = GaugeMetricFamily(
+            "probed_service_objective_ratio", "The service's SLA objective", labels=["service"]
+        )
+        avail = GaugeMetricFamily(
+            "probed_service_availability_ratio",
+            "Availability by SLA rules",
+            labels=["service", "window"],
+        )
+        down = GaugeMetricFamily(
+            "probed_service_downtime_seconds", "Counted downtime", labels=["service", "window"]
+        )
+        excluded = GaugeMetricFamily(
+            "probed_service_excluded_seconds",
+            "Outage time removed by exclusions",
+            labels=["service", "window"],
+        )
+        unmonitored = GaugeMetricFamily(
+            "probed_service_unmonitored_seconds", "Monitoring gaps", labels=["service", "window"]
+        )
         budget = GaugeMetricFamily(
-            "probed_service_error_budget_remaining_seconds", "This month's error budget left", labels=["service"]
+            "probed_service_error_budget_remaining_seconds",
+            "This month's error budget left",
+            labels=["service"],
         )
         budget_total = GaugeMetricFamily(
-            "probed_service_error_budget_seconds", "This month's whole error budget", labels=["service"]
+            "probed_service_error_budget_seconds",
+            "This month's whole error budget",
+            labels=["service"],
         )
         for name, is_up in snap.service_up.items():
             up.add_metric([name], 1.0 if is_up else 0.0)
         for name, svc in snap.services.items():
             objective.add_metric([name], svc.objective)
-            for window, fig in (("month_to_date", svc.month_to_date), ("previous_month", svc.previous_month)):
+            for window, fig in (
+                ("month_to_date", svc.month_to_date),
+                ("previous_month", svc.previous_month),
+            ):
                 if fig is None:
                     continue
                 avail.add_metric([name, window], fig.availability)

@@ -61,7 +61,9 @@ class Tracker:
             return self._passed(at)
         was_down = self.in_outage
         if self.run is None:
-            self.run = FailureRun(first_at=at, last_at=at, count=1, reasons=(reason,) if reason else ())
+            self.run = FailureRun(
+                first_at=at, last_at=at, count=1, reasons=(reason,) if reason else ()
+            )
         else:
             self.run = self.run.with_failure(at, reason)
         if not self.in_outage:

@@ -65,7 +65,9 @@ class Scheduler:
     def jobs(self) -> dict[CheckKey, _Job]:
         return self._jobs
 
-    def set_checks(self, checks: Iterable[tuple[str, CheckBase]]) -> tuple[list[CheckKey], list[CheckKey]]:
+    def set_checks(
+        self, checks: Iterable[tuple[str, CheckBase]]
+    ) -> tuple[list[CheckKey], list[CheckKey]]:
         """Start new checks, restart changed ones, stop removed ones. Returns (added, removed)."""
         wanted = {(service, c.name): (service, c) for service, c in checks}
         removed = [k for k in self._jobs if k not in wanted]
@@ -123,7 +125,7 @@ class Scheduler:
         tasks = [j.task for j in self._jobs.values() if j.task is not None]
         if not tasks:
             return
-        done, pending = await asyncio.wait(tasks, timeout=grace)
+        _, pending = await asyncio.wait(tasks, timeout=grace)
         for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -25,10 +25,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from probed.accounting import ExclusionSpan, Interval, OutageSpan
 from probed.outages import FailureRun
@@ -133,7 +133,9 @@ class Store(Protocol):
 
     def check_id(self, service: str, check: str, type_: str) -> int: ...
     def record_pass(self, check_id: int, at: float, interval: float) -> None: ...
-    def record_failure(self, check_id: int, at: float, interval: float, test: FailedTest) -> None: ...
+    def record_failure(
+        self, check_id: int, at: float, interval: float, test: FailedTest
+    ) -> None: ...
     def open_outage(self, check_id: int, run: FailureRun) -> int: ...
     def update_outage(self, outage_id: int, run: FailureRun) -> None: ...
     def close_outage(self, outage_id: int, run: FailureRun, closed_at: float) -> None: ...
@@ -329,14 +331,21 @@ class SqliteStore:
             "SELECT id FROM outages WHERE check_id = ? AND closed_at IS NULL AND start = ?",
             (check_id, run.first_at),
         ).fetchone()
-        return FailureRun(run.first_at, run.last_at, run.count, run.reasons, outage[0] if outage else None)
+        return FailureRun(
+            run.first_at, run.last_at, run.count, run.reasons, outage[0] if outage else None
+        )
 
     def _check_ids(self, service: str) -> dict[int, str]:
-        rows = self.db.execute("SELECT id, name FROM checks WHERE service = ?", (service,)).fetchall()
+        rows = self.db.execute(
+            "SELECT id, name FROM checks WHERE service = ?", (service,)
+        ).fetchall()
         return {int(r[0]): str(r[1]) for r in rows}
 
     def services(self) -> list[str]:
-        return [str(r[0]) for r in self.db.execute("SELECT DISTINCT service FROM checks ORDER BY service")]
+        return [
+            str(r[0])
+            for r in self.db.execute("SELECT DISTINCT service FROM checks ORDER BY service")
+        ]
 
     def outages(self, service: str, window: Interval) -> list[OutageSpan]:
         rows = self.db.execute(
@@ -347,8 +356,13 @@ class SqliteStore:
         ).fetchall()
         return [
             OutageSpan(
-                check=r[1], start=r[2], end=r[3], failed_tests=r[4],
-                reasons=tuple(json.loads(r[5])), open=r[6] is None, id=r[0],
+                check=r[1],
+                start=r[2],
+                end=r[3],
+                failed_tests=r[4],
+                reasons=tuple(json.loads(r[5])),
+                open=r[6] is None,
+                id=r[0],
             )
             for r in rows
         ]
@@ -362,8 +376,15 @@ class SqliteStore:
         ).fetchone()
         if r is None:
             return None
-        span = OutageSpan(check=r[1], start=r[2], end=r[3], failed_tests=r[4],
-                          reasons=tuple(json.loads(r[5])), open=r[6] is None, id=r[0])
+        span = OutageSpan(
+            check=r[1],
+            start=r[2],
+            end=r[3],
+            failed_tests=r[4],
+            reasons=tuple(json.loads(r[5])),
+            open=r[6] is None,
+            id=r[0],
+        )
         return str(r[7]), span, r[6]
 
     def failed_tests(self, service: str, check: str, window: Interval) -> list[FailedTest]:
@@ -373,7 +394,10 @@ class SqliteStore:
                WHERE c.service = ? AND c.name = ? AND f.at >= ? AND f.at <= ? ORDER BY f.at""",
             (service, check, window[0], window[1]),
         ).fetchall()
-        return [FailedTest(check=check, at=r[0], duration=r[1], reason=r[2], transcript=r[3]) for r in rows]
+        return [
+            FailedTest(check=check, at=r[0], duration=r[1], reason=r[2], transcript=r[3])
+            for r in rows
+        ]
 
     def coverage(self, service: str, window: Interval, now: float) -> list[Interval]:
         """When the daemon was testing this service: each test covers one interval."""
@@ -400,7 +424,11 @@ class SqliteStore:
             (service,),
         ).fetchone()
         stored = row[0] if row else None
-        pending = [p.seg_first for cid, p in self._pending.items() if p.seg_tests and cid in self._check_ids(service)]
+        pending = [
+            p.seg_first
+            for cid, p in self._pending.items()
+            if p.seg_tests and cid in self._check_ids(service)
+        ]
         candidates = [x for x in [stored, *pending] if x is not None]
         return min(candidates) if candidates else None
 
@@ -411,17 +439,30 @@ class SqliteStore:
         ).fetchone()
         if cid is None:
             return []
-        fails = [(a, False, r) for a, r in self.db.execute(
-            "SELECT at, reason FROM failed_tests WHERE check_id = ?", (cid[0],))]
+        fails = [
+            (a, False, r)
+            for a, r in self.db.execute(
+                "SELECT at, reason FROM failed_tests WHERE check_id = ?", (cid[0],)
+            )
+        ]
         passes: list[tuple[float, bool, str]] = []
-        for first, last in self.db.execute("SELECT first_at, last_at FROM pass_runs WHERE check_id = ?", (cid[0],)):
+        for first, last in self.db.execute(
+            "SELECT first_at, last_at FROM pass_runs WHERE check_id = ?", (cid[0],)
+        ):
             passes += [(first, True, ""), (last, True, "")]
         return sorted(fails + passes)
 
     # ------------------------------------------------------ exclusions
 
     def add_exclusion(
-        self, *, service: str, start: float, end: float, kind: str, reason: str, by: str,
+        self,
+        *,
+        service: str,
+        start: float,
+        end: float,
+        kind: str,
+        reason: str,
+        by: str,
         created_at: float | None = None,
     ) -> ExclusionSpan:
         created = time.time() if created_at is None else created_at
@@ -437,7 +478,9 @@ class SqliteStore:
         assert found is not None
         return found
 
-    def revoke_exclusion(self, exclusion_id: int, *, by: str, reason: str, at: float | None = None) -> ExclusionSpan:
+    def revoke_exclusion(
+        self, exclusion_id: int, *, by: str, reason: str, at: float | None = None
+    ) -> ExclusionSpan:
         when = time.time() if at is None else at
         with self._tx():
             cur = self.db.execute(
@@ -447,7 +490,8 @@ class SqliteStore:
             if cur.rowcount != 1:
                 existing = self.exclusion(exclusion_id)
                 raise KeyError(
-                    f"exclusion {exclusion_id} " + ("is already revoked" if existing else "does not exist")
+                    f"exclusion {exclusion_id} "
+                    + ("is already revoked" if existing else "does not exist")
                 )
             self._bump("exclusions_generation")
         found = self.exclusion(exclusion_id)
@@ -475,7 +519,9 @@ class SqliteStore:
 
     def exclusions(self, window: Interval | None = None) -> list[ExclusionSpan]:
         if window is None:
-            rows = self.db.execute(f"SELECT {self._EXCLUSION_COLUMNS} FROM exclusions ORDER BY start, id")
+            rows = self.db.execute(
+                f"SELECT {self._EXCLUSION_COLUMNS} FROM exclusions ORDER BY start, id"
+            )
         else:
             rows = self.db.execute(
                 f'SELECT {self._EXCLUSION_COLUMNS} FROM exclusions WHERE "end" > ? AND start < ? ORDER BY start, id',
@@ -492,17 +538,26 @@ class SqliteStore:
         """None when a write succeeds now, else the reason (for /healthz)."""
         try:
             with self._tx():
-                self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('healthz', ?)", (str(time.time()),))
+                self.db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('healthz', ?)",
+                    (str(time.time()),),
+                )
         except sqlite3.Error as exc:
             return f"store not writable: {exc}"
         return None
 
 
-def _exclusion(r: Sequence[object]) -> ExclusionSpan:
+def _exclusion(r: Sequence[Any]) -> ExclusionSpan:  # sqlite rows are untyped
     return ExclusionSpan(
-        id=int(r[0]), service=str(r[1]), start=float(r[2]), end=float(r[3]),  # type: ignore[arg-type]
-        kind=str(r[4]), reason=str(r[5]), by=str(r[6]), created_at=float(r[7]),  # type: ignore[arg-type]
-        revoked_at=None if r[8] is None else float(r[8]),  # type: ignore[arg-type]
+        id=int(r[0]),
+        service=str(r[1]),
+        start=float(r[2]),
+        end=float(r[3]),
+        kind=str(r[4]),
+        reason=str(r[5]),
+        by=str(r[6]),
+        created_at=float(r[7]),
+        revoked_at=None if r[8] is None else float(r[8]),
         revoked_by=None if r[9] is None else str(r[9]),
         revoke_reason=None if r[10] is None else str(r[10]),
     )
@@ -531,4 +586,3 @@ class _Transaction:
 
 def open_store(path: Path | str, *, readonly: bool = False) -> SqliteStore:
     return SqliteStore(path, readonly=readonly)
-

@@ -11,7 +11,9 @@ def parse_time(text: str, tz: str) -> float:
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f'expected an ISO 8601 time like 2026-10-04T10:00:00Z, got "{text}"') from None
+        raise ValueError(
+            f'expected an ISO 8601 time like 2026-10-04T10:00:00Z, got "{text}"'
+        ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=ZoneInfo(tz))
     return value.timestamp()

@@ -62,20 +62,24 @@ def test_bad_duration_names_file_line_and_path(tmp_path: Path) -> None:
 def test_timeout_must_be_shorter_than_interval(tmp_path: Path) -> None:
     text = GOOD.replace("interval: 1m", "interval: 2s")
     [problem] = problems(tmp_path, text)
-    assert problem.startswith("probed.yaml:12: services.web.checks[1]: timeout (5s) must be shorter")
+    assert problem.startswith(
+        "probed.yaml:12: services.web.checks[1]: timeout (5s) must be shorter"
+    )
 
 
 def test_unknown_check_type_lists_valid_types(tmp_path: Path) -> None:
     text = GOOD.replace("type: tcp", "type: ftp")
     [problem] = problems(tmp_path, text)
-    assert problem.startswith('probed.yaml:12: services.web.checks[1].type: unknown check type "ftp"; valid types: ')
+    assert problem.startswith(
+        'probed.yaml:12: services.web.checks[1].type: unknown check type "ftp"; valid types: '
+    )
     assert "http" in problem and "tcp" in problem
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    text = GOOD.replace('url: "http://127.0.0.1:8080/"', 'url: "http://127.0.0.1:8080/", bogus: 1').replace(
-        "port: 8080, interval", "port: 99999, interval"
-    )
+    text = GOOD.replace(
+        'url: "http://127.0.0.1:8080/"', 'url: "http://127.0.0.1:8080/", bogus: 1'
+    ).replace("port: 8080, interval", "port: 99999, interval")
     found = problems(tmp_path, text)
     assert len(found) == 2
     assert found[0].startswith("probed.yaml:11: services.web.checks[0].bogus: unknown field")
@@ -84,11 +88,15 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 
 def test_duplicate_check_names_are_refused(tmp_path: Path) -> None:
     text = GOOD.replace("name: port", "name: home")
-    assert problems(tmp_path, text) == ['probed.yaml:12: services.web.checks[1].name: duplicate check name "home"']
+    assert problems(tmp_path, text) == [
+        'probed.yaml:12: services.web.checks[1].name: duplicate check name "home"'
+    ]
 
 
 def test_objective_out_of_range_and_bad_timezone(tmp_path: Path) -> None:
-    text = GOOD.replace("objective: 99.5", "objective: 150").replace("Europe/Berlin", "Mars/Olympus")
+    text = GOOD.replace("objective: 99.5", "objective: 150").replace(
+        "Europe/Berlin", "Mars/Olympus"
+    )
     found = problems(tmp_path, text)
     assert found[0].startswith("probed.yaml:1: timezone: expected an IANA time zone")
     assert found[1].startswith("probed.yaml:7: services.web.objective:")
@@ -102,7 +110,9 @@ def test_inline_password_is_refused_and_missing_secret_file_named(tmp_path: Path
     config_mod.load(write(tmp_path, text))  # sanity: a second service is fine
     bad = text.replace("api_token_file", "x") + "api_token_file: /nonexistent/token\n"
     [problem] = problems(tmp_path, bad)
-    assert problem.startswith("probed.yaml:17: api_token_file: cannot read secret file /nonexistent/token")
+    assert problem.startswith(
+        "probed.yaml:17: api_token_file: cannot read secret file /nonexistent/token"
+    )
 
 
 def test_invalid_yaml_reports_its_line(tmp_path: Path) -> None:
@@ -115,17 +125,23 @@ def test_check_config_exits_78_without_traceback(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("interval: 1m", 'interval: "fast"'))
     proc = subprocess.run(
         [sys.executable, "-m", "probed.cli", "check-config", "-c", str(path)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 78
     assert "Traceback" not in proc.stderr
-    assert 'services.web.checks[1].interval: expected a duration like 30s, got "fast"' in proc.stderr
+    assert (
+        'services.web.checks[1].interval: expected a duration like 30s, got "fast"' in proc.stderr
+    )
 
 
 def test_check_config_prints_summary(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "probed.cli", "check-config", "-c", str(write(tmp_path, GOOD))],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "service web: objective 99.5%, minimum 99%, 2 checks" in proc.stdout

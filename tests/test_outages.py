@@ -35,7 +35,10 @@ def test_tracker_emits_opened_extended_closed() -> None:
     tracker = Tracker(2)
     kinds = [
         c.kind if c else None
-        for c in (tracker.observe(t, ok) for t, ok in [(0, False), (1, False), (2, False), (3, True), (4, True)])
+        for c in (
+            tracker.observe(t, ok)
+            for t, ok in [(0, False), (1, False), (2, False), (3, True), (4, True)]
+        )
     ]
     assert kinds == [None, "opened", "extended", "closed", None]
 
@@ -63,7 +66,9 @@ def test_outages_are_exactly_the_long_enough_failure_runs(oks: list[bool], thres
 
 
 @given(verdicts, st.integers(min_value=1, max_value=4), st.integers(min_value=0, max_value=60))
-def test_restoring_the_run_after_a_restart_changes_nothing(oks: list[bool], threshold: int, cut: int) -> None:
+def test_restoring_the_run_after_a_restart_changes_nothing(
+    oks: list[bool], threshold: int, cut: int
+) -> None:
     """A gap (restart) does not end a failure run: resuming from the saved run gives the same outages."""
     tests = [(float(i), ok, "r") for i, ok in enumerate(oks)]
     whole = detect_outages("c", tests, threshold)

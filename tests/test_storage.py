@@ -33,7 +33,9 @@ def test_a_failed_test_is_committed_before_record_failure_returns(tmp_path: Path
     store.record_failure(cid, 60.0, 60.0, fail(60.0))
     # no flush, no close: another connection already sees the failure and the pass it ended
     assert rows(tmp_path / "p.db", "SELECT at, reason FROM failed_tests") == [(60.0, "refused")]
-    assert rows(tmp_path / "p.db", "SELECT first_at, last_at, count FROM pass_runs") == [(0.0, 0.0, 1)]
+    assert rows(tmp_path / "p.db", "SELECT first_at, last_at, count FROM pass_runs") == [
+        (0.0, 0.0, 1)
+    ]
 
 
 def test_passes_are_one_row_per_run_not_per_test(tmp_path: Path) -> None:
@@ -45,7 +47,9 @@ def test_passes_are_one_row_per_run_not_per_test(tmp_path: Path) -> None:
     for i in range(1000, 2000):
         store.record_pass(cid, float(i), 1.0)
     store.flush()
-    assert rows(tmp_path / "p.db", "SELECT first_at, last_at, count FROM pass_runs") == [(0.0, 1999.0, 2000)]
+    assert rows(tmp_path / "p.db", "SELECT first_at, last_at, count FROM pass_runs") == [
+        (0.0, 1999.0, 2000)
+    ]
     assert rows(tmp_path / "p.db", "SELECT count(*) FROM segments") == [(1,)]
 
 
@@ -84,13 +88,18 @@ def test_coverage_has_a_gap_where_the_daemon_was_stopped(tmp_path: Path) -> None
     for t in (100.0, 110.0):
         second.record_pass(second.check_id("web", "home", "http"), t, 10.0)
     second.flush()
-    assert sorted(second.coverage("web", (0.0, 1000.0), now=1000.0)) == [(0.0, 30.0), (100.0, 120.0)]
+    assert sorted(second.coverage("web", (0.0, 1000.0), now=1000.0)) == [
+        (0.0, 30.0),
+        (100.0, 120.0),
+    ]
     assert second.first_test_at("web") == 0.0
 
 
 def test_exclusions_are_revoked_never_deleted(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "p.db")
-    e = store.add_exclusion(service="mail", start=0.0, end=60.0, kind="dos", reason="flood", by="ops")
+    e = store.add_exclusion(
+        service="mail", start=0.0, end=60.0, kind="dos", reason="flood", by="ops"
+    )
     gen = store.generation()
     revoked = store.revoke_exclusion(e.id, by="lead", reason="not a DoS after all")
     assert store.generation() == gen + 1
@@ -116,7 +125,9 @@ def test_newer_schema_is_refused_with_a_clear_error(tmp_path: Path) -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.booleans(), max_size=40), st.integers(min_value=1, max_value=3))
-def test_stored_outages_equal_batch_detection_on_raw_records(oks: list[bool], threshold: int) -> None:
+def test_stored_outages_equal_batch_detection_on_raw_records(
+    oks: list[bool], threshold: int
+) -> None:
     """What the daemon stores incrementally equals recomputing from failed tests and pass runs."""
     import tempfile
 

@@ -1,0 +1,155 @@
+"""One outage's evidence: what a customer's credit request or an auditor needs.
+
+Services affected, start and end, every failed test with its time and
+reason, the other checks of the service that were down at the same time, and
+the exclusions that overlap it (live or revoked, for the audit trail).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+
+from probed import accounting
+from probed.accounting import ExclusionSpan, OutageSpan
+from probed.config import Config
+from probed.exclusions import to_json as exclusion_json
+from probed.storage import FailedTest, SqliteStore
+from probed.times import iso
+
+MAX_FAILED_TESTS = 10_000  # a month-long outage at 60 s is ~45 000 tests; keep output bounded
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    service: str
+    outage: OutageSpan
+    closed_at: float | None
+    downtime_seconds: float
+    excluded_seconds: float
+    failed_tests: tuple[FailedTest, ...]
+    concurrent: tuple[OutageSpan, ...]
+    exclusions: tuple[ExclusionSpan, ...]
+
+
+def incident_evidence(
+    store: SqliteStore, config: Config, outage_id: int, now: float
+) -> Evidence | None:
+    found = store.outage(outage_id)
+    if found is None:
+        return None
+    service, span, closed_at = found
+    window = (span.start, span.end)
+    exclusions = [
+        e for e in store.exclusions((span.start, span.end + 1e-6)) if e.applies_to(service)
+    ]
+    live = accounting.union(e.interval for e in exclusions if e.live)
+    excluded = accounting.total(accounting.intersection([window], live))
+    concurrent = [o for o in store.outages(service, window) if o.id != span.id]
+    tests = store.failed_tests(service, span.check, window)[:MAX_FAILED_TESTS]
+    return Evidence(
+        service=service,
+        outage=span,
+        closed_at=closed_at,
+        downtime_seconds=(span.end - span.start) - excluded,
+        excluded_seconds=excluded,
+        failed_tests=tuple(tests),
+        concurrent=tuple(concurrent),
+        exclusions=tuple(exclusions),
+    )
+
+
+def to_json_dict(e: Evidence) -> dict[str, object]:
+    o = e.outage
+    return {
+        "incident": o.id,
+        "service": e.service,
+        "check": o.check,
+        "start": iso(o.start),
+        "end": None if o.open else iso(o.end),
+        "recovered_at": iso(e.closed_at),
+        "open": o.open,
+        "failed_tests": o.failed_tests,
+        "downtime_seconds": round(e.downtime_seconds, 3),
+        "downtime_minutes": round(e.downtime_seconds / 60, 3),
+        "excluded_seconds": round(e.excluded_seconds, 3),
+        "reasons": list(o.reasons),
+        "checks_affected": sorted({o.check, *(c.check for c in e.concurrent)}),
+        "concurrent_outages": [
+            {
+                "incident": c.id,
+                "check": c.check,
+                "start": iso(c.start),
+                "end": None if c.open else iso(c.end),
+            }
+            for c in e.concurrent
+        ],
+        "tests": [
+            {"at": iso(t.at), "duration_seconds": round(t.duration, 3), "reason": t.reason}
+            for t in e.failed_tests
+        ],
+        "exclusions": [exclusion_json(x) for x in e.exclusions],
+    }
+
+
+def _text(e: Evidence) -> str:
+    o = e.outage
+    lines = [
+        f"Incident {o.id}: service {e.service}, check {o.check}",
+        f"  began     {iso(o.start)} (first failed test)",
+        f"  ended     {'still open' if o.open else iso(o.end)} (last failed test)",
+        f"  recovered {iso(e.closed_at) or '-'} (first passing test)",
+        f"  downtime  {e.downtime_seconds:.1f} s ({e.downtime_seconds / 60:.2f} min),"
+        f" excluded {e.excluded_seconds:.1f} s, {o.failed_tests} failed tests",
+        f"  checks affected: {', '.join(sorted({o.check, *(c.check for c in e.concurrent)}))}",
+        "  failed tests:",
+        *(f"    {iso(t.at)}  {t.duration * 1000:7.1f} ms  {t.reason}" for t in e.failed_tests),
+    ]
+    if e.exclusions:
+        lines.append("  overlapping exclusions:")
+        for x in e.exclusions:
+            state = f" REVOKED by {x.revoked_by}: {x.revoke_reason}" if x.revoked_at else ""
+            lines.append(
+                f"    #{x.id} {x.kind} {iso(x.start)} → {iso(x.end)} by {x.by}: {x.reason}{state}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(e: Evidence) -> str:
+    o = e.outage
+    rows = "\n".join(
+        f"| {iso(t.at)} | {t.duration * 1000:.1f} ms | {t.reason} |" for t in e.failed_tests
+    )
+    excl = "\n".join(
+        f"- #{x.id} `{x.kind}` {iso(x.start)} → {iso(x.end)}, by {x.by}: {x.reason}"
+        + (f" (revoked by {x.revoked_by}: {x.revoke_reason})" if x.revoked_at else "")
+        for x in e.exclusions
+    )
+    return (
+        f"## Credit request: incident {o.id}\n\n"
+        f"- **Service affected:** {e.service} (check `{o.check}`)\n"
+        f"- **Began:** {iso(o.start)}\n"
+        f"- **Ended:** {'still open' if o.open else iso(o.end)}\n"
+        f"- **Downtime:** {e.downtime_seconds / 60:.2f} minutes ({o.failed_tests} consecutive failed tests)\n"
+        f"- **Excluded:** {e.excluded_seconds:.1f} s\n"
+        f"- **Summary:** {'; '.join(o.reasons) or 'failed tests'}\n\n"
+        f"| test started (UTC) | duration | reason |\n|---|---|---|\n{rows}\n\n"
+        + (f"### Overlapping exclusions\n\n{excl}\n" if e.exclusions else "")
+    )
+
+
+def _csv(e: Evidence) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["incident", "service", "check", "at", "duration_seconds", "reason"])
+    for t in e.failed_tests:
+        writer.writerow([e.outage.id, e.service, t.check, iso(t.at), f"{t.duration:.3f}", t.reason])
+    return out.getvalue()
+
+
+def render_incident(e: Evidence, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(to_json_dict(e), indent=2, ensure_ascii=False) + "\n"
+    return {"text": _text, "markdown": _markdown, "csv": _csv}[fmt](e)
