@@ -380,7 +380,7 @@ def _tally(
 def _credit(credits: Sequence[CreditTier], availability: Fraction) -> float:
     """The credit of the lowest tier whose threshold ``availability`` is below; 0 if none."""
     owed = [tier for tier in credits if exact_ratio(tier.below) > availability]
-    return min(owed, key=lambda tier: tier.below).percent if owed else 0.0
+    return float(min(owed, key=lambda tier: tier.below).percent) if owed else 0.0
 
 
 def _outage_figures(
@@ -463,7 +463,7 @@ def _audit_trail(applicable: list[ExclusionSpan], window: Interval) -> tuple[Exc
 
 @dataclass(frozen=True, slots=True)
 class RangeTotals:
-    """One service's figures over consecutive months, as if they were one period.
+    """One service's figures over several months, as if they were one period.
 
     No credit: credits are owed per billing month, never over a range.
     """
@@ -520,10 +520,8 @@ def combine(figures: Sequence[ServiceFigures]) -> RangeTotals:
     """Totals of one service over several months: sums, and availability over the summed period."""
     _check_combinable(figures)
     ordered = sorted(figures, key=lambda f: f.month)
-    period, downtime = (
-        _sum(f.period_seconds for f in ordered),
-        _sum(f.downtime_seconds for f in ordered),
-    )
+    period = _sum(f.period_seconds for f in ordered)
+    downtime = _sum(f.downtime_seconds for f in ordered)
     availability = _availability(downtime, period)
     head = ordered[0]
     minimum = None if head.minimum is None else exact_ratio(head.minimum)

@@ -78,7 +78,8 @@ def _local(ts: float, tz: str) -> str:
 def _whole(value: float) -> int | float:
     # The contract shows whole counts as integers (period_seconds 2678400,
     # credit_percent 0); typed consumers then parse them as integers.
-    return int(value) if value.is_integer() else value
+    # float(): an int slips through a float annotation, and int.is_integer needs 3.12.
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def _short(value: float) -> str:

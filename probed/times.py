@@ -22,5 +22,6 @@ def parse_time(text: str, tz: str) -> float:
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
-    return text.replace(".000+00:00", "Z").replace("+00:00", "Z")
+    moment = datetime.fromtimestamp(ts, UTC)
+    spec = "seconds" if moment.microsecond == 0 else "microseconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")

@@ -12,6 +12,7 @@ from typing import Literal
 
 import aiohttp
 from aiohttp.connector import Connection
+from aiohttp.http_exceptions import ContentEncodingError
 from pydantic import Field, field_validator
 from yarl import URL
 
@@ -91,7 +92,7 @@ class _Response(aiohttp.ClientResponse):
         return await super().start(connection)
 
 
-def _session(check: HttpCheck) -> aiohttp.ClientSession:
+def _session() -> aiohttp.ClientSession:
     # A session and connector per test, never a shared pool: one hung server
     # then holds only its own connection, every test opens a fresh connection
     # (an SLA measures whether *new* visitors get in, not a kept-alive socket),
@@ -114,7 +115,7 @@ async def probe(check: HttpCheck, transcript: Transcript) -> ProbeResult:
     _request_lines(transcript, check.method, url, check.headers)
     try:
         async with (
-            _session(check) as session,
+            _session() as session,
             session.request(
                 check.method,
                 url,
@@ -161,10 +162,9 @@ async def _read_body(response: aiohttp.ClientResponse) -> bytes:
         while len(body) < MAX_BODY and (chunk := await response.content.read(MAX_BODY - len(body))):
             body += chunk
     except aiohttp.ClientPayloadError as exc:
-        if isinstance(exc.__cause__, aiohttp.http_exceptions.ContentEncodingError):
-            raise ProbeFailure(
-                f"invalid HTTP body: cannot decode {_header(response, 'Content-Encoding')}"
-            ) from exc
+        if isinstance(exc.__cause__, ContentEncodingError):
+            encoding = response.headers.get("Content-Encoding")
+            raise ProbeFailure(f"invalid HTTP body: cannot decode {encoding}") from exc
         length = response.content_length
         of = f" of {length}" if length is not None else ""
         raise ProbeFailure(f"connection closed mid-body ({len(body)}{of} bytes)") from exc
@@ -247,10 +247,6 @@ def _charset(response: aiohttp.ClientResponse) -> str:
         return codecs.lookup(response.charset or "utf-8").name
     except LookupError:
         return "utf-8"
-
-
-def _header(response: aiohttp.ClientResponse, name: str) -> str:
-    return response.headers.get(name, "?")
 
 
 PROBE = ProbeType(name="http", config=HttpCheck, run=probe)

@@ -38,8 +38,16 @@ def at(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
-def outage(check: str, start: str, end: str, failed_tests: int = 2, **kw: object) -> OutageSpan:
-    return OutageSpan(check, at(start), at(end), failed_tests, **kw)  # type: ignore[arg-type]
+def outage(
+    check: str,
+    start: str,
+    end: str,
+    failed_tests: int = 2,
+    *,
+    reasons: tuple[str, ...] = (),
+    open: bool = False,
+) -> OutageSpan:
+    return OutageSpan(check, at(start), at(end), failed_tests, reasons=reasons, open=open)
 
 
 def exclusion(
@@ -501,7 +509,7 @@ def test_no_minimum_is_never_below_minimum() -> None:
 
 
 def test_policy_refuses_an_objective_given_as_a_percent() -> None:
-    with pytest.raises(ValueError, match="ratio 0..1"):
+    with pytest.raises(ValueError, match=r"ratio 0\.\.1"):
         Policy(objective=99.5)
 
 

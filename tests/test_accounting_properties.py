@@ -8,6 +8,7 @@ approximately. That is the precision the accounting promises.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from fractions import Fraction
@@ -125,7 +126,7 @@ def live_windows(exclusions: Sequence[ExclusionSpan]) -> list[Interval]:
 def test_union_is_sorted_disjoint_and_not_touching(spans: list[Interval]) -> None:
     merged = union(spans)
     assert all(s < e for s, e in merged)
-    assert all(a[1] < b[0] for a, b in zip(merged, merged[1:], strict=False))
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(merged))
     assert union(merged) == merged
 
 
@@ -291,9 +292,7 @@ def test_period_runs_from_the_later_of_month_start_and_first_test_to_now(
 zones = st.sampled_from(
     ("UTC", "America/New_York", "Europe/Berlin", "Australia/Lord_Howe", "America/Santiago")
 )
-months = st.builds(
-    lambda y, m: f"{y:04d}-{m:02d}", st.integers(1970, 2100), st.integers(1, 12)
-)
+months = st.builds(lambda y, m: f"{y:04d}-{m:02d}", st.integers(1970, 2100), st.integers(1, 12))
 
 
 @given(months, zones)

@@ -297,6 +297,13 @@ async def test_server_closing_mid_body_fails_with_bytes_received() -> None:
     assert "S: HTTP/1.1 200 OK" in transcript.lines
 
 
+async def test_body_that_cannot_be_decoded_fails() -> None:
+    response = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello"
+    async with fake_server(reply_after_request(response)) as port:
+        outcome, _ = await probe(f"http://127.0.0.1:{port}/", timeout=TIMEOUT)
+    assert outcome.result.reason == "invalid HTTP body: cannot decode gzip"
+
+
 async def test_endless_header_line_fails_fast_without_buffering_it() -> None:
     huge = HugeLine(10 * MiB, prefix=b"HTTP/1.1 200 OK\r\nX-Filler: ", wait_for_request=True)
     async with fake_server(huge) as port:
