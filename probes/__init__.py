@@ -6,10 +6,10 @@ entry in ``_MODULES`` below; the scheduler and config never change.
 
 from __future__ import annotations
 
-from probes import http, imap, pop3, smtp, tcp
+from probes import http, imap, mailflow, pop3, smtp, tcp
 from probes.base import ProbeType
 
-_MODULES = (http, tcp, pop3, smtp, imap)
+_MODULES = (http, tcp, pop3, smtp, imap, mailflow)
 
 REGISTRY: dict[str, ProbeType] = {module.PROBE.name: module.PROBE for module in _MODULES}
 
