@@ -11,14 +11,24 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from probed import accounting
+from probed.maintenance import DAY, EVERY_DAY, WEEK, WEEKDAYS
+from probed.maintenance import Window as MaintenanceWindow
 from probes import REGISTRY
 from probes.base import CheckBase, Duration, read_secret
 
@@ -50,12 +60,68 @@ class CreditModel(_Strict):
     percent: float = Field(ge=0, le=100)
 
 
+class MaintenanceModel(_Strict):
+    """A recurring window: ``{every: sunday, start: "02:00", duration: 1h, reason: ...}``."""
+
+    every: str
+    start: str
+    duration: Duration
+    kind: Literal["dos", "maintenance", "other"] = "maintenance"
+    reason: str = Field(min_length=1, max_length=2000)
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _every(cls, value: object) -> str:
+        text = value.strip().lower() if isinstance(value, str) else ""
+        if text not in (*WEEKDAYS, EVERY_DAY):
+            raise ValueError(
+                f'expected a weekday like sunday (monday .. sunday) or "day", got {value!r}'
+            )
+        return text
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start(cls, value: object) -> str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            # YAML 1.1 reads an unquoted 02:00 as the base-60 number 120.
+            raise ValueError(
+                f'expected a local time in quotes like "02:00", got the number {value}'
+                " (YAML reads an unquoted 02:00 as 120)"
+            )
+        if not isinstance(value, str) or not re.fullmatch(
+            r"([01]?[0-9]|2[0-3]):[0-5][0-9]", value.strip()
+        ):
+            raise ValueError(f'expected a local time like "02:00" (HH:MM), got {value!r}')
+        return value.strip()
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: float, info: ValidationInfo) -> float:
+        daily = info.data.get("every") == EVERY_DAY
+        if value >= (DAY if daily else WEEK):
+            raise ValueError(
+                f"expected a duration shorter than its recurrence ({'1 day' if daily else '1 week'})"
+                f" like 1h, got {value:g}s"
+            )
+        return value
+
+    def window(self) -> MaintenanceWindow:
+        hour, minute = (int(part) for part in self.start.split(":"))
+        return MaintenanceWindow(
+            weekday=None if self.every == EVERY_DAY else WEEKDAYS.index(self.every),
+            start=time(hour, minute),
+            duration=self.duration,
+            kind=self.kind,
+            reason=self.reason,
+        )
+
+
 class ServiceModel(_Strict):
     objective: float = Field(gt=0, le=100, description="percent")
     minimum: float | None = Field(default=None, gt=0, le=100)
     credits: list[CreditModel] = []
     excluded_time: Literal["not_downtime", "not_counted"] = "not_downtime"
-    maintenance: list[dict[str, Any]] = []
+    maintenance: list[MaintenanceModel] = []
     checks: list[dict[str, Any]] = Field(min_length=1)
 
 
@@ -123,7 +189,7 @@ class Service:
     name: str
     policy: accounting.Policy
     checks: tuple[CheckBase, ...]
-    maintenance: tuple[Mapping[str, Any], ...] = ()
+    maintenance: tuple[MaintenanceWindow, ...] = ()
 
     def check(self, name: str) -> CheckBase | None:
         return next((c for c in self.checks if c.name == name), None)
@@ -239,7 +305,10 @@ def _service(
         excluded_time=svc.excluded_time,
     )
     return Service(
-        name=name, policy=policy, checks=tuple(checks), maintenance=tuple(svc.maintenance)
+        name=name,
+        policy=policy,
+        checks=tuple(checks),
+        maintenance=tuple(m.window() for m in svc.maintenance),
     )
 
 
@@ -390,5 +459,7 @@ def summary(config: Config) -> str:
                 f"    {c.name:<16} {c.type:<9} every {c.interval:g}s, timeout {c.timeout:g}s, "
                 f"down after {c.failures_to_down} failed tests  {c.target()}"
             )
+        for w in service.maintenance:
+            lines.append(f"    {w.kind} window {w.describe()}: {w.reason}")
     lines.append(f"  hooks: {len(config.hooks)}")
     return "\n".join(lines)

@@ -329,7 +329,8 @@ class Daemon:
                 self.monitor.changed.clear()
                 self.accountant.refresh(self.config)
                 last_refresh = now
-            self.notifier.watchdog()
+            if self.scheduler.running or not self.scheduler.jobs:
+                self.notifier.watchdog()  # only while tests really run: systemd restarts a stuck daemon
             self.notifier.status(self.status_line())
 
     def status_line(self) -> str:

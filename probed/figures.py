@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from probed import accounting
 from probed.config import Config, Service
+from probed.maintenance import expand
 from probed.storage import SqliteStore
 
 
@@ -17,11 +18,20 @@ def service_month(
         month=month,
         tz=tz,
         outages=store.outages(service.name, window),
-        exclusions=[e for e in store.exclusions(window) if e.applies_to(service.name)],
+        exclusions=service_exclusions(store, service, tz, window),
         coverage=store.coverage(service.name, window, now),
         first_test_at=store.first_test_at(service.name),
         now=now,
     )
+
+
+def service_exclusions(
+    store: SqliteStore, service: Service, tz: str, window: accounting.Interval
+) -> list[accounting.ExclusionSpan]:
+    """Stored exclusions (live or revoked) and the config's recurring windows touching
+    ``window``: config windows count exactly like flagged ones."""
+    stored = [e for e in store.exclusions(window) if e.applies_to(service.name)]
+    return stored + expand(service.maintenance, service=service.name, tz=tz, span=window)
 
 
 def month_report(

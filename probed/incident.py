@@ -16,6 +16,7 @@ from probed import accounting
 from probed.accounting import ExclusionSpan, OutageSpan
 from probed.config import Config
 from probed.exclusions import to_json as exclusion_json
+from probed.maintenance import expand
 from probed.storage import FailedTest, SqliteStore
 from probed.times import iso
 
@@ -42,9 +43,15 @@ def incident_evidence(
         return None
     service, span, closed_at = found
     window = (span.start, span.end)
-    exclusions = [
-        e for e in store.exclusions((span.start, span.end + 1e-6)) if e.applies_to(service)
-    ]
+    # The same exclusions the month's figures use, config windows included, so the
+    # incident's downtime agrees with the report's.
+    around = (span.start, span.end + 1e-6)  # a one-test outage still has an instant
+    exclusions = [e for e in store.exclusions(around) if e.applies_to(service)]
+    configured = config.services.get(service)
+    if configured is not None:
+        exclusions += expand(
+            configured.maintenance, service=service, tz=config.timezone, span=around
+        )
     live = accounting.union(e.interval for e in exclusions if e.live)
     excluded = accounting.total(accounting.intersection([window], live))
     concurrent = [o for o in store.outages(service, window) if o.id != span.id]

@@ -24,6 +24,12 @@ class TestOutcome:
         return self.result.ok
 
 
+def seconds(value: float) -> str:
+    """``10.0s``, ``0.5s``, ``0.15s``: one decimal at least, never a misleading rounding."""
+    text = f"{value:.1f}"
+    return f"{text}s" if float(text) == value else f"{value:g}s"
+
+
 async def run_test(
     probe: ProbeType, check: CheckBase, transcript: Transcript | None = None
 ) -> TestOutcome:
@@ -43,7 +49,7 @@ async def run_test(
         if not deadline.expired():
             result = ProbeResult.failed("connection timed out")
         else:
-            result = ProbeResult.failed(f"timeout after {check.timeout:.1f}s")
+            result = ProbeResult.failed(f"timeout after {seconds(check.timeout)}")
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # every probe error is a verdict, never a crash

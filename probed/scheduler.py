@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from probed.logs import log
 from probed.runner import TestOutcome, run_test
 from probes import REGISTRY
 from probes.base import CheckBase, Transcript
@@ -38,6 +39,7 @@ class _Job:
     task: asyncio.Task[None] | None = None
     testing: bool = False
     tests: int = 0
+    errors: int = 0
 
 
 class Scheduler:
@@ -107,6 +109,9 @@ class Scheduler:
                 try:
                     outcome = await run_test(probe, check, transcript)
                     await self._handler(job.service, check, outcome, transcript)
+                except Exception as exc:  # e.g. the store is full: keep testing, say so loudly
+                    job.errors += 1
+                    log.error("scheduler.outcome_failed", service=key[0], check=key[1], error=repr(exc))
                 finally:
                     job.testing = False
             job.tests += 1

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeAlias
+from typing import ClassVar, TypeAlias
 
 import pytest
 from pydantic import ValidationError
@@ -34,7 +33,9 @@ TIMEOUT = 1.0
 MARGIN = 1.0  # generous: a loaded CI machine must not turn a timeout test red
 MESSAGE = "From: sender@example.org\r\nSubject: hello\r\n\r\nbody\r\n"
 
-Reply: TypeAlias = bytes | Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Reply: TypeAlias = (
+    bytes | Callable[[bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+)
 
 
 def imap_check(**fields: object) -> ImapCheck:
@@ -64,7 +65,7 @@ def seen_flags(mail: MailServers) -> list[str]:
 class FakeImap:
     """A scripted IMAP server: one reply per command name, the client's tag filled in."""
 
-    DEFAULTS: dict[str, Reply] = {
+    DEFAULTS: ClassVar[dict[str, Reply]] = {
         "CAPABILITY": b"* CAPABILITY IMAP4rev1 STARTTLS\r\n{tag} OK done",
         "LOGIN": b"{tag} OK logged in",
         "EXAMINE": b"* 0 EXISTS\r\n{tag} OK [READ-ONLY] done",
@@ -89,6 +90,7 @@ class FakeImap:
 
 
 # --- real Dovecot ------------------------------------------------------------
+
 
 @pytest.mark.servers
 async def test_plain_login_on_empty_mailbox_passes(mail: MailServers) -> None:
@@ -139,9 +141,7 @@ async def test_untrusted_certificate_fails_the_handshake(mail: MailServers, mode
     port = mail.ports.imaps if mode == "tls" else mail.ports.imap
     outcome, _ = await run(real_check(mail, port=port, **{mode: True}))
     assert not outcome.ok
-    assert outcome.result.reason == (
-        "TLS handshake failed: unable to get local issuer certificate"
-    )
+    assert outcome.result.reason == ("TLS handshake failed: unable to get local issuer certificate")
 
 
 @pytest.mark.servers
@@ -160,7 +160,9 @@ async def test_wrong_password_is_the_servers_refusal_and_stays_masked(
     wrong.write_text("not-the-password\n")
     outcome, transcript = await run(real_check(mail, password_file=str(wrong)))
     assert not outcome.ok
-    assert outcome.result.reason == "IMAP LOGIN failed: [AUTHENTICATIONFAILED] Authentication failed."
+    assert (
+        outcome.result.reason == "IMAP LOGIN failed: [AUTHENTICATIONFAILED] Authentication failed."
+    )
     text = "\n".join(transcript.lines)
     assert "not-the-password" not in text
     assert f'LOGIN "{mail.user}" ********' in text
@@ -178,7 +180,10 @@ async def test_missing_mailbox_names_the_mailbox(mail: MailServers) -> None:
 async def fault(handler: object, **fields: object) -> TestOutcome:
     async with fake_server(handler) as port:  # type: ignore[arg-type]
         check = imap_check(
-            port=port, username="u", password_file=fields.pop("password_file"), timeout=TIMEOUT,
+            port=port,
+            username="u",
+            password_file=fields.pop("password_file"),
+            timeout=TIMEOUT,
             **fields,
         )
         outcome, _ = await run(check)
@@ -237,7 +242,9 @@ async def test_tls_handshake_failure(secret: str) -> None:
 
 
 async def test_starttls_handshake_failure(secret: str) -> None:
-    async def starttls(tag: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def starttls(
+        tag: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         writer.write(tag + b" OK begin TLS\r\n")
         await tls_handshake_failure(reader, writer)
         writer.close()
@@ -269,7 +276,9 @@ async def test_connection_dropped_at_login_names_the_step(secret: str) -> None:
 async def test_login_refused_by_the_server(secret: str) -> None:
     server = FakeImap(LOGIN=b"{tag} NO [AUTHENTICATIONFAILED] Authentication failed.")
     outcome = await fault(server, password_file=secret)
-    assert outcome.result.reason == "IMAP LOGIN failed: [AUTHENTICATIONFAILED] Authentication failed."
+    assert (
+        outcome.result.reason == "IMAP LOGIN failed: [AUTHENTICATIONFAILED] Authentication failed."
+    )
 
 
 async def test_logindisabled_says_tls_is_needed(secret: str) -> None:
@@ -332,4 +341,3 @@ def test_inline_password_is_refused() -> None:
 
 def test_registered() -> None:
     assert REGISTRY["imap"] is PROBE
-    assert isinstance(ssl.create_default_context(), ssl.SSLContext)
