@@ -37,7 +37,9 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,8 +56,10 @@ from probed.scheduler import phase  # noqa: E402
 HOST = "127.0.0.1"
 STARTUP_DEADLINE = 180.0  # seconds for the daemon to log daemon.started (config of 10k checks)
 SHUTDOWN_DEADLINE = 60.0  # seconds for a clean SIGTERM stop
+SCRAPE_DEADLINE = 120.0  # seconds for the final GET /metrics
 SAMPLE_EVERY = 0.5  # seconds between RSS samples
 PROGRESS_EVERY = 5.0  # seconds between progress lines on stderr
+PING_EVERY = 0.5  # seconds between loop-stall pings
 PR_SET_PDEATHSIG = 1
 
 # ------------------------------------------------------------------ the server
@@ -232,7 +236,9 @@ def write_config(args: argparse.Namespace, port: int, workdir: Path) -> Path:
             lines += [f"  {svc}:", "    objective: 99.5", "    checks:"]
             service = svc
         path = "fail" if fails else "ok"
-        lines.append(f'      - {{name: {name}, type: http, url: "http://{HOST}:{port}/{path}/{name}"}}')
+        lines.append(
+            f'      - {{name: {name}, type: http, url: "http://{HOST}:{port}/{path}/{name}"}}'
+        )
     path = workdir / "probed.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -296,9 +302,24 @@ def wait_started(log_path: Path, daemon: subprocess.Popen[bytes], sampler: Sampl
     raise RuntimeError(f"the daemon did not log daemon.started within {STARTUP_DEADLINE:.0f}s")
 
 
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=60) as r:
-        return r.read().decode()
+def scrape(port: int, deadline: float) -> str | None:
+    """GET /metrics, giving up (None) at ``deadline`` (monotonic) however slow the daemon is."""
+    import http.client
+
+    conn = http.client.HTTPConnection(HOST, port, timeout=max(1.0, deadline - time.monotonic()))
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        chunks = []
+        while chunk := response.read1(1 << 16):
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                return None
+        return b"".join(chunks).decode()
+    except OSError:
+        return None
+    finally:
+        conn.close()
 
 
 @dataclass
@@ -362,9 +383,128 @@ def db_figures(workdir: Path) -> tuple[dict[str, int], dict[str, int]]:
     try:
         for table in ("checks", "pass_runs", "failed_tests", "segments", "outages"):
             rows[table] = int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+        rows["tests (sum of segments.tests)"] = int(
+            db.execute("SELECT COALESCE(SUM(tests), 0) FROM segments").fetchone()[0]
+        )
     finally:
         db.close()
     return sizes, rows
+
+
+class Pinger(threading.Thread):
+    """Measures event-loop stalls from outside: latency of a GET the daemon answers 404
+    (no database, no metrics), every PING_EVERY seconds until stopped or ``until``."""
+
+    def __init__(self, port: int, until: float) -> None:
+        super().__init__(daemon=True)
+        self.url = f"http://{HOST}:{port}/bench-ping"
+        self.until = until
+        self.stopped = threading.Event()
+        self.latencies: list[tuple[float, float]] = []  # (t since start, seconds)
+        self.t0 = time.monotonic()
+
+    def run(self) -> None:
+        while not self.stopped.is_set() and time.monotonic() < self.until:
+            start = time.monotonic()
+            try:
+                urllib.request.urlopen(self.url, timeout=max(1.0, self.until - start)).close()
+            except urllib.error.HTTPError:
+                pass  # the 404 is the answer
+            except OSError:
+                pass  # timed out: recorded as the time waited
+            self.latencies.append((start - self.t0, time.monotonic() - start))
+            self.stopped.wait(max(0.0, PING_EVERY - (time.monotonic() - start)))
+
+    def summary(self) -> str:
+        if not self.latencies:
+            return "n/a"
+        xs = sorted(x for _, x in self.latencies)
+        worst_t, worst = max(self.latencies, key=lambda p: p[1])
+        p99 = xs[min(len(xs) - 1, math.ceil(0.99 * len(xs)) - 1)]
+        slow = sum(1 for x in xs if x > 0.1)
+        return (
+            f"p50 {xs[len(xs) // 2] * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
+            f"max {worst * 1000:.0f} ms at t={worst_t:.1f}s; {slow}/{len(xs)} pings > 100 ms"
+        )
+
+
+def start_profiler(
+    pid: int, seconds: float, out: Path, rate: int, idle: bool
+) -> subprocess.Popen[bytes] | None:
+    """py-spy (if installed) samples the daemon without stopping it; raw collapsed stacks."""
+    exe = Path(sys.executable).with_name("py-spy")
+    if not exe.exists():
+        print("# --profile: py-spy not found next to python (pip install py-spy)", file=sys.stderr)
+        return None
+    cmd = [
+        str(exe),
+        "record",
+        "--nonblocking",
+        "-p",
+        str(pid),
+        "-d",
+        str(max(1, int(seconds))),
+        "-r",
+        str(rate),
+        "-f",
+        "raw",
+        "-o",
+        str(out),
+        *(["--idle"] if idle else []),
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def profile_table(path: Path, top: int = 25) -> list[str]:
+    """Self and inclusive shares per function from py-spy's collapsed stacks."""
+    if not path.exists():
+        return ["(no profile written)"]
+    self_n: dict[str, int] = {}
+    incl_n: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [_frame(f) for f in stack.split(";")]
+        frames = [f for f in frames if f]
+        if frames:
+            self_n[frames[-1]] = self_n.get(frames[-1], 0) + n
+        for f in set(frames):
+            incl_n[f] = incl_n.get(f, 0) + n
+    out = [f"{total} samples", "", "  self%  incl%  function (file)"]
+    for f, n in sorted(self_n.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"  {100 * n / total:5.1f}  {100 * incl_n[f] / total:5.1f}  {f}")
+    out += ["", "  incl%  function (file) — probed/probes code only"]
+    ours = [(f, n) for f, n in incl_n.items() if "probed/" in f or "probes/" in f]
+    for f, n in sorted(ours, key=lambda kv: -kv[1])[:top]:
+        out.append(f"  {100 * n / total:5.1f}  {f}")
+    return out
+
+
+def _frame(frame: str) -> str:
+    """``func (path/file.py:123)`` → ``func (dir/file.py)``; process/thread frames dropped."""
+    name, _, where = frame.partition(" (")
+    if not where:
+        return ""
+    file = where.rstrip(")").rsplit(":", 1)[0]
+    return f"{name} ({'/'.join(Path(file).parts[-2:])})"
+
+
+def git_state(root: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 # ------------------------------------------------------------------ the run
@@ -379,23 +519,29 @@ def run(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in workdir.glob("probed.db*"):
         stale.unlink()  # every run starts from an empty store
-    server_deadline = STARTUP_DEADLINE + args.duration + SHUTDOWN_DEADLINE + 60
+    server_deadline = STARTUP_DEADLINE + args.duration + SCRAPE_DEADLINE + SHUTDOWN_DEADLINE + 60
     pool = ServerPool(args.server_procs, server_deadline).start()
     config = write_config(args, pool.port, workdir)
     log_path = workdir / "daemon.log"
+    source = Path(args.source).resolve() if args.source else ROOT
+    env = {**os.environ, "PYTHONPATH": str(source)}
     cmd = [sys.executable, "-m", "probed.cli", "run", "-c", str(config), "--log-format", "json"]
-    print(f"# workdir {workdir}; server 127.0.0.1:{pool.port} in {args.server_procs} process(es)", file=sys.stderr)
+    print(
+        f"# workdir {workdir}; server 127.0.0.1:{pool.port} in {args.server_procs} process(es)",
+        file=sys.stderr,
+    )
     print(f"# daemon: {shlex.join(cmd)}", file=sys.stderr)
     daemon_rc: int | None = None
     with log_path.open("wb") as log_file:
         t_spawn = time.monotonic()
         daemon = subprocess.Popen(
             cmd,
-            cwd=ROOT,
+            cwd=source,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log_file,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads exist yet
+            preexec_fn=_die_with_parent,  # no threads exist yet (the pinger starts later)
         )
         try:
             sampler = Sampler(psutil.Process(daemon.pid))
@@ -404,13 +550,31 @@ def run(args: argparse.Namespace) -> int:
             startup_s = t0 - t_spawn
             cpu0 = sampler.cpu()
             server_cpu0 = pool.cpu_seconds()
-            print(f"# daemon.started after {startup_s:.1f}s (CPU {cpu0:.2f}s); running {args.duration:g}s", file=sys.stderr)
+            print(
+                f"# daemon.started after {startup_s:.1f}s (CPU {cpu0:.2f}s); running {args.duration:g}s",
+                file=sys.stderr,
+            )
             end = t0 + args.duration
+            pinger = Pinger(api_port, end)
+            pinger.start()
+            profiler = (
+                start_profiler(
+                    daemon.pid,
+                    args.duration,
+                    workdir / "profile.txt",
+                    args.profile_rate,
+                    args.profile_idle,
+                )
+                if args.profile
+                else None
+            )
             next_progress = t0 + PROGRESS_EVERY
             last_cpu, last_t = cpu0, t0
             while (now := time.monotonic()) < end:
                 if daemon.poll() is not None:
-                    raise RuntimeError(f"the daemon exited with {daemon.returncode}; see {log_path}")
+                    raise RuntimeError(
+                        f"the daemon exited with {daemon.returncode}; see {log_path}"
+                    )
                 sampler.sample()
                 if now >= next_progress:
                     cpu = sampler.cpu()
@@ -423,14 +587,22 @@ def run(args: argparse.Namespace) -> int:
                     next_progress += PROGRESS_EVERY
                 time.sleep(min(SAMPLE_EVERY, max(0.0, end - now)))
             window = time.monotonic() - t0
+            pinger.stopped.set()
             cpu1 = sampler.cpu()
             server_cpu1 = pool.cpu_seconds()
             sampler.sample()
             s0 = time.monotonic()
-            text = scrape(api_port)
+            text = scrape(api_port, time.monotonic() + SCRAPE_DEADLINE)
             scrape_s = time.monotonic() - s0
             scrape_cpu = sampler.cpu() - cpu1
             sampler.sample()
+            pinger.join(SHUTDOWN_DEADLINE)
+            if profiler is not None:
+                try:
+                    profiler.wait(30)
+                except subprocess.TimeoutExpired:
+                    profiler.kill()
+                    profiler.wait(5)
             # clean stop: SIGTERM, then keep sampling until it exits
             t_stop = time.monotonic()
             daemon.send_signal(signal.SIGTERM)
@@ -445,25 +617,46 @@ def run(args: argparse.Namespace) -> int:
                 daemon.wait(10)
             served_ok, served_fail = pool.stop()
     if daemon_rc is None:
-        print(f"the daemon did not stop within {SHUTDOWN_DEADLINE:.0f}s of SIGTERM (killed)", file=sys.stderr)
+        print(
+            f"the daemon did not stop within {SHUTDOWN_DEADLINE:.0f}s of SIGTERM (killed)",
+            file=sys.stderr,
+        )
 
-    m = parse_metrics(text)
+    if text is None:
+        print(f"GET /metrics did not answer within {SCRAPE_DEADLINE:.0f}s", file=sys.stderr)
+    m = parse_metrics(text or "")
     tests = m.passed + m.failed
     due = tests_due(args, window)
     sizes, rows = db_figures(workdir)
     cpu_run = cpu1 - cpu0
     server_cpu = server_cpu1 - server_cpu0
-    errors = sum(1 for line in log_path.read_text(errors="replace").splitlines() if '"level": "error"' in line)
+    errors = sum(
+        1
+        for line in log_path.read_text(errors="replace").splitlines()
+        if '"level": "error"' in line
+    )
 
     rows_out: list[tuple[str, str]] = [
-        ("checks / interval / duration", f"{args.checks} / {args.interval:g}s / {args.duration:g}s"),
-        ("failing checks (--fail-ratio)", f"{sum(f for *_, f in check_keys(args))} ({args.fail_ratio:g})"),
+        (
+            "checks / interval / duration",
+            f"{args.checks} / {args.interval:g}s / {args.duration:g}s",
+        ),
+        (
+            "failing checks (--fail-ratio)",
+            f"{sum(f for *_, f in check_keys(args))} ({args.fail_ratio:g})",
+        ),
         ("daemon startup (spawn → daemon.started)", f"{startup_s:.2f} s, {cpu0:.2f} CPU s"),
         ("measured window", f"{window:.2f} s"),
-        ("tests done (probed_probes_total)", f"{tests:.0f} (pass {m.passed:.0f}, fail {m.failed:.0f})"),
+        (
+            "tests done (probed_probes_total)",
+            f"{tests:.0f} (pass {m.passed:.0f}, fail {m.failed:.0f})",
+        ),
         ("tests due by the schedule", f"{due} ({100 * tests / due if due else 0:.1f}% done)"),
         ("probes/s", f"{tests / window:.1f} (target {args.checks / args.interval:.1f})"),
-        ("daemon CPU in window (user+sys)", f"{cpu_run:.2f} s ({100 * cpu_run / window:.1f}% of one core)"),
+        (
+            "daemon CPU in window (user+sys)",
+            f"{cpu_run:.2f} s ({100 * cpu_run / window:.1f}% of one core)",
+        ),
         ("CPU seconds per 1 000 tests", f"{1000 * cpu_run / tests:.3f}" if tests else "n/a"),
         ("server CPU in window", f"{server_cpu:.2f} s ({args.server_procs} process(es))"),
         ("requests served (200 / 503)", f"{served_ok} / {served_fail}"),
@@ -472,21 +665,33 @@ def run(args: argparse.Namespace) -> int:
         ("schedule lag p50", _seconds(histogram_quantile(0.50, m.lag_buckets))),
         ("schedule lag p99", _seconds(histogram_quantile(0.99, m.lag_buckets))),
         ("schedule lag mean", _seconds(m.lag_sum / m.lag_count) if m.lag_count else "n/a"),
-        ("/metrics scrape", f"{scrape_s:.2f} s, {scrape_cpu:.2f} CPU s, {len(text) / 2**20:.1f} MiB, {m.series} samples"),
+        ("loop stalls (GET 404 every 0.5 s)", pinger.summary()),
+        (
+            "/metrics scrape (daemon CPU meanwhile)",
+            f"{scrape_s:.2f} s, {scrape_cpu:.2f} CPU s, {len(text or '') / 2**20:.1f} MiB, {m.series} samples",
+        ),
         ("SIGTERM → exit", f"{stop_s:.2f} s, exit code {daemon_rc}"),
-        ("database size after stop", f"{mib(sum(sizes.values()))} ("
-         + ", ".join(f"{k} {v}" for k, v in sizes.items()) + " bytes)"),
+        (
+            "database size after stop",
+            f"{mib(sum(sizes.values()))} ("
+            + ", ".join(f"{k} {v}" for k, v in sizes.items())
+            + " bytes)",
+        ),
         ("database rows", ", ".join(f"{k} {v}" for k, v in rows.items())),
         ("error log lines", str(errors)),
     ]
     width = max(len(k) for k, _ in rows_out)
     print(f"\ncommand: {shlex.join([sys.executable, *sys.argv])}")
     print(f"daemon:  {shlex.join(cmd)}")
-    print(f"workdir: {workdir}\n")
+    print(f"workdir: {workdir}")
+    print(f"tree:    {source} ({git_state(source)})\n")
     for key, value in rows_out:
         print(f"{key:<{width}}  {value}")
     lag_line = "  ".join(f"le={le:g}:{c:.0f}" for le, c in m.lag_buckets)
     print(f"\nlag histogram (cumulative): {lag_line}")
+    if args.profile:
+        print(f"\nprofile (py-spy, {workdir / 'profile.txt'}):")
+        print("\n".join(profile_table(workdir / "profile.txt")))
     return 0 if daemon_rc == 0 else 1
 
 
@@ -503,10 +708,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=5.0, help="test timeout in seconds")
     p.add_argument("--duration", type=float, default=60.0, help="seconds to measure after startup")
     p.add_argument("--services", type=int, default=1, help="services the checks are split over")
-    p.add_argument("--server-procs", type=int, default=1, help="HTTP server processes (SO_REUSEPORT)")
+    p.add_argument(
+        "--server-procs", type=int, default=1, help="HTTP server processes (SO_REUSEPORT)"
+    )
     p.add_argument("--concurrency", type=int, default=1000, help="the daemon's concurrency setting")
-    p.add_argument("--fail-ratio", type=float, default=0.0, help="share of checks answered 503 (0..1)")
-    p.add_argument("--workdir", help="where the config, store and daemon.log go (default: a new temp dir)")
+    p.add_argument(
+        "--fail-ratio", type=float, default=0.0, help="share of checks answered 503 (0..1)"
+    )
+    p.add_argument(
+        "--profile", action="store_true", help="sample the daemon with py-spy during the window"
+    )
+    p.add_argument(
+        "--profile-idle", action="store_true", help="count idle samples too (wall-clock view)"
+    )
+    p.add_argument("--profile-rate", type=int, default=50, help="py-spy samples per second")
+    p.add_argument("--source", help="run the daemon from this source tree (default: this checkout)")
+    p.add_argument(
+        "--workdir", help="where the config, store and daemon.log go (default: a new temp dir)"
+    )
     args = p.parse_args(argv)
     if not 0.0 <= args.fail_ratio <= 1.0:
         p.error("--fail-ratio must be within 0..1")

@@ -179,9 +179,10 @@ class ApiServer:
         token = self.daemon.config.api_token
         if token is None:
             return _error(403, "the write API is disabled: set api_token_file in the config")
-        given = request.headers.get("Authorization", "")
-        expected = f"Bearer {token}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # The scheme is case-insensitive (RFC 9110); only the token is secret.
+        matches = hmac.compare_digest(given.strip().encode(), token.encode())
+        if scheme.lower() != "bearer" or not matches:
             return _error(401, "missing or wrong bearer token")
         return None
 
@@ -189,7 +190,7 @@ class ApiServer:
         raw = await request.read()
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise InvalidRequest("(body)", "malformed JSON") from None
         if not isinstance(body, dict):
             raise InvalidRequest("(body)", "expected a JSON object")
@@ -226,10 +227,11 @@ class ApiServer:
         if denied:
             return denied
         d = self.daemon
-        try:
-            exclusion_id = int(request.match_info["id"])
-        except ValueError:
+        raw_id = request.match_info["id"]
+        if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18):
+            # bounded: SQLite integers are 64-bit and overflow would be a 500
             return _error(400, "the exclusion id is a number", "id")
+        exclusion_id = int(raw_id)
         try:
             body = await self._json_body(request)
             try:

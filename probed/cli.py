@@ -178,6 +178,8 @@ def report(
         return
     if (from_month is None) != (to_month is None):
         _fail("--from and --to go together", 2)
+    if month is not None and from_month is not None:
+        _fail("give either --month or --from/--to, not both", 2)
     try:
         if from_month and to_month:
             months = accounting.months_between(from_month, to_month)

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from probed import accounting
+from probed.hooks import HOOK_TYPES, HookConfig
 from probed.maintenance import DAY, EVERY_DAY, WEEK, WEEKDAYS
 from probed.maintenance import Window as MaintenanceWindow
 from probes import REGISTRY
@@ -75,7 +76,7 @@ class MaintenanceModel(_Strict):
         text = value.strip().lower() if isinstance(value, str) else ""
         if text not in (*WEEKDAYS, EVERY_DAY):
             raise ValueError(
-                f'expected a weekday like sunday (monday .. sunday) or "day", got {value!r}'
+                f'expected a weekday like sunday (monday .. sunday) or "day", got {_shown(value)}'
             )
         return text
 
@@ -83,15 +84,15 @@ class MaintenanceModel(_Strict):
     @classmethod
     def _start(cls, value: object) -> str:
         if isinstance(value, int) and not isinstance(value, bool):
-            # YAML 1.1 reads an unquoted 02:00 as the base-60 number 120.
+            # YAML 1.1 reads an unquoted 12:30 as the base-60 number 750.
             raise ValueError(
                 f'expected a local time in quotes like "02:00", got the number {value}'
-                " (YAML reads an unquoted 02:00 as 120)"
+                " (YAML reads an unquoted time like 12:30 as a number)"
             )
         if not isinstance(value, str) or not re.fullmatch(
             r"([01]?[0-9]|2[0-3]):[0-5][0-9]", value.strip()
         ):
-            raise ValueError(f'expected a local time like "02:00" (HH:MM), got {value!r}')
+            raise ValueError(f'expected a local time like "02:00" (HH:MM), got {_shown(value)}')
         return value.strip()
 
     @field_validator("duration")
@@ -116,6 +117,10 @@ class MaintenanceModel(_Strict):
         )
 
 
+def _shown(value: object) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
 class ServiceModel(_Strict):
     objective: float = Field(gt=0, le=100, description="percent")
     minimum: float | None = Field(default=None, gt=0, le=100)
@@ -123,13 +128,6 @@ class ServiceModel(_Strict):
     excluded_time: Literal["not_downtime", "not_counted"] = "not_downtime"
     maintenance: list[MaintenanceModel] = []
     checks: list[dict[str, Any]] = Field(min_length=1)
-
-
-class HookModel(BaseModel):
-    """Only the type is checked here; each hook type validates its own fields."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    type: str
 
 
 class ConfigModel(_Strict):
@@ -140,7 +138,7 @@ class ConfigModel(_Strict):
     concurrency: int = Field(default=1000, ge=1, description="tests running at once, at most")
     defaults: DefaultsModel = DefaultsModel()
     services: dict[str, ServiceModel] = Field(min_length=1)
-    hooks: list[HookModel] = []
+    hooks: list[dict[str, Any]] = []  # each hook type validates its own (probed.hooks)
 
     @field_validator("timezone")
     @classmethod
@@ -205,7 +203,7 @@ class Config:
     api_token: str | None
     concurrency: int
     services: Mapping[str, Service]
-    hooks: tuple[Mapping[str, Any], ...] = ()
+    hooks: tuple[HookConfig, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def all_checks(self) -> Iterator[tuple[Service, CheckBase]]:
@@ -261,7 +259,7 @@ def loads(text: str, file: Path) -> Config:
     services = {
         name: _service(name, svc, model, locator, problems) for name, svc in model.services.items()
     }
-    problems.extend(_hook_problems(model, locator))
+    hooks = _hooks(model, locator, problems)
     token = _token(model, file, locator, problems)
     if problems:
         raise ConfigError(problems)
@@ -275,7 +273,7 @@ def loads(text: str, file: Path) -> Config:
         api_token=token,
         concurrency=model.concurrency,
         services=services,
-        hooks=tuple(h.model_dump() for h in model.hooks),
+        hooks=hooks,
         raw=data,
     )
 
@@ -333,18 +331,34 @@ def _check(
         return None
 
 
-_HOOK_TYPES = ("webhook", "alertmanager", "apprise", "exec")
+# ------------------------------------------------------------------ hooks
 
 
-def _hook_problems(model: ConfigModel, locator: _Locator) -> list[str]:
-    return [
-        locator.message(
-            ("hooks", i, "type"),
-            f'unknown hook type "{h.type}"; valid types: {", ".join(_HOOK_TYPES)}',
-        )
-        for i, h in enumerate(model.hooks)
-        if h.type not in _HOOK_TYPES
-    ]
+def _hooks(model: ConfigModel, locator: _Locator, problems: list[str]) -> tuple[HookConfig, ...]:
+    """Each hook validated by its type's model; a hook named ``{type}-{index}`` unless named."""
+    hooks: list[HookConfig] = []
+    for index, raw in enumerate(model.hooks):
+        loc: Loc = ("hooks", index)
+        kind = raw.get("type")
+        if not isinstance(kind, str) or kind not in HOOK_TYPES:
+            what = f'unknown hook type "{kind}"' if kind else "missing hook type"
+            valid = ", ".join(HOOK_TYPES)
+            problems.append(locator.message((*loc, "type"), f"{what}; valid types: {valid}"))
+            continue
+        try:
+            hook = HOOK_TYPES[kind].config.model_validate({"name": f"{kind}-{index}", **raw})
+        except ValidationError as exc:
+            problems.extend(locator.format(e, prefix=loc) for e in exc.errors())
+            continue
+        if any(h.name == hook.name for h in hooks):
+            problems.append(locator.message((*loc, "name"), f'duplicate hook name "{hook.name}"'))
+        for i, service in enumerate(hook.services):
+            if service not in model.services:
+                known = ", ".join(model.services)
+                text = f'unknown service "{service}"; configured services: {known}'
+                problems.append(locator.message((*loc, "services", i), text))
+        hooks.append(hook)
+    return tuple(hooks)
 
 
 def _token(model: ConfigModel, file: Path, locator: _Locator, problems: list[str]) -> str | None:

@@ -21,6 +21,7 @@ from probed import config as config_mod
 from probed.config import Config
 from probed.events import Event, EventKind, Severity
 from probed.figures import previous_month, service_month
+from probed.hooks import BudgetWatch, Dispatcher
 from probed.logs import log
 from probed.metrics import Metrics, ServiceSnapshot, Snapshot
 from probed.outages import FailureRun, OutageChange, Tracker
@@ -33,6 +34,7 @@ from probes.base import CheckBase, Transcript
 FLUSH_EVERY = 2.0  # seconds between batched writes of passing tests
 REFRESH_EVERY = 10.0  # seconds between recomputations of the month's figures
 TRANSCRIPT_TAIL = 20  # lines of a failed test's transcript kept as evidence
+HOOKS_STOP_DEADLINE = 5.0  # seconds for hook deliveries in flight at shutdown
 
 
 @dataclass(slots=True)
@@ -224,6 +226,8 @@ class Accountant:
         self._figures: dict[str, ServiceSnapshot] = {}
         self.generation = -1
         self.refreshed_at = 0.0
+        # hooks: told the month-to-date figures after each refresh (budget events)
+        self.on_refresh: Callable[[list[accounting.ServiceFigures]], None] | None = None
 
     def refresh(self, config: Config) -> None:
         now = self.clock()
@@ -239,6 +243,8 @@ class Accountant:
         self._figures = figures
         self.generation = self.store.generation()
         self.refreshed_at = now
+        if self.on_refresh is not None:
+            self.on_refresh([s.month_to_date for s in figures.values() if s.month_to_date])
 
     def stale(self) -> bool:
         """True when exclusions changed (e.g. by ``probed exclude`` from another process)."""
@@ -261,6 +267,10 @@ class Daemon:
         self.metrics = Metrics(self.registry, lambda: self.accountant.snapshot())
         self.monitor = Monitor(self.store, self.metrics, self._emit)
         self.accountant = Accountant(self.store, self.monitor)
+        # hooks: events go to a durable outbox in the store; delivery runs in run()
+        self.dispatcher = Dispatcher(self.store, config.hooks)
+        self.sinks.append(self.dispatcher.submit)
+        self.accountant.on_refresh = BudgetWatch(self.dispatcher.outbox, self._emit).observe
         self.scheduler = Scheduler(
             self.monitor.on_outcome,
             concurrency=config.concurrency,
@@ -292,6 +302,7 @@ class Daemon:
             listen=f"{self.config.listen_host}:{api.port}",
             storage=str(self.config.storage_path),
         )
+        await self.dispatcher.start()  # hooks
         self.notifier.ready()
         try:
             await self._main_loop()
@@ -301,6 +312,7 @@ class Daemon:
             grace = max((c.timeout for _, c in self.config.all_checks()), default=1.0) + 1.0
             await self.scheduler.stop(grace)
             await api.stop()
+            await self.dispatcher.stop(HOOKS_STOP_DEADLINE)  # hooks
             self.store.close()
             log.info("daemon.stopped")
         return 0
@@ -356,6 +368,7 @@ class Daemon:
             return False
         self.config = new
         self.monitor.configure(new)
+        self.dispatcher.configure(new.hooks)  # hooks
         added, removed = self.scheduler.set_checks((s.name, c) for s, c in new.all_checks())
         self.accountant.refresh(new)
         self.metrics.reload_ok.set(1)

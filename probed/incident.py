@@ -16,7 +16,7 @@ from probed import accounting
 from probed.accounting import ExclusionSpan, OutageSpan
 from probed.config import Config
 from probed.exclusions import to_json as exclusion_json
-from probed.maintenance import expand
+from probed.maintenance import expand, is_configured
 from probed.storage import FailedTest, SqliteStore
 from probed.times import iso
 
@@ -64,7 +64,7 @@ def incident_evidence(
         excluded_seconds=excluded,
         failed_tests=tuple(tests),
         concurrent=tuple(concurrent),
-        exclusions=tuple(exclusions),
+        exclusions=tuple(sorted(exclusions, key=lambda x: (x.start, x.id))),
     )
 
 
@@ -119,9 +119,13 @@ def _text(e: Evidence) -> str:
         for x in e.exclusions:
             state = f" REVOKED by {x.revoked_by}: {x.revoke_reason}" if x.revoked_at else ""
             lines.append(
-                f"    #{x.id} {x.kind} {iso(x.start)} → {iso(x.end)} by {x.by}: {x.reason}{state}"
+                f"    {_label(x)} {x.kind} {iso(x.start)} → {iso(x.end)} by {x.by}: {x.reason}{state}"
             )
     return "\n".join(lines) + "\n"
+
+
+def _label(x: ExclusionSpan) -> str:
+    return "config window" if is_configured(x) else f"#{x.id}"
 
 
 def _markdown(e: Evidence) -> str:
@@ -130,7 +134,7 @@ def _markdown(e: Evidence) -> str:
         f"| {iso(t.at)} | {t.duration * 1000:.1f} ms | {t.reason} |" for t in e.failed_tests
     )
     excl = "\n".join(
-        f"- #{x.id} `{x.kind}` {iso(x.start)} → {iso(x.end)}, by {x.by}: {x.reason}"
+        f"- {_label(x)} `{x.kind}` {iso(x.start)} → {iso(x.end)}, by {x.by}: {x.reason}"
         + (f" (revoked by {x.revoked_by}: {x.revoke_reason})" if x.revoked_at else "")
         for x in e.exclusions
     )

@@ -26,6 +26,7 @@ from probed.accounting import (
     combine,
     month_period,
 )
+from probed.maintenance import is_configured
 
 JSONObject: TypeAlias = dict[str, object]
 
@@ -317,7 +318,7 @@ def _exclusion_state(x: ExclusionSpan, tz: str) -> str:
 def _exclusion_table(f: ServiceFigures) -> _Table:
     rows = tuple(
         (
-            str(x.id),
+            "—" if is_configured(x) else str(x.id),  # a config window has no stored id
             "all" if x.service == "*" else x.service,
             x.kind,
             _local(x.start, f.timezone),

@@ -118,6 +118,8 @@ class MailflowCheck(CheckBase):
 
 
 class _Receiver(Protocol):
+    deleted: bool  # False when the message arrived but could not be removed
+
     async def open(self) -> None: ...  # log in once before sending: the leg works
     async def take(self, token: str) -> bool: ...  # one poll; deletes the message if found
     async def finish(self) -> None: ...
@@ -132,6 +134,7 @@ class _ImapReceiver:
         self._transcript = transcript
         self._session: ImapSession | None = None
         self._polled = False
+        self.deleted = True
 
     async def open(self) -> None:
         self._session = await ImapSession.connect(self._server, self._transcript)
@@ -151,7 +154,11 @@ class _ImapReceiver:
         self._polled = True
         found = await self._session.uid_search("HEADER", "Subject", token)
         if found:
-            await self._session.delete(found)
+            try:
+                await self._session.delete(found)
+            except ProbeFailure as failure:  # delivered is what counts; the rest is noted
+                self._transcript.note(f"probe message not deleted: {failure}")
+                self.deleted = False
         return bool(found)
 
     async def finish(self) -> None:
@@ -171,6 +178,7 @@ class _Pop3Receiver:
         self._transcript = transcript
         self._client: Pop3Client | None = None
         self._scanned: set[str] = set()
+        self.deleted = True
 
     async def _login(self) -> Pop3Client:
         server = self._server
@@ -198,17 +206,27 @@ class _Pop3Receiver:
 
     async def take(self, token: str) -> bool:
         client = await self._login()
+        found = await self._find(client, token)
+        try:
+            if found is not None:
+                await client.dele(found)
+            await client.quit()  # commits DELE
+        except (ProbeFailure, OSError) as exc:
+            if found is None:
+                raise
+            self._transcript.note(f"probe message not deleted: {describe_error(exc)}")
+            self.deleted = False
+        return found is not None
+
+    async def _find(self, client: Pop3Client, token: str) -> int | None:
+        """The number of the message with ``token``, reading each header once per test."""
         listing = sorted((await client.uidl()).items(), reverse=True)  # newest first
         fresh = [(n, uid) for n, uid in listing if uid not in self._scanned][:POP3_SCAN]
-        found = False
         for number, uid in fresh:
             self._scanned.add(uid)
             if token.encode() in await client.top(number, 0):
-                await client.dele(number)
-                found = True
-                break
-        await client.quit()  # commits DELE
-        return found
+                return number
+        return None
 
     async def finish(self) -> None:
         pass
@@ -326,7 +344,7 @@ async def probe(check: MailflowCheck, transcript: Transcript) -> ProbeResult:
                 await asyncio.sleep(check.poll_interval)
                 polls += 1
             delivery = loop.time() - sent
-            transcript.note(f"delivered after {delivery:.3f}s ({polls} polls), deleted")
+            transcript.note(f"delivered after {delivery:.3f}s ({polls} polls)")
             leg = "finish"
             await _leg("receive", receiver.finish())
     except TimeoutError:
@@ -335,12 +353,18 @@ async def probe(check: MailflowCheck, transcript: Transcript) -> ProbeResult:
         if leg == "deliver":
             raise ProbeFailure(f"not delivered within {check.timeout:.1f}s") from None
         if leg == "finish":  # delivered and deleted; only LOGOUT hung
-            return ProbeResult.passed(delivery_seconds=round(delivery, 3), polls=polls)
+            return _delivered(delivery, polls, receiver)
         # The deadline's own figure, like the scheduler's: reasons stay identical.
         raise ProbeFailure(f"{leg}: timeout after {check.timeout:.1f}s") from None
     finally:
         receiver.abort()
-    return ProbeResult.passed(delivery_seconds=round(delivery, 3), polls=polls)
+    return _delivered(delivery, polls, receiver)
+
+
+def _delivered(seconds: float, polls: int, receiver: _Receiver) -> ProbeResult:
+    return ProbeResult.passed(
+        delivery_seconds=round(seconds, 3), polls=polls, deleted=receiver.deleted
+    )
 
 
 PROBE = ProbeType(name="mailflow", config=MailflowCheck, run=probe)

@@ -77,6 +77,7 @@ async def probe(check: TcpCheck, transcript: Transcript) -> ProbeResult:
         # close_notify, which a hostile server never sends, and there is
         # nothing of ours left to flush.
         writer.transport.abort()
+        await asyncio.sleep(0)  # let the loop run the close it scheduled
 
 
 async def _read_banner(reader: asyncio.StreamReader) -> str:

@@ -237,8 +237,17 @@ async def test_connection_refused(secret: str) -> None:
 
 async def test_tls_handshake_failure(secret: str) -> None:
     outcome = await fault(tls_handshake_failure, password_file=secret, tls=True)
-    assert outcome.result.reason.startswith("TLS handshake failed: ")
-    assert "HANDSHAKE_FAILURE" in outcome.result.reason.upper()
+    assert outcome.result.reason == "TLS handshake failed: SSLV3_ALERT_HANDSHAKE_FAILURE"
+
+
+async def test_expired_certificate(secret: str, tmp_path: Path) -> None:
+    pki = LoopbackPKI.create(tmp_path)
+    async with fake_server(FakeImap(), ssl_context=pki.expired_server_context()) as port:
+        check = imap_check(
+            port=port, tls=True, ca_file=pki.ca_file, username="u", password_file=secret
+        )
+        outcome, _ = await run(check)
+    assert outcome.result.reason == "TLS handshake failed: certificate has expired"
 
 
 async def test_starttls_handshake_failure(secret: str) -> None:
@@ -250,7 +259,7 @@ async def test_starttls_handshake_failure(secret: str) -> None:
         writer.close()
 
     outcome = await fault(FakeImap(STARTTLS=starttls), password_file=secret, starttls=True)
-    assert outcome.result.reason.startswith("TLS handshake failed: ")
+    assert outcome.result.reason == "TLS handshake failed: SSLV3_ALERT_HANDSHAKE_FAILURE"
 
 
 async def test_starttls_not_offered(secret: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ POLL = 0.1
 
 
 def flow_check(
-    send_leg: dict[str, object], receive: dict[str, object], **fields: object
+    send_leg: Mapping[str, object], receive: Mapping[str, object], **fields: object
 ) -> MailflowCheck:
     return MailflowCheck.model_validate(
         {
@@ -96,10 +97,10 @@ async def run(check: MailflowCheck) -> tuple[TestOutcome, Transcript]:
     return outcome, transcript
 
 
-def wait_for_files(mailbox_files: object, count: int, seconds: float = 5.0) -> None:
+def wait_for_files(files: Callable[[], list[Path]], count: int, seconds: float = 5.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if len(mailbox_files()) >= count:  # type: ignore[operator]
+        if len(files()) >= count:
             return
         time.sleep(0.05)
 

@@ -1,0 +1,293 @@
+"""The outbox and its dispatcher, through the webhook transport and a loopback receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from structlog.testing import capture_logs
+
+from probed.events import Event
+from probed.hooks import Dispatcher
+from probed.hooks.webhook import WebhookConfig
+from probed.storage import SqliteStore
+from tests.daemon_helpers import wait_for
+from tests.hooks_receiver import Receiver, free_port
+
+FAST = {"backoff_base": 0.05, "backoff_cap": 0.2}
+
+
+def webhook(url: str, name: str = "hook", **fields: Any) -> WebhookConfig:
+    return WebhookConfig.model_validate({"type": "webhook", "name": name, "url": url, **fields})
+
+
+def opened(check: str = "home", at: float = 1_790_000_000.0, **fields: Any) -> Event:
+    return Event(
+        "outage_opened",
+        "web",
+        at,
+        check=check,
+        outage_id=7,
+        start=at - 60,
+        end=at,
+        failed_tests=2,
+        reasons=("connection refused", "connection refused"),
+        summary=f"web/{check} is down: connection refused",
+        **fields,
+    )
+
+
+def numbered(n: int) -> list[Event]:
+    return [opened(check=f"c{i}", at=1_790_000_000.0 + i) for i in range(n)]
+
+
+@asynccontextmanager
+async def dispatching(
+    db: Path, *hooks: WebhookConfig, clock: Callable[[], float] | None = None
+) -> AsyncIterator[Dispatcher]:
+    store = SqliteStore(db)
+    extra: dict[str, Any] = {"clock": clock} if clock else {}
+    dispatcher = Dispatcher(store, hooks, **FAST, **extra)
+    await dispatcher.start()
+    try:
+        yield dispatcher
+    finally:
+        await dispatcher.stop(2.0)
+        store.close()
+
+
+def undelivered(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0])
+
+
+def checks_of(receiver: Receiver) -> list[str]:
+    return [body["check"] for body in receiver.bodies()]
+
+
+async def test_webhook_posts_the_event_json_signed_with_hmac_sha256(tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("s3cret-key\n")
+    async with Receiver() as receiver:
+        hook = webhook(receiver.url(), secret_file=str(tmp_path / "secret"))
+        async with dispatching(tmp_path / "p.db", hook) as dispatcher:
+            with capture_logs() as logs:
+                dispatcher.submit(opened(severity="P1"))
+                await wait_for(lambda: receiver.requests, 10, "the webhook")
+                await wait_for(lambda: undelivered(tmp_path / "p.db") == 0, 10, "the mark")
+    [request] = receiver.requests
+    expected = "sha256=" + hmac.new(b"s3cret-key", request.body, hashlib.sha256).hexdigest()
+    assert request.headers["X-Probed-Signature"] == expected
+    assert request.headers["X-Probed-Event"] == "outage_opened"
+    assert request.headers["Content-Type"] == "application/json"
+    body = request.json()
+    assert request.headers["X-Probed-Delivery"] == body.pop("id")
+    assert body == {
+        "event": "outage_opened",
+        "service": "web",
+        "check": "home",
+        "severity": "P1",
+        "summary": "web/home is down: connection refused",
+        "at": "2026-09-21T14:13:20Z",
+        "start": "2026-09-21T14:12:20Z",
+        "end": "2026-09-21T14:13:20Z",
+        "outage_id": 7,
+        "failed_tests": 2,
+        "downtime_seconds": None,
+        "reasons": ["connection refused", "connection refused"],
+        "extra": {},
+    }
+    assert [e for e in logs if e["event"].startswith("hook.")] == [
+        {
+            "event": "hook.delivered",
+            "hook": "hook",
+            "service": "web",
+            "check": "home",
+            "attempt": 1,
+            "log_level": "info",
+        }
+    ]
+
+
+async def test_webhook_without_secret_sends_no_signature(tmp_path: Path) -> None:
+    async with Receiver() as receiver:
+        async with dispatching(tmp_path / "p.db", webhook(receiver.url())) as dispatcher:
+            dispatcher.submit(opened())
+            await wait_for(lambda: receiver.requests, 10, "the webhook")
+    assert "X-Probed-Signature" not in receiver.requests[0].headers
+
+
+async def test_receiver_down_for_a_while_gets_every_event_in_order_once(tmp_path: Path) -> None:
+    async with Receiver(status=503) as receiver:
+        async with dispatching(tmp_path / "p.db", webhook(receiver.url())) as dispatcher:
+            with capture_logs() as logs:
+                for event in numbered(5):
+                    dispatcher.submit(event)
+                await wait_for(
+                    lambda: sum(e["event"] == "hook.failed" for e in logs) >= 3, 10, "retries"
+                )
+                assert receiver.requests == []
+                receiver.status = 200
+                await wait_for(lambda: len(receiver.requests) >= 5, 10, "all five events")
+                await asyncio.sleep(0.5)  # room for a duplicate to show up
+    assert checks_of(receiver) == ["c0", "c1", "c2", "c3", "c4"]
+    failed = [e for e in logs if e["event"] == "hook.failed"]
+    # the first event is retried alone: a hook's later events wait for it
+    assert {e["check"] for e in failed} == {"c0"}
+    assert failed[0]["reason"] == "HTTP 503 Service Unavailable: receiver is down for maintenance"
+    assert [e["attempt"] for e in failed[:3]] == [1, 2, 3]
+
+
+async def test_refused_connections_are_retried_with_growing_backoff(tmp_path: Path) -> None:
+    port = free_port()
+    async with dispatching(tmp_path / "p.db", webhook(f"http://127.0.0.1:{port}/h")) as d:
+        with capture_logs() as logs:
+            d.submit(opened())
+            await wait_for(lambda: sum(e["event"] == "hook.failed" for e in logs) >= 4, 10)
+        async with Receiver(port=port) as receiver:
+            await wait_for(lambda: receiver.requests, 10, "the event after the receiver came up")
+    failed = [e for e in logs if e["event"] == "hook.failed"]
+    assert failed[0]["reason"] == "connection refused"
+    assert [e["retry_in"] for e in failed[:4]] == [0.05, 0.1, 0.2, 0.2]  # capped
+
+
+async def test_undelivered_events_survive_a_restart_and_are_sent_once(tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    port = free_port()
+    hook = webhook(f"http://127.0.0.1:{port}/h")
+    first, second = numbered(5)[:3], numbered(5)[3:]
+    async with dispatching(db, hook) as dispatcher:
+        for event in first:
+            dispatcher.submit(event)
+        await asyncio.sleep(0.2)  # attempts fail: nobody listens yet
+    assert undelivered(db) == 3
+    async with Receiver(port=port) as receiver, dispatching(db, hook) as dispatcher:
+        await wait_for(lambda: len(receiver.requests) == 3, 10, "the events from before")
+        for event in second:
+            dispatcher.submit(event)
+        await wait_for(lambda: len(receiver.requests) == 5, 10, "the new events")
+    async with Receiver(port=port) as again, dispatching(db, hook):
+        await asyncio.sleep(0.5)  # a third start finds nothing to send
+    assert checks_of(receiver) == ["c0", "c1", "c2", "c3", "c4"]
+    assert again.requests == []
+    assert undelivered(db) == 0
+
+
+async def test_a_failing_hook_does_not_delay_the_others(tmp_path: Path) -> None:
+    async with Receiver(status=500) as down, Receiver() as up:
+        hooks = (webhook(down.url(), name="down"), webhook(up.url(), name="up"))
+        async with dispatching(tmp_path / "p.db", *hooks) as dispatcher:
+            for event in numbered(3):
+                dispatcher.submit(event)
+            await wait_for(lambda: len(up.requests) == 3, 10, "the healthy hook")
+    assert down.requests == []
+    assert checks_of(up) == ["c0", "c1", "c2"]
+
+
+async def test_filters_choose_events_services_and_severity(tmp_path: Path) -> None:
+    async with Receiver() as receiver:
+        hooks = (
+            webhook(receiver.url("/all"), name="all"),
+            webhook(receiver.url("/closed"), name="closed", events=["outage_closed"]),
+            webhook(receiver.url("/mail"), name="mail", services=["mail"]),
+            webhook(receiver.url("/p1"), name="p1", min_severity="P1"),
+        )
+        events = [
+            opened(check="a", severity="P2"),
+            opened(check="b", severity="P1"),
+            Event("outage_closed", "web", 1.0, check="a"),
+            Event("service_down", "mail", 2.0, severity="P1"),
+            Event("outage_extended", "web", 3.0, check="a"),  # opt-in only
+        ]
+        async with dispatching(tmp_path / "p.db", *hooks) as dispatcher:
+            for event in events:
+                dispatcher.submit(event)
+            await wait_for(lambda: len(receiver.requests) == 8, 10, "the filtered events")
+            await asyncio.sleep(0.3)
+    seen = {
+        path: [(b["event"], b["service"], b["check"]) for b in receiver.bodies(path)]
+        for path in ("/all", "/closed", "/mail", "/p1")
+    }
+    assert seen == {
+        "/all": [
+            ("outage_opened", "web", "a"),
+            ("outage_opened", "web", "b"),
+            ("outage_closed", "web", "a"),
+            ("service_down", "mail", None),
+        ],
+        "/closed": [("outage_closed", "web", "a")],
+        "/mail": [("service_down", "mail", None)],
+        "/p1": [("outage_opened", "web", "b"), ("service_down", "mail", None)],
+    }
+
+
+async def test_one_event_has_the_same_id_for_every_hook(tmp_path: Path) -> None:
+    async with Receiver() as receiver:
+        hooks = (webhook(receiver.url("/a"), name="a"), webhook(receiver.url("/b"), name="b"))
+        async with dispatching(tmp_path / "p.db", *hooks) as dispatcher:
+            dispatcher.submit(opened())
+            await wait_for(lambda: len(receiver.requests) == 2, 10, "both hooks")
+    [a], [b] = receiver.bodies("/a"), receiver.bodies("/b")
+    assert a["id"] == b["id"] and len(a["id"]) == 32
+
+
+async def test_submit_only_writes_rows_and_returns(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "p.db")
+    try:
+        dispatcher = Dispatcher(store, [webhook("http://127.0.0.1:9/x")])  # never started
+        dispatcher.submit(opened())
+        rows = store.db.execute(
+            "SELECT hook, attempts, delivered_at, last_error FROM outbox"
+        ).fetchall()
+    finally:
+        store.close()
+    assert rows == [("hook", 0, None, None)]
+
+
+async def test_slow_receiver_times_out_with_a_short_reason(tmp_path: Path) -> None:
+    gate = asyncio.Event()
+
+    class Slow(Receiver):
+        async def _handle(self, request: Any) -> Any:
+            await gate.wait()
+            return await super()._handle(request)
+
+    async with Slow() as receiver:
+        hook = webhook(receiver.url(), timeout="200ms")
+        async with dispatching(tmp_path / "p.db", hook) as dispatcher:
+            with capture_logs() as logs:
+                dispatcher.submit(opened())
+                await wait_for(lambda: any(e["event"] == "hook.failed" for e in logs), 10)
+            gate.set()
+            await wait_for(lambda: receiver.requests, 10, "the retry")
+    failed = next(e for e in logs if e["event"] == "hook.failed")
+    assert failed["reason"] == "timeout after 0.2s"
+
+
+async def test_stop_cancels_a_delivery_past_the_deadline(tmp_path: Path) -> None:
+    deadline = 0.3
+    never = asyncio.Event()
+
+    class Hung(Receiver):
+        async def _handle(self, request: Any) -> Any:
+            await never.wait()
+            return await super()._handle(request)
+
+    async with Hung() as receiver:
+        store = SqliteStore(tmp_path / "p.db")
+        dispatcher = Dispatcher(store, [webhook(receiver.url(), timeout="30s")], **FAST)
+        await dispatcher.start()
+        dispatcher.submit(opened())
+        await asyncio.sleep(0.2)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await dispatcher.stop(deadline)
+        took = loop.time() - began
+        store.close()
+    assert deadline <= took < deadline + 1.0
+    assert undelivered(tmp_path / "p.db") == 1  # sent again after the next start
