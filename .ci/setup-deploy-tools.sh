@@ -50,7 +50,11 @@ else
         fi
     done
     # shellcheck disable=SC2086 # word splitting of the package list is intended
-    apt-get install -y -q --no-install-recommends $missing
+    if ! apt-get install -y -q --no-install-recommends $missing; then
+        # stale lists point at superseded .debs: refresh once and retry
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends $missing
+    fi
 fi
 
 # Whatever the postinst did, CI must not be left with a daemon listening on

@@ -173,9 +173,9 @@ class ServerPool:
             )
             worker.start()
             self.workers.append(worker)
-            self.counters.append((ok, failed))  # type: ignore[arg-type]
+            self.counters.append((ok, failed))
         deadline = time.monotonic() + 20
-        while ready.value < self.procs:  # type: ignore[attr-defined]
+        while ready.value < self.procs:
             if time.monotonic() > deadline:
                 raise RuntimeError("the HTTP server processes did not start")
             time.sleep(0.05)
@@ -235,13 +235,13 @@ def write_config(args: argparse.Namespace, port: int, workdir: Path) -> Path:
         if svc != service:
             lines += [f"  {svc}:", "    objective: 99.5", "    checks:"]
             service = svc
-        path = "fail" if fails else "ok"
+        prefix = "fail" if fails else "ok"
         lines.append(
-            f'      - {{name: {name}, type: http, url: "http://{HOST}:{port}/{path}/{name}"}}'
+            f'      - {{name: {name}, type: http, url: "http://{HOST}:{port}/{prefix}/{name}"}}'
         )
-    path = workdir / "probed.yaml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    config = workdir / "probed.yaml"
+    config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return config
 
 
 def tests_due(args: argparse.Namespace, window: float) -> int:

@@ -289,9 +289,7 @@ def _service(
         if check is None:
             continue
         if check.name in seen:
-            problems.append(
-                locator.message((*loc, "name"), f'duplicate check name "{check.name}"')
-            )
+            problems.append(locator.message((*loc, "name"), f'duplicate check name "{check.name}"'))
         seen.add(check.name)
         checks.append(check)
     policy = accounting.Policy(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 import sys
 import tempfile
 import textwrap
@@ -27,21 +28,25 @@ from aiohttp import web
 
 from probed import accounting
 from probed import config as config_mod
+from probed.accounting import ServiceFigures
 from probed.daemon import Daemon
+from probed.demo_mail import DOMAIN, ImapServer, Mailbox, Pop3Server, Script, SmtpServer
 from probed.figures import month_report
 from probed.logs import configure as configure_logs
 from probed.outages import FailureRun
 from probed.report import MonthReport, render_json, render_text
+from probed.runner import TestOutcome
 from probed.scheduler import CheckKey
 from probed.storage import SqliteStore
-from probed.demo_mail import DOMAIN, ImapServer, Mailbox, Pop3Server, Script, SmtpServer
+from probes.base import CheckBase, Transcript
 
 INTERVAL = 0.5  # seconds between tests of each demo check
 FLOW_INTERVAL = 1.0  # the mail round trip's interval; its timeout is its delivery deadline
-TIMEOUT = 0.4
+TIMEOUT = 0.4  # each test's; a scripted hang outlasts it
 FLOW_TIMEOUT = 0.8
 FAILURES_TO_DOWN = 2
 ADDRESS = f"probe@{DOMAIN}"
+CREDITS = [{"below": 99.5, "percent": 5}, {"below": 99.0, "percent": 10}]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +82,14 @@ class Scene:
 
 SCENES = (
     Scene("mail", "smtp", range(5, 6), "answers 421 once"),
-    Scene("mail", "pop3", range(8, 12), "refuses 4 connections in a row (-ERR)"),
+    Scene("mail", "pop3", range(8, 12), "refuses 4 connections in a row with -ERR"),
     Scene("mail", "imap", range(16, 19), "says BYE 3 times under a flood", dos=True),
     Scene("mail", "webmail", range(22, 24), "answers 503 twice"),
-    Scene("mail", "roundtrip", range(0), "delivers every message", interval=FLOW_INTERVAL),
-    Scene("web", "website", range(6, 7), "answers 503 once"),
     Scene(
-        "web", "api", range(12, 14), f"hangs past its {TIMEOUT * 1000:.0f}ms timeout twice", True
+        "mail", "roundtrip", range(0), "delivers on listeners of its own", interval=FLOW_INTERVAL
     ),
+    Scene("web", "website", range(6, 7), "answers 503 once"),
+    Scene("web", "api", range(12, 14), f"hangs past its {TIMEOUT:g}s timeout twice", hang=True),
 )
 RUN_SECONDS = (max(s.down.stop for s in SCENES) + 3) * INTERVAL  # the last recovery, and a bit
 
@@ -114,7 +119,9 @@ class WebServer:
     runner: web.AppRunner | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
-        script = self.scripts[request.match_info["name"]]
+        script = self.scripts.get(request.match_info["name"])
+        if script is None:
+            raise web.HTTPNotFound()
         if script.next_is_up():
             return web.Response(text="ok\n")
         if script.hang:
@@ -206,9 +213,6 @@ class Platform:
         }
 
 
-CREDITS = [{"below": 99.5, "percent": 5}, {"below": 99.0, "percent": 10}]
-
-
 # ---------------------------------------------------------------- the live view
 
 
@@ -225,49 +229,47 @@ class LiveView:
         self.tty = out.isatty()
         self.started = time.monotonic()
         self.marks: dict[CheckKey, list[str]] = {}
-        self.counts: dict[CheckKey, tuple[int, int]] = {}  # passed, failed
         self.runs: dict[CheckKey, FailureRun | None] = {}
+        self.lines: list[str] = []  # not printed yet
         self.drawn = 0  # table lines on screen (terminal only)
+        handler = daemon.monitor.on_outcome
 
-    async def run(self, until: float, daemon_task: asyncio.Task[int]) -> None:
+        async def recorded(
+            service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
+        ) -> None:
+            await handler(service, check, outcome, transcript)
+            self.record((service, check.name), outcome.ok)
+
+        # After the monitor, so the check's outage state includes the test. The
+        # scheduler offers no public hook for this; tests/test_demo.py notices if it moves.
+        daemon.scheduler._handler = recorded
+
+    def record(self, key: CheckKey, ok: bool) -> None:
+        tracker = self.daemon.monitor.checks[key].tracker
+        marks = self.marks.setdefault(key, [])
+        marks.append("." if ok else "x")
+        if tracker.in_outage and tracker.run is not None:
+            marks[-tracker.run.count :] = ["#"] * tracker.run.count
+        change = _change(self.runs.get(key), tracker.run, tracker.failures_to_down)
+        self.runs[key] = tracker.run
+        if change:
+            elapsed = time.monotonic() - self.started
+            self.lines.append(f"{elapsed:+6.1f}s  {'/'.join(key):<15} {change}")
+
+    async def run(self, until: float, daemon_task: asyncio.Task[int]) -> bool:
+        """Until ``until``; False when the daemon stopped before (Ctrl-C)."""
         last_draw = 0.0
         while time.monotonic() < until and not daemon_task.done():
-            lines = self.poll()
-            if self.tty and (lines or time.monotonic() - last_draw >= 0.5):
-                self.draw(lines, until)
+            if self.tty and (self.lines or time.monotonic() - last_draw >= 0.5):
+                self.draw(until)
                 last_draw = time.monotonic()
-            elif lines:
-                self.out.write("".join(f"{line}\n" for line in lines))
+            elif self.lines and not self.tty:
+                self.out.write("".join(f"{line}\n" for line in self.lines))
                 self.out.flush()
+                self.lines = []
             await asyncio.sleep(0.1)
-        self.draw(self.poll(), until)
-
-    def poll(self) -> list[str]:
-        """New marks since the last poll, from the daemon's counters; the lines they make."""
-        lines = []
-        for key, state in sorted(self.daemon.monitor.checks.items()):
-            passed, failed = self._tests(key, state.check.type)
-            old_passed, old_failed = self.counts.get(key, (0, 0))
-            self.counts[key] = (passed, failed)
-            run, before = state.tracker.run, self.runs.get(key)
-            new_fails, new_passes = ["x"] * (failed - old_failed), ["."] * (passed - old_passed)
-            marks = self.marks.setdefault(key, [])
-            marks += new_passes + new_fails if run is not None else new_fails + new_passes
-            if state.tracker.in_outage and run is not None:
-                marks[-run.count :] = ["#"] * run.count
-            self.runs[key] = run
-            change = _change(before, run, state.tracker.failures_to_down)
-            if change:
-                elapsed = time.monotonic() - self.started
-                lines.append(f"{elapsed:+6.1f}s  {key[0]}/{key[1]:<10} {change}")
-        return lines
-
-    def _tests(self, key: CheckKey, type_: str) -> tuple[int, int]:
-        labels = {"service": key[0], "check": key[1], "type": type_}
-        get = self.daemon.registry.get_sample_value
-        passed = get("probed_probes_total", {**labels, "result": "pass"}) or 0
-        failed = get("probed_probes_total", {**labels, "result": "fail"}) or 0
-        return int(passed), int(failed)
+        self.draw(until)
+        return not daemon_task.done()
 
     def table(self, until: float) -> list[str]:
         elapsed = min(time.monotonic(), until) - self.started
@@ -275,43 +277,49 @@ class LiveView:
             f"live view at {elapsed:4.1f}s of {until - self.started:.1f}s;"
             " one mark per test: . passed, x failed, # failed in an outage"
         ]
-        for key, state in sorted(self.daemon.monitor.checks.items()):
-            gap = " " * (round(state.check.interval / INTERVAL) - 1)
-            timeline = "".join(mark + gap for mark in self.marks.get(key, []))
+        checks = self.daemon.monitor.checks
+        timelines = {  # a check tested every second gets two columns per mark
+            key: "".join(
+                m.ljust(round(s.check.interval / INTERVAL)) for m in self.marks.get(key, [])
+            )
+            for key, s in checks.items()
+        }
+        expected = round((until - self.started) / INTERVAL) + 1  # keeps the columns still
+        width = max([expected, *map(len, timelines.values())])
+        for key, state in checks.items():
             run = state.tracker.run
             now = "DOWN" if state.tracker.in_outage else "failing" if run else "up"
             reason = run.reasons[-1] if run and run.reasons else ""
-            rows.append(
-                f"  {key[0]}/{key[1]:<10} {timeline:<{RUN_SECONDS / INTERVAL + 2:.0f}} {now:<8}{reason}"
-            )
-        return [row.rstrip() for row in rows]
+            rows.append(f"  {'/'.join(key):<15} {timelines[key]:<{width}}  {now:<8}{reason}")
+        # a wrapped row would throw the redraw off by a line
+        cut = shutil.get_terminal_size().columns - 1 if self.tty else None
+        return [row.rstrip()[:cut] for row in rows]
 
-    def draw(self, lines: list[str], until: float) -> None:
+    def draw(self, until: float) -> None:
         table = self.table(until)
         if not self.tty:
-            self.out.write("".join(f"{line}\n" for line in [*lines, "", *table]))
+            self.out.write("".join(f"{line}\n" for line in [*self.lines, "", *table]))
         else:
             clear = f"\x1b[{self.drawn}F\x1b[J" if self.drawn else ""
-            self.out.write(clear + "".join(f"{line}\n" for line in [*lines, *table]))
+            self.out.write(clear + "".join(f"{line}\n" for line in [*self.lines, *table]))
             self.drawn = len(table)
+        self.lines = []
         self.out.flush()
 
 
 def _change(before: FailureRun | None, after: FailureRun | None, failures_to_down: int) -> str:
-    """What a check's new tests did, in words; "" when nothing worth a line happened."""
-    if after is not None and (before is None or before.first_at != after.first_at):
+    """What one more test did to a check, in words; "" when it is not worth a line."""
+    if after is not None:
         reason = after.reasons[-1] if after.reasons else "failed"
-        if after.count < failures_to_down:
-            return f"test failed: {reason}"
-        return f"DOWN: {after.count} failed tests in a row, an outage ({reason})"
-    if after is not None and before is not None and before.count < failures_to_down <= after.count:
-        return f"DOWN: {after.count} failed tests in a row, an outage from the first one"
-    if after is None and before is not None:
-        if before.count < failures_to_down:
-            return f"passes again: {before.count} failed test is no outage, no downtime"
-        downtime = before.last_at - before.first_at
-        return f"up again after {before.count} failed tests: {downtime:.1f}s of downtime"
-    return ""
+        if after.count == failures_to_down:
+            return f"DOWN: {after.count} failed tests in a row make an outage, from the first one"
+        return f"test failed: {reason}" if after.count == 1 else ""
+    if before is None:
+        return ""
+    if before.count < failures_to_down:
+        return f"passes again after {before.count} failed test: no outage, no downtime"
+    downtime = before.last_at - before.first_at
+    return f"up again after {before.count} failed tests: {downtime:.1f}s of downtime"
 
 
 # ---------------------------------------------------------------- run, flag, report
@@ -325,11 +333,34 @@ async def run_demo(
     tmp = tempfile.TemporaryDirectory(prefix="probed-demo-") if workdir is None else None
     base = Path(tmp.name) if tmp else workdir
     assert base is not None
-    base.mkdir(parents=True, exist_ok=True)
-    for stale in base.glob("demo.db*"):  # a previous run's store would mix into this report
-        stale.unlink()
     platform = Platform()
     await platform.start()
+    try:
+        cfg_path = _write_config(platform, base)
+        config = config_mod.load(cfg_path)
+        run_for = duration if duration is not None else RUN_SECONDS
+        print(legend())
+        print(f"\nconfig: {cfg_path}; running for {run_for:.0f}s\n", flush=True)
+        daemon = Daemon(str(cfg_path), config)
+        view = LiveView(daemon)
+        task = asyncio.create_task(daemon.run())
+        try:
+            ran_out = await view.run(time.monotonic() + run_for, task)
+        finally:
+            daemon.request_stop()
+            await task
+        return _report(config, cfg_path, json_report, whole=ran_out and run_for >= RUN_SECONDS)
+    finally:
+        await platform.stop()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _write_config(platform: Platform, base: Path) -> Path:
+    """The demo's config and password file, in its directory; a previous run's store goes."""
+    base.mkdir(parents=True, exist_ok=True)
+    for stale in base.glob("demo.db*"):  # it would mix into this run's report
+        stale.unlink()
     password_file = base / "mailbox.pass"
     password_file.write_text(platform.mailbox.password + "\n", encoding="utf-8")
     password_file.chmod(0o600)
@@ -337,24 +368,7 @@ async def run_demo(
     document = platform.config(base / "demo.db", password_file)
     header = "# probed demo: generated, loopback only\n"
     cfg_path.write_text(header + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    config = config_mod.load(cfg_path)
-    run_for = duration if duration is not None else RUN_SECONDS
-    print(legend())
-    print(f"\nconfig: {cfg_path}; running for {run_for:.0f}s\n", flush=True)
-    daemon = Daemon(str(cfg_path), config)
-    task = asyncio.create_task(daemon.run())
-    view = LiveView(daemon)
-    try:
-        await view.run(time.monotonic() + run_for, task)
-    finally:
-        daemon.request_stop()
-        await task
-        await platform.stop()
-    try:
-        return _report(config, cfg_path, json_report)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    return cfg_path
 
 
 def _flag_dos(store: SqliteStore, cfg_path: Path) -> None:
@@ -371,7 +385,7 @@ def _flag_dos(store: SqliteStore, cfg_path: Path) -> None:
             service=scene.service, start=start, end=end, kind="dos", reason=reason, by="demo"
         )
         print(
-            f"\nThe operator flags the {scene.check} outage as a DoS window, as this would:\n"
+            f"\nThe operator flags the {scene.check} outage as a DoS window, as this command would:\n"
             f"  probed exclude add -c {cfg_path} --service {scene.service} --start {_iso(start)}"
             f" --end {_iso(end)} --kind dos --reason '{reason}'"
         )
@@ -381,7 +395,26 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _report(config: config_mod.Config, cfg_path: Path, json_report: Path | None) -> int:
+def _foreseen(figures: ServiceFigures) -> str:
+    """The script's figures for a service beside the measured ones (the SLA's rules, by hand)."""
+    scenes = [s for s in SCENES if s.service == figures.service and s.outage]
+    excluded = [s.check for s in scenes if s.dos]
+    return (
+        f"{figures.service}: the script foresaw {_count(len(scenes), 'outage')}"
+        f" and {sum(s.downtime for s in scenes):.1f}s of downtime"
+        + (f" ({' and '.join(excluded)} excluded)" if excluded else "")
+        + f"; measured: {_count(len(figures.outages), 'outage')},"
+        f" {figures.downtime_seconds:.2f}s of downtime, {figures.excluded_seconds:.2f}s excluded."
+    )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def _report(
+    config: config_mod.Config, cfg_path: Path, json_report: Path | None, *, whole: bool
+) -> int:
     store = SqliteStore(config.storage_path)
     try:
         _flag_dos(store, cfg_path)
@@ -397,15 +430,10 @@ def _report(config: config_mod.Config, cfg_path: Path, json_report: Path | None)
         store.close()
     print()
     print(render_text(report), end="")
-    for service in dict.fromkeys(s.service for s in SCENES):
-        scenes = [s for s in SCENES if s.service == service and s.outage]
-        counted = sum(s.downtime for s in scenes)
-        print(
-            f"The script foresaw for {service}: {len(scenes)} outage(s),"
-            f" {counted:g}s of downtime"
-            + "".join(f", {s.check}'s excluded" for s in scenes if s.dos)
-            + "."
-        )
+    if whole:  # a shorter run has not played the whole script
+        print()
+        for figures in report.services:
+            print(_foreseen(figures))
     if json_report is not None:
         json_report.write_text(render_json(report), encoding="utf-8")
     return 0

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from aiosmtpd.smtp import SMTP
 
@@ -106,8 +106,8 @@ class _Turnaway(asyncio.Protocol):
         self.refusal = refusal
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.refusal and isinstance(transport, asyncio.WriteTransport):
-            transport.write(self.refusal)
+        if self.refusal:  # not isinstance(WriteTransport): uvloop's transports are not
+            cast(asyncio.WriteTransport, transport).write(self.refusal)
             transport.close()
 
 

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 from probed import accounting
 from probed.accounting import ExclusionSpan, OutageSpan
-from probed.config import Config
+from probed.config import Config, Service
 from probed.exclusions import to_json as exclusion_json
+from probed.figures import service_month
 from probed.maintenance import expand, is_configured
+from probed.report import AVAILABILITY_DIGITS, _availability_percent, _percent, _status
 from probed.storage import FailedTest, SqliteStore
 from probed.times import iso
 
@@ -33,6 +35,7 @@ class Evidence:
     failed_tests: tuple[FailedTest, ...]
     concurrent: tuple[OutageSpan, ...]
     exclusions: tuple[ExclusionSpan, ...]
+    months: tuple[accounting.ServiceFigures, ...] = ()  # the billing months it touches
 
 
 def incident_evidence(
@@ -54,7 +57,7 @@ def incident_evidence(
         )
     live = accounting.union(e.interval for e in exclusions if e.live)
     excluded = accounting.total(accounting.intersection([window], live))
-    concurrent = [o for o in store.outages(service, window) if o.id != span.id]
+    concurrent = [o for o in store.outages(service, around) if o.id != span.id]
     tests = store.failed_tests(service, span.check, window)[:MAX_FAILED_TESTS]
     return Evidence(
         service=service,
@@ -65,7 +68,33 @@ def incident_evidence(
         failed_tests=tuple(tests),
         concurrent=tuple(concurrent),
         exclusions=tuple(sorted(exclusions, key=lambda x: (x.start, x.id))),
+        months=() if configured is None else _months(store, configured, config.timezone, span, now),
     )
+
+
+def _months(
+    store: SqliteStore, service: Service, tz: str, span: OutageSpan, now: float
+) -> tuple[accounting.ServiceFigures, ...]:
+    """The figures of every billing month the outage touches: what the credit is owed on."""
+    first, last = accounting.month_of(span.start, tz), accounting.month_of(span.end, tz)
+    return tuple(
+        service_month(store, service, m, tz, now) for m in accounting.months_between(first, last)
+    )
+
+
+def _sla(f: accounting.ServiceFigures) -> tuple[str, str]:
+    """(``SLA 2026-10 (UTC)``, what the month's figures say) for text and Markdown."""
+    return (
+        f"SLA {f.month} ({f.timezone})",
+        f"availability {_availability_percent(f.availability)}"
+        f" against {_percent(f.objective)} ({_status(f.met, f.below_minimum)}),"
+        f" credit {f.credit_percent:g} %",
+    )
+
+
+def _cell(text: str) -> str:
+    # a server's words end up in the reason: keep them inside their table cell
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def to_json_dict(e: Evidence) -> dict[str, object]:
@@ -98,6 +127,17 @@ def to_json_dict(e: Evidence) -> dict[str, object]:
             for t in e.failed_tests
         ],
         "exclusions": [exclusion_json(x) for x in e.exclusions],
+        "billing_months": [
+            {
+                "month": f.month,
+                "availability": round(f.availability, AVAILABILITY_DIGITS),
+                "objective": f.objective,
+                "met": f.met,
+                "downtime_seconds": f.downtime_seconds,
+                "credit_percent": f.credit_percent,
+            }
+            for f in e.months
+        ],
     }
 
 
@@ -111,6 +151,7 @@ def _text(e: Evidence) -> str:
         f"  downtime  {e.downtime_seconds:.1f} s ({e.downtime_seconds / 60:.2f} min),"
         f" excluded {e.excluded_seconds:.1f} s, {o.failed_tests} failed tests",
         f"  checks affected: {', '.join(sorted({o.check, *(c.check for c in e.concurrent)}))}",
+        *("  {}: {}".format(*_sla(f)) for f in e.months),
         "  failed tests:",
         *(f"    {iso(t.at)}  {t.duration * 1000:7.1f} ms  {t.reason}" for t in e.failed_tests),
     ]
@@ -131,7 +172,7 @@ def _label(x: ExclusionSpan) -> str:
 def _markdown(e: Evidence) -> str:
     o = e.outage
     rows = "\n".join(
-        f"| {iso(t.at)} | {t.duration * 1000:.1f} ms | {t.reason} |" for t in e.failed_tests
+        f"| {iso(t.at)} | {t.duration * 1000:.1f} ms | {_cell(t.reason)} |" for t in e.failed_tests
     )
     excl = "\n".join(
         f"- {_label(x)} `{x.kind}` {iso(x.start)} → {iso(x.end)}, by {x.by}: {x.reason}"
@@ -145,7 +186,9 @@ def _markdown(e: Evidence) -> str:
         f"- **Ended:** {'still open' if o.open else iso(o.end)}\n"
         f"- **Downtime:** {e.downtime_seconds / 60:.2f} minutes ({o.failed_tests} consecutive failed tests)\n"
         f"- **Excluded:** {e.excluded_seconds:.1f} s\n"
-        f"- **Summary:** {'; '.join(o.reasons) or 'failed tests'}\n\n"
+        f"- **Summary:** {'; '.join(o.reasons) or 'failed tests'}\n"
+        + "".join("- **{}:** {}\n".format(*_sla(f)) for f in e.months)
+        + "\n"
         f"| test started (UTC) | duration | reason |\n|---|---|---|\n{rows}\n\n"
         + (f"### Overlapping exclusions\n\n{excl}\n" if e.exclusions else "")
     )

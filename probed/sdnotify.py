@@ -6,10 +6,10 @@ for an abstract socket) and, with ``WatchdogSec=``, ``WATCHDOG_USEC`` and
 systemd nothing is set and every call is a no-op, so the daemon calls these
 unconditionally.
 
-Sending never raises and never blocks: the socket is non-blocking, so a
-manager that is not reading costs one lost message (the next watchdog ping
-retries) instead of a stalled event loop. The result says whether the
-datagram was handed to the kernel; callers normally ignore it.
+A failed delivery never raises and sending never blocks: the socket is
+non-blocking, so a manager that is not reading costs one lost message (the
+next watchdog ping retries) instead of a stalled event loop. The result says
+whether the datagram was handed to the kernel; callers normally ignore it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ class Notifier:
         env = os.environ if environ is None else environ
         self._address = _socket_address(env.get("NOTIFY_SOCKET", ""))
         self._watchdog_usec = _watchdog_usec(env, os.getpid() if pid is None else pid)
-        self._sock: socket.socket | None = None
 
     @property
     def enabled(self) -> bool:
@@ -92,29 +91,21 @@ class Notifier:
             return None
         return self._watchdog_usec / 2 / 1_000_000
 
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
     def _sendto(self, data: bytes) -> bool:
+        # A socket per message, as libsystemd does: nothing to close or to
+        # leak, and a manager that re-executed is simply found again. At a
+        # few messages a second the extra socket() call costs nothing.
         assert self._address is not None
         try:
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-                self._sock.setblocking(False)
-            self._sock.sendto(data, self._address)
-        except OSError:
-            # ENOENT/ECONNREFUSED (manager gone), EAGAIN (queue full), ...:
-            # start afresh next time, e.g. after the manager re-executed.
-            self.close()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.setblocking(False)
+                sock.sendto(data, self._address)
+        except OSError:  # ENOENT/ECONNREFUSED: no manager; EAGAIN: its queue is full
             return False
         return True
 
 
-async def keep_watchdog_fed(
-    notifier: Notifier, healthy: Callable[[], bool] = lambda: True
-) -> None:
+async def keep_watchdog_fed(notifier: Notifier, healthy: Callable[[], bool] = lambda: True) -> None:
     """Ping the watchdog every :meth:`Notifier.watchdog_interval` while ``healthy()``.
 
     Run it as a task on the daemon's event loop: that the task runs at all

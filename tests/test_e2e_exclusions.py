@@ -549,6 +549,8 @@ async def _check_incidents(config: Path, incidents: dict[str, int]) -> None:
     assert markdown.startswith(f"## Credit request: incident {site}\n")
     assert "- **Service affected:** web (check `site`)" in markdown
     assert markdown.count("| HTTP 503 Service Unavailable (expected 200) |") == 4
+    month = accounting.month_of(time.time(), "UTC")
+    assert f"- **SLA {month} (UTC):** availability " in markdown  # what the credit is owed on
 
     document = json.loads(await _report(config, "--incident", str(site), "--format", "json"))
     assert (document["incident"], document["service"], document["check"]) == (site, "web", "site")
@@ -556,6 +558,8 @@ async def _check_incidents(config: Path, incidents: dict[str, int]) -> None:
     assert document["failed_tests"] == len(document["tests"]) == 4
     assert document["downtime_seconds"] == pytest.approx(3 * INTERVAL, abs=0.08)
     assert document["excluded_seconds"] == 0.0
+    [billed] = document["billing_months"]
+    assert billed["month"] == month and billed["objective"] == 0.995
 
     # the config window excludes static's outage in its evidence as in the month's figures
     excluded = json.loads(await _report(config, "--incident", str(files), "--format", "json"))

@@ -64,7 +64,9 @@ async def dispatching(
 
 def undelivered(db: Path) -> int:
     with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0])
+        return int(
+            conn.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
+        )
 
 
 def checks_of(receiver: Receiver) -> list[str]:
@@ -106,6 +108,7 @@ async def test_webhook_posts_the_event_json_signed_with_hmac_sha256(tmp_path: Pa
         {
             "event": "hook.delivered",
             "hook": "hook",
+            "kind": "outage_opened",
             "service": "web",
             "check": "home",
             "attempt": 1,
@@ -115,26 +118,30 @@ async def test_webhook_posts_the_event_json_signed_with_hmac_sha256(tmp_path: Pa
 
 
 async def test_webhook_without_secret_sends_no_signature(tmp_path: Path) -> None:
-    async with Receiver() as receiver:
-        async with dispatching(tmp_path / "p.db", webhook(receiver.url())) as dispatcher:
-            dispatcher.submit(opened())
-            await wait_for(lambda: receiver.requests, 10, "the webhook")
+    async with (
+        Receiver() as receiver,
+        dispatching(tmp_path / "p.db", webhook(receiver.url())) as dispatcher,
+    ):
+        dispatcher.submit(opened())
+        await wait_for(lambda: receiver.requests, 10, "the webhook")
     assert "X-Probed-Signature" not in receiver.requests[0].headers
 
 
 async def test_receiver_down_for_a_while_gets_every_event_in_order_once(tmp_path: Path) -> None:
-    async with Receiver(status=503) as receiver:
-        async with dispatching(tmp_path / "p.db", webhook(receiver.url())) as dispatcher:
-            with capture_logs() as logs:
-                for event in numbered(5):
-                    dispatcher.submit(event)
-                await wait_for(
-                    lambda: sum(e["event"] == "hook.failed" for e in logs) >= 3, 10, "retries"
-                )
-                assert receiver.requests == []
-                receiver.status = 200
-                await wait_for(lambda: len(receiver.requests) >= 5, 10, "all five events")
-                await asyncio.sleep(0.5)  # room for a duplicate to show up
+    async with (
+        Receiver(status=503) as receiver,
+        dispatching(tmp_path / "p.db", webhook(receiver.url())) as dispatcher,
+    ):
+        with capture_logs() as logs:
+            for event in numbered(5):
+                dispatcher.submit(event)
+            await wait_for(
+                lambda: sum(e["event"] == "hook.failed" for e in logs) >= 3, 10, "retries"
+            )
+            assert receiver.requests == []
+            receiver.status = 200
+            await wait_for(lambda: len(receiver.requests) >= 5, 10, "all five events")
+            await asyncio.sleep(0.5)  # room for a duplicate to show up
     assert checks_of(receiver) == ["c0", "c1", "c2", "c3", "c4"]
     failed = [e for e in logs if e["event"] == "hook.failed"]
     # the first event is retried alone: a hook's later events wait for it
@@ -289,5 +296,31 @@ async def test_stop_cancels_a_delivery_past_the_deadline(tmp_path: Path) -> None
         await dispatcher.stop(deadline)
         took = loop.time() - began
         store.close()
+        never.set()  # lets the receiver shut down
     assert deadline <= took < deadline + 1.0
     assert undelivered(tmp_path / "p.db") == 1  # sent again after the next start
+
+
+async def test_reload_moves_a_changed_hook_and_its_pending_events(tmp_path: Path) -> None:
+    port = free_port()
+    async with (
+        Receiver() as moved,
+        Receiver() as kept,
+        dispatching(
+            tmp_path / "p.db",
+            webhook(f"http://127.0.0.1:{port}/old", name="team"),
+            webhook(kept.url(), name="audit"),
+        ) as dispatcher,
+    ):
+        dispatcher.submit(opened(check="before"))
+        await wait_for(lambda: len(kept.requests) == 1, 10, "the unchanged hook")
+        # SIGHUP: the team's endpoint moved, a hook was removed, another added
+        dispatcher.configure(
+            [webhook(moved.url("/new"), name="team"), webhook(moved.url("/extra"), name="extra")]
+        )
+        dispatcher.submit(opened(check="after"))
+        await wait_for(lambda: len(moved.requests) == 3, 10, "events at the new endpoints")
+        await asyncio.sleep(0.3)
+    assert [(b["check"]) for b in moved.bodies("/new")] == ["before", "after"]
+    assert [(b["check"]) for b in moved.bodies("/extra")] == ["after"]
+    assert checks_of(kept) == ["before"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -68,9 +67,12 @@ class Dispatcher:
             return
         try:
             self.outbox.add(names, Envelope(uuid.uuid4().hex, event), self.clock())
-        except sqlite3.Error as exc:
+        except Exception as exc:  # a sink must never break the outcome path that calls it
             log.error(
-                "hook.outbox_failed", event=event.kind, service=event.service, reason=str(exc)
+                "hook.outbox_failed",
+                kind=event.kind,
+                service=event.service,
+                reason=describe_error(exc),
             )
             return
         for name in names:
@@ -141,7 +143,8 @@ class Dispatcher:
     async def _run(self, slot: _Slot, after: asyncio.Task[None] | None) -> None:
         if after is not None:  # the old version of this hook finishes its delivery first
             await asyncio.wait([after])
-        assert self._session is not None
+        if slot.stopping or self._session is None:
+            return
         try:
             hook = HOOK_TYPES[slot.config.type].build(slot.config, self._session)
             if isinstance(hook, Resending):
@@ -177,7 +180,7 @@ class Dispatcher:
 
     async def _deliver(self, config: HookConfig, hook: Hook, row: Row) -> None:
         event = row.envelope.event
-        fields = {"hook": config.name, "event": event.kind, "service": event.service}
+        fields = {"hook": config.name, "kind": event.kind, "service": event.service}
         if event.check:
             fields["check"] = event.check
         try:
