@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import os
 import sys
@@ -87,6 +88,7 @@ def run(config_path: str, log_format: str, log_level: str) -> None:
     from probed.daemon import Daemon
 
     configure_logs(log_format, log_level)  # type: ignore[arg-type]
+    faulthandler.enable()  # a watchdog abort (SIGABRT) leaves every thread's stack in the journal
     config = _load(config_path)
     _install_event_loop()
     try:

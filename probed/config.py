@@ -316,7 +316,7 @@ def _check(
     problems: list[str],
 ) -> CheckBase | None:
     kind = raw.get("type")
-    if kind not in REGISTRY:
+    if not isinstance(kind, str) or kind not in REGISTRY:
         valid = ", ".join(sorted(REGISTRY))
         what = f'unknown check type "{kind}"' if kind else "missing check type"
         problems.append(locator.message((*loc, "type"), f"{what}; valid types: {valid}"))

@@ -271,11 +271,20 @@ class Daemon:
         self.dispatcher = Dispatcher(self.store, config.hooks)
         self.sinks.append(self.dispatcher.submit)
         self.accountant.on_refresh = BudgetWatch(self.dispatcher.outbox, self._emit).observe
+        # called after the monitor handled a test, so outage state includes it (the demo's live view)
+        self.observers: list[Callable[[str, CheckBase, TestOutcome], None]] = []
         self.scheduler = Scheduler(
-            self.monitor.on_outcome,
+            self._on_outcome,
             concurrency=config.concurrency,
             on_lag=self.metrics.schedule_lag.observe,
         )
+
+    async def _on_outcome(
+        self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
+    ) -> None:
+        await self.monitor.on_outcome(service, check, outcome, transcript)
+        for observe in self.observers:
+            observe(service, check, outcome)
 
     def _emit(self, event: Event) -> None:
         for sink in self.sinks:
@@ -320,7 +329,7 @@ class Daemon:
     async def _main_loop(self) -> None:
         last_flush = last_refresh = time.monotonic()
         watchdog = self.notifier.watchdog_interval()
-        tick = min(1.0, watchdog / 2) if watchdog else 1.0
+        tick = min(1.0, watchdog) if watchdog else 1.0  # watchdog_interval() is already half
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=tick)

@@ -35,10 +35,8 @@ from probed.figures import month_report
 from probed.logs import configure as configure_logs
 from probed.outages import FailureRun
 from probed.report import MonthReport, render_json, render_text
-from probed.runner import TestOutcome
 from probed.scheduler import CheckKey
 from probed.storage import SqliteStore
-from probes.base import CheckBase, Transcript
 
 INTERVAL = 0.5  # seconds between tests of each demo check
 FLOW_INTERVAL = 1.0  # the mail round trip's interval; its timeout is its delivery deadline
@@ -232,17 +230,9 @@ class LiveView:
         self.runs: dict[CheckKey, FailureRun | None] = {}
         self.lines: list[str] = []  # not printed yet
         self.drawn = 0  # table lines on screen (terminal only)
-        handler = daemon.monitor.on_outcome
-
-        async def recorded(
-            service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
-        ) -> None:
-            await handler(service, check, outcome, transcript)
-            self.record((service, check.name), outcome.ok)
-
-        # After the monitor, so the check's outage state includes the test. The
-        # scheduler offers no public hook for this; tests/test_demo.py notices if it moves.
-        daemon.scheduler._handler = recorded
+        daemon.observers.append(
+            lambda service, check, outcome: self.record((service, check.name), outcome.ok)
+        )
 
     def record(self, key: CheckKey, ok: bool) -> None:
         tracker = self.daemon.monitor.checks[key].tracker

@@ -111,7 +111,9 @@ class Scheduler:
                     await self._handler(job.service, check, outcome, transcript)
                 except Exception as exc:  # e.g. the store is full: keep testing, say so loudly
                     job.errors += 1
-                    log.error("scheduler.outcome_failed", service=key[0], check=key[1], error=repr(exc))
+                    log.error(
+                        "scheduler.outcome_failed", service=key[0], check=key[1], error=repr(exc)
+                    )
                 finally:
                     job.testing = False
             job.tests += 1

@@ -153,3 +153,10 @@ def test_find_check_accepts_service_slash_check(tmp_path: Path) -> None:
     assert config.find_check("web/port")[1].name == "port"
     with pytest.raises(KeyError, match="not configured"):
         config.find_check("web/nope")
+
+
+def test_a_list_as_check_type_is_a_config_error_not_a_crash(tmp_path: Path) -> None:
+    [problem] = problems(tmp_path, GOOD.replace("type: tcp", "type: [a]"))
+    assert problem.startswith(
+        "probed.yaml:12: services.web.checks[1].type: unknown check type \"['a']\""
+    )
