@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from probes.base import CheckBase, ProbeResult, ProbeType, Transcript, describe_error
 
@@ -22,6 +22,15 @@ class TestOutcome:
     @property
     def ok(self) -> bool:
         return self.result.ok
+
+
+def _masked(result: ProbeResult, secrets: tuple[str, ...]) -> ProbeResult:
+    """A server may echo credentials into an error; the reason is stored and logged."""
+    reason = result.reason
+    for secret in secrets:
+        if secret:
+            reason = reason.replace(secret, "********")
+    return result if reason == result.reason else replace(result, reason=reason)
 
 
 def seconds(value: float) -> str:
@@ -56,5 +65,6 @@ async def run_test(
         result = ProbeResult.failed(describe_error(exc))
     duration = time.monotonic() - t0
     if not result.ok:
+        result = _masked(result, check.secrets())
         transcript.note(f"FAIL {result.reason}")
     return TestOutcome(started_at=started_at, duration=duration, result=result)

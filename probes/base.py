@@ -266,6 +266,8 @@ def describe_error(exc: BaseException) -> str:
         return "connection closed by server"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(exc, ConnectionResetError):  # asyncio raises some without an errno
+        return "connection reset by peer"
     if isinstance(exc, OSError) and exc.errno in _ERRNO_REASONS:
         return _ERRNO_REASONS[exc.errno]
     if isinstance(exc, OSError) and exc.strerror:

@@ -30,6 +30,7 @@ from probes.base import (
     TLSOptions,
     Transcript,
     certificate_details,
+    describe_error,
 )
 
 MAX_LINE = 8 * 1024  # any line; RFC 1939 status lines are at most 512 octets
@@ -237,7 +238,7 @@ class Pop3Client:
                 raise ProbeFailure("connection closed by server") from None
             if line_start and whole and chunk.rstrip(b"\r\n") == b".":
                 return bytes(body)
-            if False:
+            if line_start and chunk.startswith(b"."):
                 chunk = chunk[1:]
             if len(body) + len(chunk) > max_bytes:
                 raise ProbeFailure(f"POP3 response too large (over {max_bytes} bytes)")
@@ -295,7 +296,7 @@ async def probe(check: Pop3Check, transcript: Transcript) -> ProbeResult:
         try:
             await client.quit()
         except (ProbeFailure, OSError) as exc:  # the headers are in: QUIT is courtesy
-            transcript.note(f"ignored at QUIT: {exc}")
+            transcript.note(f"ignored at QUIT: {describe_error(exc)}")
         return ProbeResult.passed(**details)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 import psutil
 import pytest
@@ -14,7 +14,7 @@ import trustme
 
 from probed.runner import TestOutcome, run_test
 from probes.base import Transcript
-from probes.pop3 import PROBE, MAX_RESPONSE, Pop3Check, Pop3Client, Pop3Error
+from probes.pop3 import MAX_RESPONSE, PROBE, Pop3Check, Pop3Client, Pop3Error
 from tests.fakeservers import (
     HugeLine,
     close_after,
@@ -35,7 +35,7 @@ Reply: TypeAlias = bytes | Callable[[asyncio.StreamReader, asyncio.StreamWriter]
 class FakePop3:
     """A scripted POP3 server: one reply per command name, everything received kept."""
 
-    DEFAULTS: dict[str, Reply] = {
+    DEFAULTS: ClassVar[dict[str, Reply]] = {
         "CAPA": b"+OK\r\nUSER\r\nTOP\r\nUIDL\r\n.",
         "USER": b"+OK",
         "PASS": b"+OK logged in",
@@ -358,7 +358,7 @@ MESSAGE = "From: a@mail.test\nTo: probe@mail.test\nSubject: probe {n}\n\n.line w
 
 
 @pytest.fixture
-def dovecot(mail: MailServers) -> Iterator[tuple[MailServers, Callable[..., Pop3Check]]]:
+def dovecot(mail: MailServers) -> tuple[MailServers, Callable[..., Pop3Check]]:
     def make(port_name: str, **fields: Any) -> Pop3Check:
         values: dict[str, Any] = {
             "name": "pop3",
@@ -373,7 +373,7 @@ def dovecot(mail: MailServers) -> Iterator[tuple[MailServers, Callable[..., Pop3
         }
         return Pop3Check.model_validate(values)
 
-    yield mail, make
+    return mail, make
 
 
 @pytest.mark.servers
@@ -421,7 +421,7 @@ async def test_dovecot_headers_are_retrieved_and_the_message_stays(
 async def test_dovecot_wrong_password(
     dovecot: tuple[MailServers, Callable[..., Pop3Check]], tmp_path: Path
 ) -> None:
-    mail, make = dovecot
+    _, make = dovecot
     wrong = tmp_path / "wrong.pass"
     wrong.write_text("not-the-password\n")
     outcome, transcript = await probe(make("pop3s", tls=True, password_file=str(wrong)))

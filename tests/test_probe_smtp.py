@@ -8,7 +8,7 @@ import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 import psutil
 import pytest
@@ -41,7 +41,7 @@ Reply: TypeAlias = bytes | Callable[[asyncio.StreamReader, asyncio.StreamWriter]
 class FakeSmtp:
     """A scripted SMTP server: one reply per verb, everything received kept."""
 
-    DEFAULTS: dict[str, Reply] = {
+    DEFAULTS: ClassVar[dict[str, Reply]] = {
         "EHLO": b"250-fake.example.test\r\n250-PIPELINING\r\n250 8BITMIME",
         "HELO": b"250 fake.example.test",
         "QUIT": b"221 2.0.0 bye",
@@ -258,7 +258,9 @@ async def test_starttls_refused_is_the_reason() -> None:
 
 
 async def test_tls_alert_during_starttls_is_a_handshake_failure(ca_file: str) -> None:
-    async def go_ahead_then_alert(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def go_ahead_then_alert(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         writer.write(b"220 2.0.0 go ahead\r\n")
         await writer.drain()
         await tls_handshake_failure(reader, writer)
