@@ -206,6 +206,37 @@ class TLSOptions(BaseModel):
         return shared_ssl_context(verify=self.tls_verify, ca_file=self.ca_file)
 
 
+class MailEndpoint(TLSOptions, Credentials):
+    """A mail server to talk to: host, and a port that defaults by TLS mode.
+
+    Shared by the smtp, pop3 and imap checks and both legs of mailflow, so
+    that each protocol only states its ports and whether it needs a login.
+    """
+
+    PLAIN_PORT: ClassVar[int] = 0
+    TLS_PORT: ClassVar[int] = 0  # implicit TLS (465, 995, 993)
+    NEEDS_LOGIN: ClassVar[str] = ""  # when set: the error for a missing username
+
+    host: str = Field(min_length=1, pattern=r"^\S+$")
+    port: int = Field(ge=1, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_port(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("port") is None:
+            return {**data, "port": cls.TLS_PORT if data.get("tls") is True else cls.PLAIN_PORT}
+        return data
+
+    @model_validator(mode="after")
+    def _needs_login(self) -> MailEndpoint:
+        if self.NEEDS_LOGIN and self.username is None:
+            raise ValueError(self.NEEDS_LOGIN)
+        return self
+
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
 def make_ssl_context(*, verify: bool = True, ca_file: str | None = None) -> ssl.SSLContext:
     """A client context: verification on unless explicitly disabled (lab use)."""
     ctx = ssl.create_default_context(cafile=ca_file)

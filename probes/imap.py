@@ -29,16 +29,15 @@ from aioimaplib import (
     IMAP4ClientProtocol,
     quoted,
 )
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from probes.base import (
     CheckBase,
-    Credentials,
     DetailValue,
+    MailEndpoint,
     ProbeFailure,
     ProbeResult,
     ProbeType,
-    TLSOptions,
     Transcript,
     certificate_details,
     describe_error,
@@ -54,28 +53,16 @@ _EXISTS = re.compile(rb"^(\d+) EXISTS$", re.IGNORECASE)
 _T = TypeVar("_T")
 
 
-class ImapServer(TLSOptions, Credentials):
+class ImapServer(MailEndpoint):
     """Where and as whom to log in; the imap check and mailflow's ``receive:`` share it."""
 
-    host: str = Field(min_length=1, pattern=r"^\S+$")
-    port: int = Field(ge=1, le=65535)  # 143, or 993 with tls: true (see _default_port)
+    PLAIN_PORT, TLS_PORT = 143, 993
+    NEEDS_LOGIN = "imap needs username and password_file (a mailbox needs a login)"
+
     mailbox: str = Field(default="INBOX", pattern=r"^[^\x00-\x1f]+$")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _default_port(cls, data: object) -> object:
-        if isinstance(data, dict) and data.get("port") is None:
-            return {**data, "port": 993 if data.get("tls") is True else 143}
-        return data
-
-    @model_validator(mode="after")
-    def _needs_login(self) -> ImapServer:
-        if self.username is None:
-            raise ValueError("imap needs username and password_file (a mailbox needs a login)")
-        return self
-
     def target(self) -> str:
-        return f"{self.host}:{self.port}"
+        return self.endpoint()
 
 
 class ImapCheck(CheckBase, ImapServer):

@@ -29,18 +29,17 @@ from pydantic import Field, model_validator
 
 from probes.base import (
     CheckBase,
-    Credentials,
     Duration,
+    MailEndpoint,
     ProbeFailure,
     ProbeResult,
     ProbeType,
-    TLSOptions,
     Transcript,
     describe_error,
     shared_ssl_context,
 )
 from probes.imap import ImapServer, ImapSession
-from probes.pop3 import Pop3Client
+from probes.pop3 import Pop3Client, Pop3Server
 from probes.smtp import DEFAULT_HELO_NAME, smtp_reason
 
 MAX_MARGIN = 1.0  # seconds before the hard timeout at which the probe gives up itself
@@ -50,44 +49,22 @@ _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _T = TypeVar("_T")
 
 
-class SendSettings(TLSOptions, Credentials):
+class SendSettings(MailEndpoint):
     """The SMTP leg: where to submit, as whom, and the envelope."""
 
-    host: str = Field(min_length=1, pattern=r"^\S+$")
-    port: int = Field(ge=1, le=65535)  # 25, or 465 with tls: true, as for the smtp check
+    PLAIN_PORT, TLS_PORT = 25, 465  # as for the smtp check
+
     helo_name: str = Field(default=DEFAULT_HELO_NAME, max_length=255, pattern=r"^[\w.\[\]:-]+$")
     mail_from: str = Field(min_length=3, pattern=r"^[^\s<>]+@[^\s<>]+$")
     rcpt_to: str = Field(min_length=3, pattern=r"^[^\s<>]+@[^\s<>]+$")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_port(cls, data: object) -> object:
-        if isinstance(data, dict) and data.get("port") is None:
-            return {**data, "port": 465 if data.get("tls") is True else 25}
-        return data
 
 
 class ImapReceive(ImapServer):
     type: Literal["imap"]
 
 
-class Pop3Receive(TLSOptions, Credentials):
+class Pop3Receive(Pop3Server):
     type: Literal["pop3"]
-    host: str = Field(min_length=1, pattern=r"^\S+$")
-    port: int = Field(ge=1, le=65535)  # 110, or 995 with tls: true
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_port(cls, data: object) -> object:
-        if isinstance(data, dict) and data.get("port") is None:
-            return {**data, "port": 995 if data.get("tls") is True else 110}
-        return data
-
-    @model_validator(mode="after")
-    def _needs_login(self) -> Pop3Receive:
-        if self.username is None:
-            raise ValueError("pop3 needs username and password_file (a mailbox needs a login)")
-        return self
 
 
 class MailflowCheck(CheckBase):

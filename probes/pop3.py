@@ -18,16 +18,13 @@ import ssl
 from types import TracebackType
 from typing import Literal
 
-from pydantic import Field, model_validator
-
 from probes.base import (
     CheckBase,
-    Credentials,
     DetailValue,
+    MailEndpoint,
     ProbeFailure,
     ProbeResult,
     ProbeType,
-    TLSOptions,
     Transcript,
     certificate_details,
     describe_error,
@@ -246,29 +243,21 @@ class Pop3Client:
             line_start = whole
 
 
-class Pop3Check(CheckBase, TLSOptions, Credentials):
+class Pop3Server(MailEndpoint):
+    """Where and as whom to log in; the pop3 check and mailflow's ``receive:`` share it."""
+
+    PLAIN_PORT, TLS_PORT = 110, 995
+    NEEDS_LOGIN = "pop3 needs username and password_file (headers need a login)"
+
+
+class Pop3Check(CheckBase, Pop3Server):
     type: Literal["pop3"]
-    host: str = Field(min_length=1, pattern=r"^\S+$")
-    port: int = Field(ge=1, le=65535)  # 110, or 995 with tls: true (see _default_port)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_port(cls, data: object) -> object:
-        if isinstance(data, dict) and data.get("port") is None:
-            return {**data, "port": 995 if data.get("tls") is True else 110}
-        return data
-
-    @model_validator(mode="after")
-    def _needs_login(self) -> Pop3Check:
-        if self.username is None:
-            raise ValueError("pop3 needs username and password_file (headers need a login)")
-        return self
 
     def secrets(self) -> tuple[str, ...]:
         return (self.password,) if self.password else ()
 
     def target(self) -> str:
-        return f"{self.host}:{self.port}"
+        return self.endpoint()
 
 
 async def probe(check: Pop3Check, transcript: Transcript) -> ProbeResult:

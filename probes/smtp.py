@@ -19,11 +19,10 @@ from pydantic import Field, model_validator
 
 from probes.base import (
     CheckBase,
-    Credentials,
+    MailEndpoint,
     ProbeFailure,
     ProbeResult,
     ProbeType,
-    TLSOptions,
     Transcript,
     certificate_details,
     describe_error,
@@ -41,20 +40,13 @@ _HELO_NAME = r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z0-9-]+$|^\
 _ADDRESS = r"^[^\s<>]*$"
 
 
-class SmtpCheck(CheckBase, TLSOptions, Credentials):
+class SmtpCheck(CheckBase, MailEndpoint):
+    PLAIN_PORT, TLS_PORT = 25, 465
+
     type: Literal["smtp"]
-    host: str = Field(min_length=1, pattern=r"^\S+$")
-    port: int = Field(ge=1, le=65535)  # 25, or 465 with tls: true (see _default_port)
     helo_name: str = Field(default=DEFAULT_HELO_NAME, max_length=255, pattern=_HELO_NAME)
     mail_from: str | None = Field(default=None, pattern=_ADDRESS)  # "" is the null sender <>
     rcpt_to: str | None = Field(default=None, min_length=1, pattern=_ADDRESS)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_port(cls, data: object) -> object:
-        if isinstance(data, dict) and data.get("port") is None:
-            return {**data, "port": 465 if data.get("tls") is True else 25}
-        return data
 
     @model_validator(mode="after")
     def _envelope_pair(self) -> SmtpCheck:
