@@ -287,7 +287,11 @@ def wait_started(log_path: Path, daemon: subprocess.Popen[bytes], sampler: Sampl
     while time.monotonic() < deadline:
         sampler.sample()
         if daemon.poll() is not None:
-            raise RuntimeError(f"the daemon exited with {daemon.returncode}; see {log_path}")
+            tail = log_path.read_text(errors="replace").splitlines()[-5:]
+            raise RuntimeError(
+                f"the daemon exited with {daemon.returncode}; {log_path} ends with:\n"
+                + "\n".join(tail)
+            )
         with log_path.open("rb") as f:
             f.seek(offset)
             for raw in f:
@@ -576,6 +580,8 @@ def run(args: argparse.Namespace) -> int:
             api_port = wait_started(log_path, daemon, sampler)
             t0 = time.monotonic()
             startup_s = t0 - t_spawn
+            sampler.sample()
+            rss_started, hwm_started = sampler.proc.memory_info().rss, sampler.vm_hwm
             cpu0 = sampler.cpu()
             server_cpu0 = pool.cpu_seconds()
             busy0, load0 = busy_cpu_seconds(), os.getloadavg()[0]
@@ -627,6 +633,7 @@ def run(args: argparse.Namespace) -> int:
             server_cpu1 = pool.cpu_seconds()
             busy1, load1 = busy_cpu_seconds(), os.getloadavg()[0]
             sampler.sample()
+            hwm_window = sampler.vm_hwm
             s0 = time.monotonic()
             text = scrape(api_port, time.monotonic() + SCRAPE_DEADLINE)
             scrape_s = time.monotonic() - s0
@@ -703,6 +710,8 @@ def run(args: argparse.Namespace) -> int:
         ("requests served (200 / 503)", f"{served_ok} / {served_fail}"),
         ("peak RSS (sampled every 0.5 s)", f"{mib(sampler.peak_rss)} ({sampler.samples} samples)"),
         ("peak RSS (VmHWM)", mib(sampler.vm_hwm)),
+        ("RSS at daemon.started (VmHWM then)", f"{mib(rss_started)} ({mib(hwm_started)})"),
+        ("VmHWM before the final scrape", mib(hwm_window)),
         ("schedule lag p50", _seconds(histogram_quantile(0.50, m.lag_buckets))),
         ("schedule lag p99", _seconds(histogram_quantile(0.99, m.lag_buckets))),
         ("schedule lag mean", _seconds(m.lag_sum / m.lag_count) if m.lag_count else "n/a"),
@@ -750,7 +759,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--checks", type=int, default=10000, help="HTTP checks (default 10000)")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between tests of a check")
-    p.add_argument("--timeout", type=float, default=5.0, help="test timeout in seconds")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="test timeout in seconds (default: 5, at most half the interval)",
+    )
     p.add_argument("--duration", type=float, default=60.0, help="seconds to measure after startup")
     p.add_argument("--services", type=int, default=1, help="services the checks are split over")
     p.add_argument(
@@ -782,6 +796,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--fail-ratio must be within 0..1")
     if args.checks < 1 or args.services < 1 or args.server_procs < 1:
         p.error("--checks, --services and --server-procs must be at least 1")
+    if args.timeout is None:
+        args.timeout = min(5.0, args.interval / 2)
     if args.scrape_every < 0:
         p.error("--scrape-every must be 0 (off) or a number of seconds")
     if not 0 < args.duration <= 3600:

@@ -52,6 +52,8 @@ class Monitor:
         self.metrics = metrics
         self.emit = emit
         self.checks: dict[CheckKey, _CheckState] = {}
+        self._down: dict[str, int] = {}  # checks in outage, per service: O(1) service state
+        self._size: dict[str, int] = {}
         self.changed = asyncio.Event()  # an outage changed: figures are stale
 
     def configure(self, config: Config) -> None:
@@ -78,6 +80,11 @@ class Monitor:
             state.check = check
             state.tracker.failures_to_down = check.failures_to_down
             self.metrics.init_check(key[0], key[1], check.type, up=not state.tracker.in_outage)
+        self._down = {}
+        self._size = {}  # checks per service, for the severity of an event
+        for (service, _), state in self.checks.items():
+            self._down[service] = self._down.get(service, 0) + state.tracker.in_outage
+            self._size[service] = self._size.get(service, 0) + 1
 
     def service_up(self) -> dict[str, bool]:
         up: dict[str, bool] = {}
@@ -97,8 +104,13 @@ class Monitor:
     ) -> None:
         state = self.checks[(service, check.name)]
         result = outcome.result
-        was_up = self.service_up().get(service, True)
+        was_up = self._down.get(service, 0) == 0
+        was_in_outage = state.tracker.in_outage
         change = state.tracker.observe(outcome.started_at, result.ok, result.reason)
+        if state.tracker.in_outage != was_in_outage:
+            self._down[service] = self._down.get(service, 0) + (
+                1 if state.tracker.in_outage else -1
+            )
         if result.ok:
             self.store.record_pass(state.check_id, outcome.started_at, check.interval)
         else:
@@ -128,7 +140,7 @@ class Monitor:
             float(delivery) if isinstance(delivery, int | float) else None,
         )
         self.metrics.set_check_up(service, check.name, check.type, not state.tracker.in_outage)
-        is_up = self.service_up()[service]
+        is_up = self._down.get(service, 0) == 0
         if was_up != is_up:
             self._service_changed(service, is_up, outcome.started_at)
 
@@ -143,7 +155,10 @@ class Monitor:
             self.store.end_pass_run_now(state.check_id)
         elif change.kind == "extended":
             self.store.update_outage(run.outage_id or 0, run)
-        self.changed.set()
+        if (
+            change.kind != "extended"
+        ):  # an open outage's growth is picked up by the periodic refresh
+            self.changed.set()
         name = state.check.name
         if change.kind == "opened":
             log.warning(
@@ -196,9 +211,8 @@ class Monitor:
 
     def _severity(self, service: str) -> Severity:
         """P1 (global) when a majority of the service's checks are down, else P2 (isolated)."""
-        states = [s for k, s in self.checks.items() if k[0] == service]
-        down = sum(s.tracker.in_outage for s in states)
-        return "P1" if states and down * 2 > len(states) else "P2"
+        down, size = self._down.get(service, 0), self._size.get(service, 0)
+        return "P1" if size and down * 2 > size else "P2"
 
     def _service_changed(self, service: str, up: bool, at: float) -> None:
         kind: EventKind = "service_up" if up else "service_down"

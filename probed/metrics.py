@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -42,6 +48,8 @@ class Snapshot:
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry, snapshot: Callable[[], Snapshot]) -> None:
+        # *_created series add ~12 % to a 10 000-check scrape and nobody graphs them
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
         self.registry = registry
         self.probe_success = Gauge(
             "probed_probe_success",

@@ -424,11 +424,8 @@ class SqliteStore:
             (service,),
         ).fetchone()
         stored = row[0] if row else None
-        pending = [
-            p.seg_first
-            for cid, p in self._pending.items()
-            if p.seg_tests and cid in self._check_ids(service)
-        ]
+        ids = self._check_ids(service)  # once: it is a query
+        pending = [p.seg_first for cid, p in self._pending.items() if p.seg_tests and cid in ids]
         candidates = [x for x in [stored, *pending] if x is not None]
         return min(candidates) if candidates else None
 
