@@ -160,6 +160,19 @@ class Monitor:
         ):  # an open outage's growth is picked up by the periodic refresh
             self.changed.set()
         name = state.check.name
+        event = Event(
+            "outage_opened",
+            service,
+            change.at,
+            check=name,
+            severity=self._severity(service),
+            outage_id=run.outage_id,
+            start=run.first_at,
+            end=run.last_at,
+            failed_tests=run.count,
+            reasons=run.reasons,
+            summary=f"{service}/{name} is down: {run.reasons[-1] if run.reasons else 'failed'}",
+        )
         if change.kind == "opened":
             log.warning(
                 "outage.opened",
@@ -168,21 +181,7 @@ class Monitor:
                 start=run.first_at,
                 reasons=list(run.reasons),
             )
-            self.emit(
-                Event(
-                    "outage_opened",
-                    service,
-                    change.at,
-                    check=name,
-                    severity=self._severity(service),
-                    outage_id=run.outage_id,
-                    start=run.first_at,
-                    end=run.last_at,
-                    failed_tests=run.count,
-                    reasons=run.reasons,
-                    summary=f"{service}/{name} is down: {run.reasons[-1] if run.reasons else 'failed'}",
-                )
-            )
+            self.emit(event)
         elif change.kind == "closed":
             downtime = run.last_at - run.first_at
             log.warning(
@@ -193,18 +192,10 @@ class Monitor:
                 failed_tests=run.count,
             )
             self.emit(
-                Event(
-                    "outage_closed",
-                    service,
-                    change.at,
-                    check=name,
-                    severity=self._severity(service),
-                    outage_id=run.outage_id,
-                    start=run.first_at,
-                    end=run.last_at,
-                    failed_tests=run.count,
+                replace(
+                    event,
+                    kind="outage_closed",
                     downtime_seconds=downtime,
-                    reasons=run.reasons,
                     summary=f"{service}/{name} is up again after {downtime:.0f}s of downtime",
                 )
             )
