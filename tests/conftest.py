@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
+from pathlib import Path
 
 import pytest
+import trustme
 
 pytest_plugins: list[str] = ["tests.mailservers"]
 
@@ -28,3 +31,24 @@ def require_tool(name: str) -> str:
     require(path is not None, f"{name} is not installed")
     assert path is not None
     return path
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A private CA for fake TLS servers on loopback."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+@pytest.fixture
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    """A server context with a certificate for 127.0.0.1 and localhost."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    return context

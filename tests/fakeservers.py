@@ -20,7 +20,7 @@ import datetime
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TypeAlias
+from typing import ClassVar, TypeAlias
 
 import trustme
 
@@ -212,3 +212,38 @@ class LoopbackPKI:
             not_before=now - datetime.timedelta(days=30),
             not_after=now - datetime.timedelta(days=1),
         )
+
+
+Reply: TypeAlias = bytes | Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class ScriptedLineServer:
+    """A line protocol server (SMTP, POP3): greets, then one reply per command word.
+
+    Subclasses give the greeting, the defaults and the answer to unknown commands;
+    tests override any reply by keyword (``FakePop3(PASS=b"-ERR ...")``), or give
+    a coroutine to misbehave. Everything received is kept in ``received``.
+    """
+
+    GREETING: ClassVar[bytes] = b""
+    UNKNOWN: ClassVar[bytes] = b""
+    DEFAULTS: ClassVar[dict[str, Reply]] = {}
+
+    def __init__(self, greeting: bytes | None = None, **replies: Reply) -> None:
+        self.greeting = self.GREETING if greeting is None else greeting
+        self.replies = {**self.DEFAULTS, **replies}
+        self.received: list[str] = []
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(self.greeting + b"\r\n")
+        while line := await reader.readline():
+            self.received.append(line.decode().rstrip("\r\n"))
+            command = self.received[-1].split(" ")[0].upper()
+            reply = self.replies.get(command, self.UNKNOWN)
+            if callable(reply):
+                await reply(reader, writer)
+                continue
+            writer.write(reply + b"\r\n")
+            await writer.drain()
+            if command == "QUIT":
+                return

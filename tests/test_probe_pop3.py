@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar
 
 import psutil
 import pytest
-import trustme
 
 from probed.runner import TestOutcome, run_test
 from probes.base import Transcript
 from probes.pop3 import MAX_RESPONSE, PROBE, Pop3Check, Pop3Client, Pop3Error
 from tests.fakeservers import (
     HugeLine,
+    Reply,
+    ScriptedLineServer,
     close_after,
     drip,
     fake_server,
@@ -29,12 +30,12 @@ from tests.mailservers import MailServers
 PASSWORD = "pop-Secret-42"
 HOST = "127.0.0.1"
 
-Reply: TypeAlias = bytes | Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
-
-class FakePop3:
+class FakePop3(ScriptedLineServer):
     """A scripted POP3 server: one reply per command name, everything received kept."""
 
+    GREETING = b"+OK fake POP3 ready"
+    UNKNOWN = b"-ERR unknown command"
     DEFAULTS: ClassVar[dict[str, Reply]] = {
         "CAPA": b"+OK\r\nUSER\r\nTOP\r\nUIDL\r\n.",
         "USER": b"+OK",
@@ -42,44 +43,6 @@ class FakePop3:
         "STAT": b"+OK 0 0",
         "QUIT": b"+OK bye",
     }
-
-    def __init__(self, greeting: bytes = b"+OK fake POP3 ready", **replies: Reply) -> None:
-        self.greeting = greeting
-        self.replies = {**self.DEFAULTS, **replies}
-        self.received: list[str] = []
-
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(self.greeting + b"\r\n")
-        while line := await reader.readline():
-            self.received.append(line.decode().rstrip("\r\n"))
-            command = self.received[-1].split(" ")[0].upper()
-            reply = self.replies.get(command, b"-ERR unknown command")
-            if callable(reply):
-                await reply(reader, writer)
-                continue
-            writer.write(reply + b"\r\n")
-            await writer.drain()
-            if command == "QUIT":
-                return
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-@pytest.fixture
-def server_tls(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(HOST, "localhost").configure_cert(context)
-    return context
 
 
 @pytest.fixture

@@ -6,13 +6,12 @@ import asyncio
 import base64
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar
 
 import psutil
 import pytest
-import trustme
 from aiosmtpd.smtp import SMTP as AiosmtpdServer
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -21,6 +20,8 @@ from probes.base import Transcript
 from probes.smtp import PROBE, SmtpCheck
 from tests.fakeservers import (
     HugeLine,
+    Reply,
+    ScriptedLineServer,
     close_after,
     closed_port,
     drip,
@@ -35,55 +36,17 @@ HOST = "127.0.0.1"
 USER = "probe@example.test"
 PASSWORD = "smtp-Secret-42"
 
-Reply: TypeAlias = bytes | Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
-
-class FakeSmtp:
+class FakeSmtp(ScriptedLineServer):
     """A scripted SMTP server: one reply per verb, everything received kept."""
 
+    GREETING = b"220 fake.example.test ESMTP"
+    UNKNOWN = b"502 5.5.2 command not recognized"
     DEFAULTS: ClassVar[dict[str, Reply]] = {
         "EHLO": b"250-fake.example.test\r\n250-PIPELINING\r\n250 8BITMIME",
         "HELO": b"250 fake.example.test",
         "QUIT": b"221 2.0.0 bye",
     }
-
-    def __init__(self, banner: bytes = b"220 fake.example.test ESMTP", **replies: Reply) -> None:
-        self.banner = banner
-        self.replies = {**self.DEFAULTS, **replies}
-        self.received: list[str] = []
-
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(self.banner + b"\r\n")
-        while line := await reader.readline():
-            self.received.append(line.decode().rstrip("\r\n"))
-            verb = self.received[-1].split(" ")[0].upper()
-            reply = self.replies.get(verb, b"502 5.5.2 command not recognized")
-            if callable(reply):
-                await reply(reader, writer)
-                continue
-            writer.write(reply + b"\r\n")
-            await writer.drain()
-            if verb == "QUIT":
-                return
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> str:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return str(path)
-
-
-@pytest.fixture
-def server_tls(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(HOST, "localhost").configure_cert(context)
-    return context
 
 
 @pytest.fixture
