@@ -51,7 +51,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # phase() below: the daemon's own spreading of first runs
 
-from probed.scheduler import phase  # noqa: E402
+from probed.daemon.scheduler import phase  # noqa: E402
 
 HOST = "127.0.0.1"
 STARTUP_DEADLINE = 180.0  # seconds for the daemon to log daemon.started (config of 10k checks)

@@ -11,7 +11,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from probed import accounting
+from probed.core import accounting
+from probed.core.times import iso
 from probed.exclusions import (
     ExclusionRequest,
     InvalidRequest,
@@ -20,13 +21,12 @@ from probed.exclusions import (
     resolve,
     to_json,
 )
-from probed.figures import month_report
 from probed.logs import log
-from probed.report import MonthReport, to_json_dict
-from probed.times import iso
+from probed.reports.figures import month_report
+from probed.reports.render import MonthReport, to_json_dict
 
 if TYPE_CHECKING:
-    from probed.daemon import Daemon
+    from probed.daemon.lifecycle import Daemon
 
 MAX_BODY = 64 * 1024
 

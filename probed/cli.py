@@ -13,11 +13,12 @@ from typing import NoReturn
 
 import click
 
-from probed import __version__, accounting
+from probed import __version__
 from probed import config as config_mod
 from probed.config import EX_CONFIG, Config, ConfigError
+from probed.core import accounting
 from probed.logs import configure as configure_logs
-from probed.storage import SqliteStore, StorageError
+from probed.store.sqlite import SqliteStore, StorageError
 
 FORMATS = ("text", "json", "csv", "markdown")
 
@@ -85,7 +86,7 @@ def main() -> None:
 )
 def run(config_path: str, log_format: str, log_level: str) -> None:
     """Run the daemon in the foreground (systemd runs this)."""
-    from probed.daemon import Daemon
+    from probed.daemon.lifecycle import Daemon
 
     configure_logs(log_format, log_level)  # type: ignore[arg-type]
     faulthandler.enable()  # a watchdog abort (SIGABRT) leaves every thread's stack in the journal
@@ -119,7 +120,7 @@ def check_config(config_path: str) -> None:
 @click.argument("check")
 def probe(config_path: str, check: str) -> None:
     """Run one CHECK (name or service/check) once and print its verdict and transcript."""
-    from probed.runner import run_test
+    from probed.daemon.runner import run_test
     from probes import REGISTRY
     from probes.base import Transcript
 
@@ -162,8 +163,8 @@ def report(
     fmt: str,
 ) -> None:
     """The month's figures and outages (or a range of months, or one incident)."""
-    from probed import report as render
-    from probed.figures import month_report
+    from probed.reports import render as render
+    from probed.reports.figures import month_report
 
     config = _load(config_path)
     if service is not None and service not in config.services:
@@ -171,7 +172,7 @@ def report(
     store = _store(config, readonly=True)
     now = time.time()
     if incident is not None:
-        from probed.incident import incident_evidence, render_incident
+        from probed.reports.incident import incident_evidence, render_incident
 
         evidence = incident_evidence(store, config, incident, now)
         if evidence is None:

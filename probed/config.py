@@ -26,10 +26,10 @@ from pydantic import (
     field_validator,
 )
 
-from probed import accounting
+from probed.core import accounting
+from probed.core.maintenance import DAY, EVERY_DAY, WEEK, WEEKDAYS
+from probed.core.maintenance import Window as MaintenanceWindow
 from probed.hooks import HOOK_TYPES, HookConfig
-from probed.maintenance import DAY, EVERY_DAY, WEEK, WEEKDAYS
-from probed.maintenance import Window as MaintenanceWindow
 from probes import REGISTRY
 from probes.base import CheckBase, Duration, read_secret
 

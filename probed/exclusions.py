@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from probed.accounting import ExclusionSpan
 from probed.config import Config
-from probed.times import iso, parse_time
+from probed.core.accounting import ExclusionSpan
+from probed.core.times import iso, parse_time
 
 Kind = Literal["dos", "maintenance", "other"]
 MAX_WINDOW = 366 * 86400.0

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from probed.accounting import (
+from probed.core.accounting import (
     CreditTier,
     ExcludedTime,
     ExclusionSpan,

@@ -16,7 +16,7 @@ from fractions import Fraction
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probed.accounting import (
+from probed.core.accounting import (
     ExcludedTime,
     ExclusionSpan,
     Interval,

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from probed.demo import SCENES, Scene
-from probed.storage import SqliteStore
+from probed.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.e2e
 

@@ -25,8 +25,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from probed import accounting
-from probed.report import CSV_COLUMNS
+from probed.core import accounting
+from probed.reports.render import CSV_COLUMNS
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, wait_for
 
 pytestmark = pytest.mark.e2e

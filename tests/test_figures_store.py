@@ -2,7 +2,7 @@
 
 Histories are written through :class:`SqliteStore` exactly as the daemon's
 ``Monitor`` writes them (verdicts, outage rows, restarts that restore the
-failure run), then ``probed.figures.service_month`` is compared with
+failure run), then ``probed.reports.figures.service_month`` is compared with
 ``accounting.service_figures`` fed by ``detect_outages`` over the store's raw
 verdicts and the coverage of the tests actually run.
 """
@@ -20,13 +20,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probed import accounting
-from probed.accounting import CreditTier, Interval, OutageSpan, Policy, ServiceFigures
 from probed.config import Service
-from probed.figures import service_month
-from probed.maintenance import Window, expand
-from probed.outages import OutageChange, Tracker, detect_outages
-from probed.storage import FailedTest, SqliteStore
+from probed.core import accounting
+from probed.core.accounting import CreditTier, Interval, OutageSpan, Policy, ServiceFigures
+from probed.core.maintenance import Window, expand
+from probed.core.outages import OutageChange, Tracker, detect_outages
+from probed.reports.figures import service_month
+from probed.store.sqlite import FailedTest, SqliteStore
 
 NY = "America/New_York"
 SERVICE = "web"
@@ -62,7 +62,7 @@ class History:
 
 
 class Writer:
-    """The daemon's Monitor, reduced to its store writes (probed/daemon.py)."""
+    """The daemon's Monitor, reduced to its store writes (probed/daemon/lifecycle.py)."""
 
     def __init__(self, path: Path, thresholds: Sequence[int]) -> None:
         self.path = path

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from probed.events import Event
+from probed.core.events import Event
 from probed.hooks.alertmanager import AlertmanagerConfig
 from tests.conftest import require_tool
 from tests.daemon_helpers import wait_for

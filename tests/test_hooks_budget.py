@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probed import accounting
-from probed.accounting import OutageSpan, Policy, ServiceFigures
-from probed.events import Event
+from probed.core import accounting
+from probed.core.accounting import OutageSpan, Policy, ServiceFigures
+from probed.core.events import Event
 from probed.hooks.budget import BudgetWatch, budget_news
 from probed.hooks.outbox import Outbox
-from probed.storage import SqliteStore
+from probed.store.sqlite import SqliteStore
 
 NOVEMBER = accounting.month_period("2026-11", "UTC")  # 30 days: 2 592 000 s
 BUDGET = 2592.0  # 99.9 % of November: 43.2 minutes

@@ -10,7 +10,7 @@ import pytest
 
 from probed import config as config_mod
 from probed.config import ConfigError
-from probed.events import Event
+from probed.core.events import Event
 from probed.hooks.alertmanager import AlertmanagerConfig
 from probed.hooks.webhook import WebhookConfig
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from probed.events import Event
+from probed.core.events import Event
 from probed.hooks import Dispatcher
 from probed.hooks.webhook import WebhookConfig
-from probed.storage import SqliteStore
+from probed.store.sqlite import SqliteStore
 from tests.daemon_helpers import wait_for
 from tests.hooks_receiver import Receiver, free_port
 

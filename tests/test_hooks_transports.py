@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from probed.events import Event
+from probed.core.events import Event
 from probed.hooks.apprise_hook import AppriseConfig
 from probed.hooks.exec import ExecConfig
 from tests.daemon_helpers import wait_for

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probed import accounting
 from probed import config as config_mod
-from probed.accounting import ExclusionSpan, OutageSpan, Policy
 from probed.config import ConfigError
-from probed.maintenance import CONFIG_BY, CONFIG_ID, Window, expand, is_configured, occurrences
-from probed.report import MonthReport, render_json, render_text
+from probed.core import accounting
+from probed.core.accounting import ExclusionSpan, OutageSpan, Policy
+from probed.core.maintenance import CONFIG_BY, CONFIG_ID, Window, expand, is_configured, occurrences
+from probed.reports.render import MonthReport, render_json, render_text
 
 NY = "America/New_York"
 SUNDAY, MONDAY = 6, 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probed.outages import Tracker, detect_outages
+from probed.core.outages import Tracker, detect_outages
 
 
 def test_single_failed_test_is_not_downtime() -> None:

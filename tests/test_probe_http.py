@@ -14,7 +14,7 @@ import pytest
 from aiohttp import http_parser, web
 from pydantic import ValidationError
 
-from probed.runner import TestOutcome, run_test
+from probed.daemon.runner import TestOutcome, run_test
 from probes import REGISTRY
 from probes.base import Transcript
 from probes.http import MAX_BODY, PROBE, HttpCheck

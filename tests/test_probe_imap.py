@@ -11,7 +11,7 @@ from typing import ClassVar, TypeAlias
 import pytest
 from pydantic import ValidationError
 
-from probed.runner import TestOutcome, run_test
+from probed.daemon.runner import TestOutcome, run_test
 from probes import REGISTRY
 from probes.base import Transcript
 from probes.imap import MAX_LINE, PROBE, ImapCheck

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from probed.runner import TestOutcome, run_test
+from probed.daemon.runner import TestOutcome, run_test
 from probes import REGISTRY
 from probes.base import Transcript
 from probes.mailflow import MARKER, PROBE, MailflowCheck

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import psutil
 import pytest
 
-from probed.runner import TestOutcome, run_test
+from probed.daemon.runner import TestOutcome, run_test
 from probes.base import Transcript
 from probes.pop3 import MAX_RESPONSE, PROBE, Pop3Check, Pop3Client, Pop3Error
 from tests.fakeservers import (

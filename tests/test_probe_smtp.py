@@ -15,7 +15,7 @@ import pytest
 from aiosmtpd.smtp import SMTP as AiosmtpdServer
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from probed.runner import TestOutcome, run_test
+from probed.daemon.runner import TestOutcome, run_test
 from probes.base import Transcript
 from probes.smtp import PROBE, SmtpCheck
 from tests.fakeservers import (

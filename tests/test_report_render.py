@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from probed.accounting import (
+from probed.core.accounting import (
     CreditTier,
     ExclusionSpan,
     OutageSpan,
@@ -18,7 +18,7 @@ from probed.accounting import (
     ServiceFigures,
     service_figures,
 )
-from probed.report import (
+from probed.reports.render import (
     CSV_COLUMNS,
     RENDERERS,
     MonthReport,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from probed.runner import run_test, seconds
+from probed.daemon.runner import run_test, seconds
 from probes.base import CheckBase, ProbeFailure, ProbeResult, ProbeType, Transcript
 
 

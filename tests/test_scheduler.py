@@ -8,8 +8,8 @@ from typing import Literal
 
 import pytest
 
-from probed.runner import TestOutcome
-from probed.scheduler import Scheduler, phase
+from probed.daemon.runner import TestOutcome
+from probed.daemon.scheduler import Scheduler, phase
 from probes import REGISTRY
 from probes.base import CheckBase, ProbeResult, ProbeType, Transcript
 from tests.daemon_helpers import wait_for

@@ -1,4 +1,4 @@
-"""probed.sdnotify against real AF_UNIX datagram sockets, as systemd's would be."""
+"""probed.daemon.sdnotify against real AF_UNIX datagram sockets, as systemd's would be."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from probed.sdnotify import Notifier, keep_watchdog_fed
+from probed.daemon.sdnotify import Notifier, keep_watchdog_fed
 
 
 class Manager:
@@ -187,7 +187,9 @@ def test_datagram_comes_from_the_main_pid(path_socket: tuple[str, Manager]) -> N
     # which the kernel attaches) is not the service's main process.
     address, manager = path_socket
     manager.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    code = "from probed.sdnotify import Notifier; import sys; sys.exit(not Notifier().ready())"
+    code = (
+        "from probed.daemon.sdnotify import Notifier; import sys; sys.exit(not Notifier().ready())"
+    )
     child = subprocess.Popen(
         [sys.executable, "-c", code], env={**os.environ, "NOTIFY_SOCKET": address}
     )

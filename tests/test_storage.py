@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probed.outages import FailureRun, Tracker, detect_outages
-from probed.storage import FailedTest, SqliteStore
+from probed.core.outages import FailureRun, Tracker, detect_outages
+from probed.store.sqlite import FailedTest, SqliteStore
 
 
 def fail(at: float, reason: str = "refused") -> FailedTest:
@@ -112,7 +112,7 @@ def test_exclusions_are_revoked_never_deleted(tmp_path: Path) -> None:
 
 
 def test_newer_schema_is_refused_with_a_clear_error(tmp_path: Path) -> None:
-    from probed.storage import StorageError
+    from probed.store.sqlite import StorageError
 
     path = tmp_path / "p.db"
     SqliteStore(path).close()

@@ -16,9 +16,9 @@ from typing import Any, Literal, TypeAlias
 
 import aiohttp
 
-from probed.events import Event, EventKind
+from probed.core.events import Event, EventKind
+from probed.core.times import iso
 from probed.hooks.base import Envelope, HookConfig, HookType, HttpUrl, post_json
-from probed.times import iso
 from probes.base import Duration
 
 _ALERTNAMES: dict[EventKind, str] = {

@@ -12,8 +12,8 @@ from typing import Any, Literal
 import aiohttp
 from pydantic import Field, field_validator, model_validator
 
+from probed.core.times import iso
 from probed.hooks.base import Envelope, HookConfig, HookError, HookType
-from probed.times import iso
 from probes.base import read_secret
 
 _GOOD_NEWS = frozenset({"outage_closed", "service_up"})

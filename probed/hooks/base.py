@@ -19,8 +19,8 @@ import aiohttp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from yarl import URL
 
-from probed.events import Event, EventKind, Severity
-from probed.times import iso
+from probed.core.events import Event, EventKind, Severity
+from probed.core.times import iso
 from probes.base import Duration, describe_error
 
 # outage_extended fires on every failed test of an open outage: opt-in only.

@@ -21,12 +21,12 @@ import math
 from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
 
-from probed import accounting
-from probed.accounting import ServiceFigures
-from probed.events import Event
+from probed.core import accounting
+from probed.core.accounting import ServiceFigures
+from probed.core.events import Event
+from probed.core.times import iso
 from probed.hooks.outbox import Outbox
 from probed.logs import log
-from probed.times import iso
 
 THRESHOLDS = (50, 80, 100)  # percent of the month's error budget
 MISSED = "objective_missed"

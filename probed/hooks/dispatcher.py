@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from probed.events import Event
+from probed.core.events import Event
 from probed.hooks.base import Envelope, Hook, HookConfig, Resending, describe
 from probed.hooks.outbox import Outbox, Row
 from probed.hooks.registry import HOOK_TYPES
 from probed.logs import log
-from probed.storage import SqliteStore
+from probed.store.sqlite import SqliteStore
 from probes.base import describe_error
 
 BACKOFF_BASE = 2.0  # seconds before the first retry; doubles per failed attempt

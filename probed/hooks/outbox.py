@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from probed.hooks.base import Envelope
-from probed.storage import SqliteStore
+from probed.store.sqlite import SqliteStore
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS outbox (

@@ -5,13 +5,13 @@ time in the configured zone, so it stays at 02:00 local across DST changes
 (06:00 UTC in New York's summer, 07:00 in its winter). Pure: the caller passes
 the zone and the UTC interval to cover; no clock, no I/O.
 
-Local times resolve as :func:`probed.accounting.month_period` resolves
+Local times resolve as :func:`probed.core.accounting.month_period` resolves
 midnights (``fold=0``): a start skipped by a spring-forward jump lands where the
 clock would have shown it without the jump (02:30 on a 02:00→03:00 night is
 03:30 after it), and a start that occurs twice in a fall-back night is the
 first one. ``duration`` is elapsed time, not wall time.
 
-Each occurrence becomes an :class:`~probed.accounting.ExclusionSpan` that is
+Each occurrence becomes an :class:`~probed.core.accounting.ExclusionSpan` that is
 live, has ``id`` :data:`CONFIG_ID` (never a stored id: SQLite's start at 1) and
 ``by`` :data:`CONFIG_BY`, so reports can show it and nobody can revoke it: a
 config window is changed by changing the config.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from probed.accounting import ExclusionSpan, Interval
+from probed.core.accounting import ExclusionSpan, Interval
 
 CONFIG_ID = 0
 CONFIG_BY = "config"

@@ -3,7 +3,7 @@
 Signal handlers only set flags; the main loop acts on them. The pieces:
 :class:`Monitor` turns each test's outcome into stored verdicts, outage state,
 metrics and events; :class:`Accountant` keeps the in-memory snapshot that
-``/metrics`` serves; :class:`probed.scheduler.Scheduler` runs the tests.
+``/metrics`` serves; :class:`probed.daemon.scheduler.Scheduler` runs the tests.
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ from dataclasses import dataclass, replace
 
 from prometheus_client import CollectorRegistry
 
-from probed import accounting
 from probed import config as config_mod
 from probed.config import Config
-from probed.events import Event, EventKind, Severity
-from probed.figures import previous_month, service_month
+from probed.core import accounting
+from probed.core.events import Event, EventKind, Severity
+from probed.core.outages import FailureRun, OutageChange, Tracker
+from probed.daemon.metrics import Metrics, ServiceSnapshot, Snapshot
+from probed.daemon.runner import TestOutcome
+from probed.daemon.scheduler import CheckKey, Scheduler
+from probed.daemon.sdnotify import Notifier
 from probed.hooks import BudgetWatch, Dispatcher
 from probed.logs import log
-from probed.metrics import Metrics, ServiceSnapshot, Snapshot
-from probed.outages import FailureRun, OutageChange, Tracker
-from probed.runner import TestOutcome
-from probed.scheduler import CheckKey, Scheduler
-from probed.sdnotify import Notifier
-from probed.storage import FailedTest, SqliteStore
+from probed.reports.figures import previous_month, service_month
+from probed.store.sqlite import FailedTest, SqliteStore
 from probes.base import CheckBase, Transcript
 
 FLUSH_EVERY = 2.0  # seconds between batched writes of passing tests

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from probed import accounting
 from probed.config import Config, Service
-from probed.maintenance import expand
-from probed.storage import SqliteStore
+from probed.core import accounting
+from probed.core.maintenance import expand
+from probed.store.sqlite import SqliteStore
 
 
 def service_month(

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Literal, TypeAlias
 
-from probed.accounting import OutageSpan
+from probed.core.accounting import OutageSpan
 
 ChangeKind: TypeAlias = Literal["opened", "extended", "closed"]
 MAX_REASONS = 8  # distinct reasons kept per outage; evidence lives in the failed tests

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from probed.accounting import ExclusionSpan, Interval, OutageSpan
-from probed.outages import FailureRun
+from probed.core.accounting import ExclusionSpan, Interval, OutageSpan
+from probed.core.outages import FailureRun
 
 SCHEMA_VERSION = 1
 

@@ -2,7 +2,7 @@
 
 One task per check keeps its tests in order (the failure-run rules need
 that) and makes a slow or hung target unable to delay any other check:
-every test is cut at its timeout by :func:`probed.runner.run_test`, and a
+every test is cut at its timeout by :func:`probed.daemon.runner.run_test`, and a
 global semaphore caps how many tests run at once. First runs are spread over
 the interval by a hash of the check's identity, so 10 000 checks never fire
 together and restarts keep the same phase.
@@ -17,8 +17,8 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from probed.daemon.runner import TestOutcome, run_test
 from probed.logs import log
-from probed.runner import TestOutcome, run_test
 from probes import REGISTRY
 from probes.base import CheckBase, Transcript
 

@@ -1,7 +1,7 @@
 """``probed demo``: the whole product on this machine alone.
 
 A small hosting platform runs in this process on loopback: SMTP, POP3 and
-IMAP servers sharing one mailbox (probed.demo_mail) and an HTTP server for
+IMAP servers sharing one mailbox (probed.demo.mail) and an HTTP server for
 webmail, a website and an API. Each server answers according to SCENES (up,
 a single failed test, an outage, an outage during a DoS that the operator
 flags afterwards). The real daemon probes them at short intervals into a
@@ -26,17 +26,17 @@ from typing import Any, TextIO
 import yaml
 from aiohttp import web
 
-from probed import accounting
 from probed import config as config_mod
-from probed.accounting import ServiceFigures
-from probed.daemon import Daemon
-from probed.demo_mail import DOMAIN, ImapServer, Mailbox, Pop3Server, Script, SmtpServer
-from probed.figures import month_report
+from probed.core import accounting
+from probed.core.accounting import ServiceFigures
+from probed.core.outages import FailureRun
+from probed.daemon.lifecycle import Daemon
+from probed.daemon.scheduler import CheckKey
+from probed.demo.mail import DOMAIN, ImapServer, Mailbox, Pop3Server, Script, SmtpServer
 from probed.logs import configure as configure_logs
-from probed.outages import FailureRun
-from probed.report import MonthReport, render_json, render_text
-from probed.scheduler import CheckKey
-from probed.storage import SqliteStore
+from probed.reports.figures import month_report
+from probed.reports.render import MonthReport, render_json, render_text
+from probed.store.sqlite import SqliteStore
 
 INTERVAL = 0.5  # seconds between tests of each demo check
 FLOW_INTERVAL = 1.0  # the mail round trip's interval; its timeout is its delivery deadline

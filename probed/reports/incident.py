@@ -12,15 +12,15 @@ import io
 import json
 from dataclasses import dataclass
 
-from probed import accounting
-from probed.accounting import ExclusionSpan, OutageSpan
 from probed.config import Config, Service
+from probed.core import accounting
+from probed.core.accounting import ExclusionSpan, OutageSpan
+from probed.core.maintenance import expand, is_configured
+from probed.core.times import iso
 from probed.exclusions import to_json as exclusion_json
-from probed.figures import service_month
-from probed.maintenance import expand, is_configured
-from probed.report import AVAILABILITY_DIGITS, _availability_percent, _percent, _status
-from probed.storage import FailedTest, SqliteStore
-from probed.times import iso
+from probed.reports.figures import service_month
+from probed.reports.render import AVAILABILITY_DIGITS, _availability_percent, _percent, _status
+from probed.store.sqlite import FailedTest, SqliteStore
 
 MAX_FAILED_TESTS = 10_000  # a month-long outage at 60 s is ~45 000 tests; keep output bounded
 

@@ -1,7 +1,7 @@
 """Rendering of month and range reports: JSON (the contract), text, CSV and Markdown.
 
 Pure: figures in, strings and plain dicts out. The figures come from
-``probed.accounting``; nothing here recomputes a billed number, it only
+``probed.core.accounting``; nothing here recomputes a billed number, it only
 formats one. Times in JSON and CSV are ISO 8601 UTC with ``Z``; text and
 Markdown, read by people, show them in the report's billing time zone.
 """
@@ -18,7 +18,7 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import TypeAlias
 from zoneinfo import ZoneInfo
 
-from probed.accounting import (
+from probed.core.accounting import (
     ExclusionSpan,
     OutageFigures,
     RangeTotals,
@@ -26,7 +26,7 @@ from probed.accounting import (
     combine,
     month_period,
 )
-from probed.maintenance import is_configured
+from probed.core.maintenance import is_configured
 
 JSONObject: TypeAlias = dict[str, object]
 

@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from probed import __version__
-from probed.accounting import ServiceFigures
+from probed.core.accounting import ServiceFigures
 
 CHECK_LABELS = ("service", "check", "type")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)

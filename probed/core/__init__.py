@@ -1,0 +1,1 @@
+"""The pure core: accounting, outages, maintenance windows, events, time helpers. No I/O."""

@@ -1,0 +1,1 @@
+"""The daemon: lifecycle, scheduler, runner, metrics and systemd notification (I/O shells)."""

@@ -1,0 +1,1 @@
+"""Reports: month figures from the store, rendering, incident evidence."""

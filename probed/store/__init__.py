@@ -1,0 +1,1 @@
+"""Storage: where tests, outages, coverage, exclusions and the hooks' outbox are kept."""
