@@ -204,6 +204,7 @@ class OutageSpan:
     reasons: tuple[str, ...] = ()
     open: bool = False
     id: int | None = None
+    location: str = ""  # the probing instance that saw it ("" when not from a store)
 
     @property
     def interval(self) -> Interval:
