@@ -59,7 +59,7 @@ config_option = click.option(
     "--config",
     "config_path",
     required=True,
-    type=click.Path(dir_okay=False),
+    type=click.Path(),  # the loader checks it, so that a directory exits 78 like any bad config
     help="the YAML configuration file",
 )
 

@@ -363,6 +363,12 @@ class Daemon:
         down = sum(s.tracker.in_outage for s in self.monitor.checks.values())
         return f"{len(self.monitor.checks)} checks, {down} in outage"
 
+    def _reload_refused(self, problems: list[str]) -> bool:
+        log.error("config.reload_failed", problems=problems)
+        self.metrics.reload_ok.set(0)
+        self.notifier.ready()
+        return False
+
     def reload(self) -> bool:
         """SIGHUP: apply a new config, or keep the old one when it is bad."""
         self.notifier.reloading()
@@ -376,10 +382,10 @@ class Daemon:
                     ["storage and listen cannot change on reload; restart probed"]
                 )
         except config_mod.ConfigError as exc:
-            log.error("config.reload_failed", problems=exc.problems)
-            self.metrics.reload_ok.set(0)
-            self.notifier.ready()
-            return False
+            return self._reload_refused(exc.problems)
+        except Exception as exc:  # a loader bug must not kill a daemon that is measuring
+            log.exception("config.reload_crashed")
+            return self._reload_refused([f"{self.config_path}: {type(exc).__name__}: {exc}"])
         self.config = new
         self.monitor.configure(new)
         self.dispatcher.configure(new.hooks)  # hooks
