@@ -142,6 +142,10 @@ def probe(config_path: str, check: str) -> None:
     click.echo("transcript:")
     for line in transcript.lines:
         click.echo(f"  {line}")
+    if outcome.error is not None:  # a bug in probed: the traceback is what a bug report needs
+        import traceback
+
+        click.echo("".join(traceback.format_exception(outcome.error)), err=True, nl=False)
     sys.exit(0 if outcome.ok else 1)
 
 

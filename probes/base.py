@@ -317,6 +317,16 @@ _ERRNO_REASONS = {
 }
 
 
+# What a probe meets when a server or the network misbehaves: a failed test with a
+# short reason. Any other exception type is a bug in probed (see run_test).
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (
+    ProbeFailure,
+    OSError,  # refused, reset, unreachable, DNS, TLS (ssl.SSLError), TimeoutError
+    EOFError,  # asyncio.IncompleteReadError: the server closed mid-answer
+    asyncio.LimitOverrunError,  # a line beyond a stream's limit
+)
+
+
 def describe_error(exc: BaseException) -> str:
     """Turn an exception from a probe into a short, precise reason."""
     if isinstance(exc, ProbeFailure):
