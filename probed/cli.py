@@ -6,6 +6,7 @@ import asyncio
 import faulthandler
 import json
 import os
+import pwd
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -30,9 +31,10 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def _load(path: str) -> Config:
+def _load(path: str, *, secrets: bool = True) -> Config:
+    """``secrets=False`` for commands that do not probe: they need no probe secrets."""
     try:
-        return config_mod.load(path)
+        return config_mod.load(path, secrets=secrets)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)
@@ -55,6 +57,18 @@ def _with_store(config: Config, use: Callable[[Store], Awaitable[T]], *, readonl
         _fail(str(exc))
 
 
+def _author(by: str | None) -> str:
+    """``--by``, else who ran sudo, else the login name of this process (not $USER)."""
+    if by:
+        return by
+    if os.environ.get("SUDO_USER"):
+        return os.environ["SUDO_USER"]
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (e.g. a container's DynamicUser)
+        return f"uid {os.getuid()}"
+
+
 def _install_event_loop() -> None:
     try:
         import uvloop  # optional speed-up
@@ -68,7 +82,7 @@ config_option = click.option(
     "--config",
     "config_path",
     required=True,
-    type=click.Path(dir_okay=False),
+    type=click.Path(),  # the loader checks it, so that a directory exits 78 like any bad config
     help="the YAML configuration file",
 )
 
@@ -161,6 +175,10 @@ def probe(config_path: str, check: str) -> None:
     click.echo("transcript:")
     for line in transcript.lines:
         click.echo(f"  {line}")
+    if outcome.error is not None:  # a bug in probed: the traceback is what a bug report needs
+        import traceback
+
+        click.echo("".join(traceback.format_exception(outcome.error)), err=True, nl=False)
     sys.exit(0 if outcome.ok else 1)
 
 
@@ -185,7 +203,7 @@ def report(
     from probed.reports import render as render
     from probed.reports.figures import month_report
 
-    config = _load(config_path)
+    config = _load(config_path, secrets=False)
     if service is not None and service not in config.services:
         _fail(f'unknown service "{service}"; configured: {", ".join(config.services)}', 2)
     now = time.time()
@@ -269,8 +287,8 @@ def exclude_add(
 
     if all_services == (service is not None):
         _fail("give exactly one of --service S or --all", 2)
-    config = _load(config_path)
-    author = by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown"
+    config = _load(config_path, secrets=False)
+    author = _author(by)
     try:
         try:
             req = ExclusionRequest(
@@ -302,7 +320,7 @@ def exclude_list(config_path: str, month: str | None, revoked: bool, fmt: str) -
     """List exclusions."""
     from probed.exclusions import to_json
 
-    config = _load(config_path)
+    config = _load(config_path, secrets=False)
     try:
         window = accounting.month_period(month, config.timezone) if month else None
     except ValueError as exc:
@@ -335,8 +353,8 @@ def exclude_revoke(config_path: str, exclusion_id: int, reason: str, by: str | N
     """Revoke an exclusion (it is kept, marked revoked)."""
     from probed.store.base import AlreadyRevoked, UnknownExclusion
 
-    config = _load(config_path)
-    author = by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown"
+    config = _load(config_path, secrets=False)
+    author = _author(by)
     try:
         _with_store(
             config,

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -26,17 +26,27 @@ from pydantic import (
     field_validator,
 )
 
+from probed import configfile
 from probed.core import accounting
 from probed.core.maintenance import DAY, EVERY_DAY, WEEK, WEEKDAYS
 from probed.core.maintenance import Window as MaintenanceWindow
 from probed.hooks import HOOK_TYPES, HookConfig
 from probed.store.base import default_location
 from probes import REGISTRY
-from probes.base import CheckBase, Duration, read_secret
+from probes.base import (
+    CheckBase,
+    Duration,
+    FailuresToDown,
+    loading,
+    number_in,
+    read_secret,
+    reads_secrets,
+)
 
 Loc: TypeAlias = tuple[str | int, ...]
 EX_CONFIG = 78
 DEFAULT_LISTEN = "127.0.0.1:9469"
+_PERCENT = number_in(0, 100, above=True)  # objective, minimum, credit thresholds
 
 
 class ConfigError(Exception):
@@ -48,18 +58,18 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DefaultsModel(_Strict):
     interval: Duration = 60.0
     timeout: Duration = 10.0
-    failures_to_down: int = Field(default=2, ge=1)
+    failures_to_down: FailuresToDown = 2
 
 
 class CreditModel(_Strict):
-    below: float = Field(gt=0, le=100, description="percent")
-    percent: float = Field(ge=0, le=100)
+    below: Annotated[float, _PERCENT]
+    percent: Annotated[float, number_in(0, 100)]
 
 
 class MaintenanceModel(_Strict):
@@ -123,8 +133,8 @@ def _shown(value: object) -> str:
 
 
 class ServiceModel(_Strict):
-    objective: float = Field(gt=0, le=100, description="percent")
-    minimum: float | None = Field(default=None, gt=0, le=100)
+    objective: Annotated[float, _PERCENT]
+    minimum: Annotated[float, _PERCENT] | None = None
     credits: list[CreditModel] = []
     excluded_time: Literal["not_downtime", "not_counted"] = "not_downtime"
     maintenance: list[MaintenanceModel] = []
@@ -139,7 +149,7 @@ class ConfigModel(_Strict):
     )
     listen: str = DEFAULT_LISTEN
     api_token_file: str | None = None
-    concurrency: int = Field(default=1000, ge=1, description="tests running at once, at most")
+    concurrency: Annotated[int, number_in(1, 1_000_000, whole=True)] = 1000  # tests at once
     defaults: DefaultsModel = DefaultsModel()
     services: dict[str, ServiceModel] = Field(min_length=1)
     hooks: list[dict[str, Any]] = []  # each hook type validates its own (probed.hooks)
@@ -158,8 +168,12 @@ class ConfigModel(_Strict):
     @field_validator("storage")
     @classmethod
     def _storage(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("sqlite://"):
-            raise ValueError(f'expected sqlite:///path/to/probed.db, got "{value}"')
+        if value is not None and (
+            not value.strip()
+            or ("://" in value and not value.startswith("sqlite://"))
+            or value.removeprefix("sqlite://").strip() in ("", "/")
+        ):
+            raise ValueError(f'expected sqlite:////path/to/probed.db or a file path, got "{value}"')
         return value
 
     @field_validator("location")
@@ -259,25 +273,31 @@ class Config:
 # ---------------------------------------------------------------- loading
 
 
-def load(path: str | os.PathLike[str]) -> Config:
-    """Read, validate and resolve a config file. Raises ConfigError."""
+def load(path: str | os.PathLike[str], *, secrets: bool = True) -> Config:
+    """Read, validate and resolve a config file. Raises ConfigError, never anything else.
+
+    ``secrets=False`` skips reading probe and hook secrets (and the API token),
+    for commands that do not probe: report, exclude, reload.
+    """
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{file}: cannot read config: {exc.strerror or exc}"]) from None
-    return loads(text, file)
+        text = configfile.read_text(file)
+    except configfile.FileProblem as exc:
+        raise ConfigError([f"{file}:{exc.line}: {exc.message}"]) from None
+    return loads(text, file, secrets=secrets)
 
 
-def loads(text: str, file: Path) -> Config:
+def loads(text: str, file: Path, *, secrets: bool = True) -> Config:
+    """Relative paths in the config resolve against ``file``'s directory."""
+    with loading(file.absolute().parent, read_secrets=secrets):
+        return _loads(text, file)
+
+
+def _loads(text: str, file: Path) -> Config:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"{mark.line + 1}" if mark is not None else "1"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{file}:{line}: invalid YAML: {problem}"]) from None
+        root, data = configfile.parse(text)
+    except configfile.FileProblem as exc:
+        raise ConfigError([f"{file}:{exc.line}: invalid YAML: {exc.message}"]) from None
     if not isinstance(data, dict) or root is None:
         raise ConfigError([f"{file}:1: expected a mapping with a services: section"])
     locator = _Locator(file, root)
@@ -291,13 +311,16 @@ def loads(text: str, file: Path) -> Config:
     }
     hooks = _hooks(model, locator, problems)
     token = _token(model, file, locator, problems)
+    storage_path = _storage_path(model.storage, file)
+    if storage_path.is_dir():  # what `run` would refuse, check-config refuses too
+        problems.append(locator.message(("storage",), f"{storage_path} is a directory"))
     if problems:
         raise ConfigError(problems)
     host, port = parse_listen(model.listen)
     return Config(
         path=file,
         timezone=model.timezone,
-        storage_path=_storage_path(model.storage, file),
+        storage_path=storage_path,
         listen_host=host,
         listen_port=port,
         api_token=token,
@@ -391,10 +414,10 @@ def _hooks(model: ConfigModel, locator: _Locator, problems: list[str]) -> tuple[
 
 
 def _token(model: ConfigModel, file: Path, locator: _Locator, problems: list[str]) -> str | None:
-    if model.api_token_file is None:
+    if model.api_token_file is None or not reads_secrets():
         return None
     try:
-        token = read_secret(str(_relative_to(model.api_token_file, file))).strip()
+        token = read_secret(model.api_token_file).strip()
     except ValueError as exc:
         problems.append(locator.message(("api_token_file",), str(exc)))
         return None
@@ -406,19 +429,20 @@ def _token(model: ConfigModel, file: Path, locator: _Locator, problems: list[str
     return token
 
 
-def _relative_to(path: str, config_file: Path) -> Path:
-    p = Path(path)
-    if p.is_absolute() or os.environ.get("CREDENTIALS_DIRECTORY"):
-        return p
-    return config_file.parent / p
-
-
 def _storage_path(url: str | None, config_file: Path) -> Path:
     if url is None:
         state_dir = os.environ.get("STATE_DIRECTORY", "/var/lib/probed").split(":")[0]
         return Path(state_dir) / "probed.db"
-    path = Path(url.removeprefix("sqlite://"))
-    return path if path.is_absolute() else config_file.parent / path
+    return resolve_storage(url, config_file.absolute().parent)
+
+
+def resolve_storage(url: str, base: Path) -> Path:
+    """``sqlite:////abs`` and ``sqlite:///abs`` are absolute; ``sqlite://rel`` and plain
+    relative paths are relative to ``base`` (the config file's directory)."""
+    text = url.removeprefix("sqlite://")
+    if text.startswith("/"):
+        return Path("/" + text.lstrip("/"))  # POSIX would keep a leading "//" as it is
+    return base / text
 
 
 # ------------------------------------------------------- error locations

@@ -9,22 +9,34 @@ a failed test whose reason comes from :func:`describe_error`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
+import math
 import os
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeAlias
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 DetailValue: TypeAlias = str | int | float | bool | None
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,12})?)\s*(ms|s|m|h)?\s*$")
+MAX_DURATION = 7 * 86400.0  # a week: no interval, timeout or window of probed is longer
+MAX_FAILURES_TO_DOWN = 1000
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
@@ -39,12 +51,43 @@ def parse_duration(value: object) -> float:
         if match is None:
             raise ValueError(f'expected a duration like 30s, got "{value}"')
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"expected a positive duration like 30s, got {value!r}")
+    if not 0 < seconds <= MAX_DURATION:  # also refuses NaN and infinity
+        shown = f'"{value}"' if isinstance(value, str) else repr(value)
+        raise ValueError(
+            f"expected a duration above 0 and at most 168h ({MAX_DURATION:g}s) like 30s, got {shown}"
+        )
     return seconds
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def number_in(low: float, high: float, *, whole: bool = False, above: bool = False) -> Any:
+    """A validator refusing NaN, infinities and numbers outside ``low..high``, naming the range.
+
+    ``above``: ``low`` itself is excluded. Other types are left to the field's own type.
+    """
+    kind = "a whole number" if whole else "a number"
+    lo, hi = (int(x) if float(x).is_integer() else x for x in (low, high))
+    span = f"above {lo} and at most {hi}" if above else f"from {lo} to {hi}"
+
+    def check(value: object) -> object:
+        if isinstance(value, str):  # "1e30" in quotes: still a number, still out of range
+            try:
+                value = float(value)
+            except ValueError:
+                return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return value
+        inside = (low < value if above else low <= value) and value <= high
+        if not (math.isfinite(value) and inside and (not whole or float(value).is_integer())):
+            raise ValueError(f"expected {kind} {span}, got {value!r}")
+        return int(value) if whole else value
+
+    return BeforeValidator(check)
+
+
+FailuresToDown = Annotated[int, number_in(1, MAX_FAILURES_TO_DOWN, whole=True)]
 
 
 def _compile_regex(value: object) -> object:
@@ -117,11 +160,61 @@ class Transcript:
         self._add("*", text)
 
 
-def read_secret(path: str) -> str:
-    """Read a secret file; relative names are looked up in systemd's credentials first."""
+@dataclass(frozen=True, slots=True)
+class LoadContext:
+    """How the config being validated resolves paths and whether it reads secrets."""
+
+    base: Path | None = None  # the config file's directory
+    read_secrets: bool = True
+
+
+_LOADING: ContextVar[LoadContext] = ContextVar(
+    "probed_config_loading",
+    default=LoadContext(),  # noqa: B039  # a frozen dataclass, never mutated
+)
+
+
+@contextlib.contextmanager
+def loading(base: Path | None, *, read_secrets: bool = True) -> Iterator[None]:
+    """Validate config models relative to ``base``; ``read_secrets=False`` for commands that
+    do not probe (report, exclude, reload), which must work without the probes' secrets."""
+    token = _LOADING.set(LoadContext(base, read_secrets))
+    try:
+        yield
+    finally:
+        _LOADING.reset(token)
+
+
+def reads_secrets() -> bool:
+    return _LOADING.get().read_secrets
+
+
+def config_path(path: str) -> Path:
+    """A path from the config: relative ones are relative to the config file's directory."""
+    base = _LOADING.get().base
     candidate = Path(path)
+    return candidate if candidate.is_absolute() or base is None else base / candidate
+
+
+def _existing_ca_file(value: str | None) -> str | None:
+    if value is None:
+        return None
+    resolved = config_path(value)
+    if not resolved.is_file():
+        raise ValueError(f"ca_file {value} does not exist")
+    return str(resolved)
+
+
+# A PEM file of CAs to trust, resolved against the config file's directory when relative.
+CaFile = Annotated[str | None, AfterValidator(_existing_ca_file)]
+
+
+def read_secret(path: str) -> str:
+    """Read a secret file; relative names are looked up in systemd's credentials first,
+    then relative to the config file's directory."""
+    candidate = config_path(path)
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not candidate.is_absolute() and cred_dir and (Path(cred_dir) / path).is_file():
+    if not Path(path).is_absolute() and cred_dir and (Path(cred_dir) / path).is_file():
         candidate = Path(cred_dir) / path
     try:
         return candidate.read_text(encoding="utf-8").strip("\r\n")
@@ -132,13 +225,13 @@ def read_secret(path: str) -> str:
 class CheckBase(BaseModel):
     """Fields every check has. Each probe module subclasses it with its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     type: str
     interval: Duration = 60.0
     timeout: Duration = 10.0
-    failures_to_down: int = Field(default=2, ge=1)
+    failures_to_down: FailuresToDown = 2
 
     @model_validator(mode="after")
     def _timeout_below_interval(self) -> CheckBase:
@@ -172,7 +265,7 @@ class Credentials(BaseModel):
         if isinstance(data, dict):
             if "password" in data:
                 raise ValueError("inline passwords are not allowed: use password_file")
-            if data.get("password_file"):
+            if data.get("password_file") and reads_secrets():
                 data = {**data, "password": read_secret(str(data["password_file"]))}
         return data
 
@@ -191,14 +284,12 @@ class TLSOptions(BaseModel):
     tls: bool = False
     starttls: bool = False
     tls_verify: bool = True
-    ca_file: str | None = None
+    ca_file: CaFile = None
 
     @model_validator(mode="after")
     def _one_mode(self) -> TLSOptions:
         if self.tls and self.starttls:
             raise ValueError("choose tls (implicit TLS) or starttls, not both")
-        if self.ca_file is not None and not Path(self.ca_file).is_file():
-            raise ValueError(f"ca_file {self.ca_file} does not exist")
         return self
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -281,6 +372,16 @@ _ERRNO_REASONS = {
     errno.ETIMEDOUT: "connection timed out",
     errno.EPIPE: "connection closed by peer",
 }
+
+
+# What a probe meets when a server or the network misbehaves: a failed test with a
+# short reason. Any other exception type is a bug in probed (see run_test).
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (
+    ProbeFailure,
+    OSError,  # refused, reset, unreachable, DNS, TLS (ssl.SSLError), TimeoutError
+    EOFError,  # asyncio.IncompleteReadError: the server closed mid-answer
+    asyncio.LimitOverrunError,  # a line beyond a stream's limit
+)
 
 
 def describe_error(exc: BaseException) -> str:

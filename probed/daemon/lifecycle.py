@@ -193,6 +193,12 @@ class Daemon:
         down = sum(s.tracker.in_outage for s in self.recorder.checks.values())
         return f"{len(self.recorder.checks)} checks, {down} in outage"
 
+    def _reload_refused(self, problems: list[str]) -> bool:
+        log.error("config.reload_failed", problems=problems)
+        self.metrics.reload_ok.set(0)
+        self.notifier.ready()
+        return False
+
     async def reload(self) -> bool:
         """SIGHUP: apply a new config, or keep the old one when it is bad."""
         self.notifier.reloading()
@@ -208,17 +214,14 @@ class Daemon:
                     ["storage and listen cannot change on reload; restart probed"]
                 )
         except config_mod.ConfigError as exc:
-            log.error("config.reload_failed", problems=exc.problems)
-            self.metrics.reload_ok.set(0)
-            self.notifier.ready()
-            return False
+            return self._reload_refused(exc.problems)
+        except Exception as exc:  # a loader bug must not kill a daemon that is measuring
+            log.exception("config.reload_crashed")
+            return self._reload_refused([f"{self.config_path}: {type(exc).__name__}: {exc}"])
         try:
             await self.recorder.configure(self._checks(new))
         except StorageError as exc:
-            self._storage_failed("config.reload_failed", exc)
-            self.metrics.reload_ok.set(0)
-            self.notifier.ready()
-            return False
+            return self._reload_refused([str(exc)])
         self.config = new
         self.dispatcher.configure(new.hooks)  # hooks
         added, removed = self.scheduler.set_checks((s.name, c) for s, c in new.all_checks())

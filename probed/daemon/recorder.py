@@ -48,6 +48,7 @@ class Recorder:
         self._down: dict[str, int] = {}  # checks in outage, per service: O(1) service state
         self._size: dict[str, int] = {}
         self.changed = asyncio.Event()  # an outage opened or closed: figures are stale
+        self._bugs_logged: set[tuple[str, str, str]] = set()  # (service, check, exception type)
 
     async def start(self, wanted: Iterable[tuple[str, CheckBase]]) -> None:
         """A new probing session: the store learns it, then the checks are adopted."""
@@ -105,6 +106,9 @@ class Recorder:
     async def record(
         self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
     ) -> None:
+        if outcome.error is not None:
+            self._probe_bug(service, check, outcome.error)
+            return
         state = self.checks[(service, check.name)]
         result = outcome.result
         was_up = self._down.get(service, 0) == 0
@@ -140,6 +144,27 @@ class Recorder:
         is_up = self._down.get(service, 0) == 0
         if was_up != is_up:
             await self._service_changed(service, is_up, outcome.started_at)
+
+    def _probe_bug(self, service: str, check: CheckBase, error: Exception) -> None:
+        """Not a verdict: nothing is stored (the time shows as unmonitored), the failure run
+        neither grows nor ends, and the operator sees "probed is broken", once per type."""
+        kind = type(error).__name__
+        if self.metrics is not None:
+            self.metrics.count_probe_error(service, check.name, check.type, kind)
+        key = (service, check.name, kind)
+        if key in self._bugs_logged:
+            log.debug("probe.bug", service=service, check=check.name, error=kind)
+            return
+        self._bugs_logged.add(key)
+        log.error(
+            "probe.bug",
+            service=service,
+            check=check.name,
+            type=check.type,
+            error=kind,
+            exc_info=error,
+            note="a bug in probed: the test is discarded, not billed",
+        )
 
     async def _store(
         self, state: CheckState, outcome: TestOutcome, transcript: Transcript, *, durable: bool

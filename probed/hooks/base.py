@@ -13,7 +13,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import aiohttp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -42,7 +42,7 @@ class HookError(Exception):
 class HookConfig(BaseModel):
     """Fields every hook has: which events reach it, and how long a delivery may take."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     type: str
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -50,6 +50,8 @@ class HookConfig(BaseModel):
     services: tuple[str, ...] = ()  # empty: every service
     min_severity: Severity = "P3"  # P1 only the global outages, P3 everything
     timeout: Duration = 10.0
+    # exclusion kinds during which this hook says nothing about the services they cover
+    mute_during: tuple[Literal["dos", "maintenance", "other"], ...] = ("maintenance",)
 
     def accepts(self, event: Event) -> bool:
         return (
