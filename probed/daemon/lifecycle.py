@@ -259,13 +259,22 @@ class Accountant:
         return Snapshot(services=self._figures, service_up=self.monitor.service_up())
 
 
+@dataclass(frozen=True, slots=True)
+class ReloadState:
+    """Reloads done since start; the last one's verdict and problems."""
+
+    generation: int = 0
+    successful: bool = True
+    problems: tuple[str, ...] = ()
+
+
 class Daemon:
     def __init__(self, config_path: str, config: Config) -> None:
         self.config_path = config_path
         self.config = config
         self.notifier = Notifier()
         self._stop = asyncio.Event()
-        self._reload = asyncio.Event()
+        self.reloads = ReloadState()  # what GET /-/reload and `probed reload` see
         self.registry = CollectorRegistry()
         self.store = SqliteStore(config.storage_path)
         self.sinks: list[Callable[[Event], None]] = []
@@ -304,7 +313,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        # acted on at once, not at the next tick: `probed reload` waits for the result
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.call_soon(self.reload))
         self.monitor.configure(self.config)
         self.accountant.refresh(self.config)
         api = ApiServer(self)
@@ -340,9 +350,6 @@ class Daemon:
                 await asyncio.wait_for(self._stop.wait(), timeout=tick)
             except TimeoutError:
                 pass
-            if self._reload.is_set():
-                self._reload.clear()
-                self.reload()
             now = time.monotonic()
             if now - last_flush >= FLUSH_EVERY:
                 self.store.flush()
@@ -364,8 +371,17 @@ class Daemon:
         return f"{len(self.monitor.checks)} checks, {down} in outage"
 
     def reload(self) -> bool:
-        """SIGHUP: apply a new config, or keep the old one when it is bad."""
+        """SIGHUP or POST /-/reload: apply a new config, or keep the old one when it is bad."""
         self.notifier.reloading()
+        try:
+            problems = self._reload()
+        finally:
+            self.notifier.ready()
+        self.reloads = ReloadState(self.reloads.generation + 1, not problems, problems)
+        return not problems
+
+    def _reload(self) -> tuple[str, ...]:
+        """The problems that refused the new config; none when it was applied."""
         try:
             new = config_mod.load(self.config_path)
             if new.storage_path != self.config.storage_path or (
@@ -378,18 +394,16 @@ class Daemon:
         except config_mod.ConfigError as exc:
             log.error("config.reload_failed", problems=exc.problems)
             self.metrics.reload_ok.set(0)
-            self.notifier.ready()
-            return False
+            return tuple(exc.problems)
         self.config = new
         self.monitor.configure(new)
         self.dispatcher.configure(new.hooks)  # hooks
         added, removed = self.scheduler.set_checks((s.name, c) for s, c in new.all_checks())
         self.accountant.refresh(new)
-        self.metrics.reload_ok.set(1)
+        self.metrics.config_applied()
         log.info(
             "config.reloaded",
             added=[f"{s}/{c}" for s, c in added],
             removed=[f"{s}/{c}" for s, c in removed],
         )
-        self.notifier.ready()
-        return True
+        return ()

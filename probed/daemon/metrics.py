@@ -94,12 +94,21 @@ class Metrics:
             "1 if the last config (re)load was applied",
             registry=registry,
         )
-        self.reload_ok.set(1)
+        self.reload_at = Gauge(
+            "probed_config_last_reload_success_timestamp_seconds",
+            "When the config in use was applied",
+            registry=registry,
+        )
+        self.config_applied()
         self.build_info = Gauge(
             "probed_build_info", "probed's version", ("version",), registry=registry
         )
         self.build_info.labels(__version__).set(1)
         registry.register(SnapshotCollector(snapshot))
+
+    def config_applied(self) -> None:
+        self.reload_ok.set(1)
+        self.reload_at.set_to_current_time()
 
     def observe_test(
         self,
