@@ -21,19 +21,21 @@ from probed.config import Config
 from probed.core import accounting
 from probed.core.events import Event, EventKind, Severity
 from probed.core.outages import FailureRun, OutageChange, Tracker
+from probed.daemon.downclock import DownClock
 from probed.daemon.metrics import Metrics, ServiceSnapshot, Snapshot
 from probed.daemon.runner import TestOutcome
 from probed.daemon.scheduler import CheckKey, Scheduler
 from probed.daemon.sdnotify import Notifier
 from probed.hooks import BudgetWatch, Dispatcher
 from probed.logs import log
-from probed.reports.figures import previous_month, service_month
+from probed.reports.figures import previous_month, service_exclusions, service_month
 from probed.store.sqlite import FailedTest, SqliteStore
 from probes.base import CheckBase, Transcript
 
 FLUSH_EVERY = 2.0  # seconds between batched writes of passing tests
 REFRESH_EVERY = 10.0  # seconds between recomputations of the month's figures
 TRANSCRIPT_TAIL = 20  # lines of a failed test's transcript kept as evidence
+EXCLUSIONS_AHEAD = 3600.0  # seconds of exclusions kept in memory beyond each refresh
 HOOKS_STOP_DEADLINE = 5.0  # seconds for hook deliveries in flight at shutdown
 
 
@@ -47,8 +49,15 @@ class _CheckState:
 class Monitor:
     """Outcome handling: store first (durable), then metrics, then events."""
 
-    def __init__(self, store: SqliteStore, metrics: Metrics, emit: Callable[[Event], None]) -> None:
+    def __init__(
+        self,
+        store: SqliteStore,
+        metrics: Metrics,
+        emit: Callable[[Event], None],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
+        self.down_clock = DownClock(monotonic)  # the burn-rate counter
         self.metrics = metrics
         self.emit = emit
         self.checks: dict[CheckKey, _CheckState] = {}
@@ -85,6 +94,8 @@ class Monitor:
         for (service, _), state in self.checks.items():
             self._down[service] = self._down.get(service, 0) + state.tracker.in_outage
             self._size[service] = self._size.get(service, 0) + 1
+        for service, down in self._down.items():
+            self.down_clock.set_down(service, bool(down))
 
     def service_up(self) -> dict[str, bool]:
         up: dict[str, bool] = {}
@@ -131,6 +142,7 @@ class Monitor:
         if change is not None:
             self._apply(service, state, change)
         delivery = result.details.get("delivery_seconds")
+        expiry = result.details.get("cert_not_after")
         self.metrics.observe_test(
             service,
             check.name,
@@ -138,10 +150,12 @@ class Monitor:
             result.ok,
             outcome.duration,
             float(delivery) if isinstance(delivery, int | float) else None,
+            float(expiry) if isinstance(expiry, int | float) else None,
         )
         self.metrics.set_check_up(service, check.name, check.type, not state.tracker.in_outage)
         is_up = self._down.get(service, 0) == 0
         if was_up != is_up:
+            self.down_clock.set_down(service, not is_up)
             self._service_changed(service, is_up, outcome.started_at)
 
     def _apply(self, service: str, state: _CheckState, change: OutageChange) -> None:
@@ -229,6 +243,7 @@ class Accountant:
         self.monitor = monitor
         self.clock = clock
         self._figures: dict[str, ServiceSnapshot] = {}
+        self._excluding: dict[str, tuple[accounting.ExclusionSpan, ...]] = {}
         self.generation = -1
         self.refreshed_at = 0.0
         # hooks: told the month-to-date figures after each refresh (budget events)
@@ -246,6 +261,13 @@ class Accountant:
                 previous_month=service_month(self.store, service, prev, config.timezone, now),
             )
         self._figures = figures
+        ahead = (now, now + EXCLUSIONS_AHEAD)
+        self._excluding = {
+            s.name: tuple(
+                e for e in service_exclusions(self.store, s, config.timezone, ahead) if e.live
+            )
+            for s in config.services.values()
+        }
         self.generation = self.store.generation()
         self.refreshed_at = now
         if self.on_refresh is not None:
@@ -255,8 +277,23 @@ class Accountant:
         """True when exclusions changed (e.g. by ``probed exclude`` from another process)."""
         return self.store.generation() != self.generation
 
+    def active_kinds(self, service: str, at: float) -> frozenset[str]:
+        """Kinds of the live exclusions and maintenance windows covering ``at``."""
+        spans = self._excluding.get(service, ())
+        return frozenset(e.kind for e in spans if e.start <= at < e.end)
+
     def snapshot(self) -> Snapshot:
-        return Snapshot(services=self._figures, service_up=self.monitor.service_up())
+        now = self.clock()
+        active = {s: self.active_kinds(s, now) for s in self._excluding}
+        clock = self.monitor.down_clock
+        for service, kinds in active.items():
+            clock.set_paused(service, "maintenance" in kinds)
+        return Snapshot(
+            services=self._figures,
+            service_up=self.monitor.service_up(),
+            down_seconds=clock.totals(active),
+            exclusion_active=active,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +319,7 @@ class Daemon:
         self.monitor = Monitor(self.store, self.metrics, self._emit)
         self.accountant = Accountant(self.store, self.monitor)
         # hooks: events go to a durable outbox in the store; delivery runs in run()
-        self.dispatcher = Dispatcher(self.store, config.hooks)
+        self.dispatcher = Dispatcher(self.store, config.hooks, muted=self._muted)
         self.sinks.append(self.dispatcher.submit)
         self.accountant.on_refresh = BudgetWatch(self.dispatcher.outbox, self._emit).observe
         # called after the monitor handled a test, so outage state includes it (the demo's live view)
@@ -299,6 +336,9 @@ class Daemon:
         await self.monitor.on_outcome(service, check, outcome, transcript)
         for observe in self.observers:
             observe(service, check, outcome)
+
+    def _muted(self, event: Event) -> frozenset[str]:
+        return self.accountant.active_kinds(event.service, event.at)
 
     def _emit(self, event: Event) -> None:
         for sink in self.sinks:
