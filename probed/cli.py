@@ -182,7 +182,9 @@ def probe(config_path: str, check: str) -> None:
     for key, value in sorted(outcome.result.details.items()):
         if key == "cert_not_after" and isinstance(value, int | float):
             left = (value - time.time()) / 86400
-            value = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(value))} (in {left:.0f} days)"
+            value = (
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(value))} (in {left:.0f} days)"
+            )
         click.echo(f"  {key}: {value}")
     click.echo("transcript:")
     for line in transcript.lines:
