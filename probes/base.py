@@ -22,6 +22,9 @@ from typing import Annotated, Any, ClassVar, TypeAlias
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from probed.core.quorum import Quorum
+from probed.core.quorum import validate as parse_quorum
+
 DetailValue: TypeAlias = str | int | float | bool | None
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -45,6 +48,8 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+# How many probing locations must agree before the check is down (docs: "Several locations").
+QuorumSetting = Annotated[Quorum, BeforeValidator(parse_quorum)]
 
 
 def _compile_regex(value: object) -> object:
@@ -139,6 +144,7 @@ class CheckBase(BaseModel):
     interval: Duration = 60.0
     timeout: Duration = 10.0
     failures_to_down: int = Field(default=2, ge=1)
+    quorum: QuorumSetting = 1
 
     @model_validator(mode="after")
     def _timeout_below_interval(self) -> CheckBase:
