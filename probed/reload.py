@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
 from probed import config as config_mod
+from probed import configfile
 from probes.base import loading, read_secret
 
 POLL_EVERY = 0.05  # seconds between looks at /-/reload after the signal
@@ -52,9 +52,9 @@ def target(path: str) -> Target:
         host, port = config.listen_host, config.listen_port
     except config_mod.ConfigError as exc:
         try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            _, raw = configfile.parse(configfile.read_text(Path(path)))
             host, port = config_mod.parse_listen(str(raw.get("listen", config_mod.DEFAULT_LISTEN)))
-        except (OSError, yaml.YAMLError, AttributeError, ValueError):
+        except (configfile.FileProblem, AttributeError, ValueError):
             raise exc from None
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
