@@ -23,6 +23,7 @@ from probed.exclusions import (
 )
 from probed.logs import log
 from probed.reports.figures import month_report
+from probed.reports.html import gather_extras, render_html
 from probed.reports.render import MonthReport, to_json_dict
 
 if TYPE_CHECKING:
@@ -155,6 +156,9 @@ class ApiServer:
         report = MonthReport(
             month=month, timezone=d.config.timezone, generated_at=now, services=tuple(figures)
         )
+        if request.query.get("format") == "html":
+            extras = gather_extras(d.store, d.config, report, now)
+            return web.Response(text=render_html(report, extras, now), content_type="text/html")
         return web.json_response(to_json_dict(report))
 
     async def list_exclusions(self, request: web.Request) -> web.Response:

@@ -20,7 +20,7 @@ from probed.core import accounting
 from probed.logs import configure as configure_logs
 from probed.store.sqlite import SqliteStore, StorageError
 
-FORMATS = ("text", "json", "csv", "markdown")
+FORMATS = ("text", "json", "csv", "markdown", "html")
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -177,6 +177,11 @@ def report(
         evidence = incident_evidence(store, config, incident, now)
         if evidence is None:
             _fail(f"no outage with id {incident}", 1)
+        if fmt == "html":
+            from probed.reports.html import render_incident_html
+
+            click.echo(render_incident_html(evidence, now), nl=False)
+            return
         click.echo(render_incident(evidence, fmt), nl=False)
         return
     if (from_month is None) != (to_month is None):
@@ -205,6 +210,11 @@ def report(
         if len(reports) == 1
         else render.RangeReport(months[0], months[-1], config.timezone, reports)
     )
+    if fmt == "html":
+        from probed.reports.html import gather_extras, render_html
+
+        click.echo(render_html(result, gather_extras(store, config, result, now), now), nl=False)
+        return
     click.echo(render.RENDERERS[fmt](result), nl=False)
 
 
