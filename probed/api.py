@@ -25,6 +25,7 @@ from probed.logs import log
 from probed.reports.figures import month_report
 from probed.reports.html import gather_extras, render_html
 from probed.reports.render import MonthReport, to_json_dict
+from probed.web.routes import StatusRoutes
 
 if TYPE_CHECKING:
     from probed.daemon.lifecycle import Daemon
@@ -54,6 +55,7 @@ class ApiServer:
                 web.post("/api/v1/exclusions/{id}/revoke", self.revoke_exclusion),
             ]
         )
+        StatusRoutes(daemon).install(self.app)  # /status, /badge: the published face
         self.runner = web.AppRunner(self.app, access_log=None)
         self.port = 0
 

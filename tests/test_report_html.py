@@ -159,7 +159,7 @@ def test_cumulative_chart_reaches_the_counted_downtime_and_draws_the_budget() ->
     assert line.chart.total_seconds == f.downtime_seconds == 1800 + 180
     assert line.chart.budget_seconds == f.error_budget_seconds
     assert line.chart.budget_y is not None and 0 < line.chart.budget_y < timeline.CHART
-    # the last point is at the month's end, at the height of the total
+    # the last point is at the period's end (here the month's), at the height of the total
     last_x, last_y = line.chart.points[-1]
     assert last_x == timeline.WIDTH
     assert last_y == pytest.approx(

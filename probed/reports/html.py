@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import jinja2
 
@@ -82,6 +84,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(
         local=_local,
+        when=when_text,
         iso=iso_utc,
         minutes=_minutes,
         percent=_percent,
@@ -98,6 +101,11 @@ def environment() -> jinja2.Environment:
         chart=timeline.CHART,
     )
     return env
+
+
+def when_text(ts: float, tz: str) -> str:
+    """``2026-10-04 10:00 CEST``: a moment on the status page, in the billing zone."""
+    return datetime.fromtimestamp(ts, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def availability_text(ratio: float | None) -> str:
@@ -161,6 +169,7 @@ def render_incident_html(e: Evidence, now: float) -> str:
         e.exclusions,
         ((t.check, t.at, t.reason) for t in e.failed_tests),
         now,
+        recovered=e.closed_at,
     )
     checks: Sequence[str] = sorted({e.outage.check, *(c.check for c in e.concurrent)})
     return (

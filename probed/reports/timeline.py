@@ -181,7 +181,7 @@ def day_ticks(scale: Scale, tz: str) -> list[Tick]:
 
 
 def _cumulative(
-    scale: Scale, downtime: Sequence[Interval], budget: float, start_at: float
+    scale: Scale, downtime: Sequence[Interval], budget: float, period: Interval
 ) -> Chart:
     total = sum(end - start for start, end in downtime)
     top = max(budget, total) * 1.15 or 1.0
@@ -189,13 +189,13 @@ def _cumulative(
     def y(seconds: float) -> float:
         return CHART - seconds / top * CHART
 
-    points = [(scale.x(start_at), y(0.0))]
+    points = [(scale.x(period[0]), y(0.0))]
     done = 0.0
     for start, end in downtime:
         points.append((scale.x(start), y(done)))
         done += end - start
         points.append((scale.x(end), y(done)))
-    points.append((scale.x(scale.end), y(done)))
+    points.append((scale.x(period[1]), y(done)))  # the line stops at now
     return Chart(
         points=tuple((round(px, 2), round(py, 2)) for px, py in points),
         budget_y=y(budget) if budget > 0 else None,
@@ -234,7 +234,12 @@ def month_timeline(
         bars=tuple(_bars(scale, lanes, spans)),
         bands=tuple(_bands(scale, figures.exclusions, unmonitored, now)),
         ticks=tuple(day_ticks(scale, figures.timezone)),
-        chart=_cumulative(scale, downtime, figures.error_budget_seconds, figures.period_start),
+        chart=_cumulative(
+            scale,
+            downtime,
+            figures.error_budget_seconds,
+            (figures.period_start, figures.period_end),
+        ),
     )
 
 
@@ -244,12 +249,13 @@ def incident_timeline(
     exclusions: Sequence[ExclusionSpan],
     failed: Iterable[tuple[str, float, str]],
     now: float,
+    recovered: float | None = None,
 ) -> Timeline:
     """The incident and a margin around it: every check that was down, each failed test."""
     spans = [outage, *concurrent]
     first = min(s.start for s in spans)
-    last = max(max(s.end for s in spans), first + 60.0)
-    margin = (last - first) * 0.1
+    last = max(max(s.end for s in spans), recovered or 0.0)
+    margin = max((last - first) * 0.15, 1.0)
     scale = Scale(first - margin, last + margin)
     lanes = tuple(dict.fromkeys(s.check for s in spans))
     marks = tuple(
