@@ -355,7 +355,15 @@ def exclude_revoke(config_path: str, exclusion_id: int, reason: str, by: str | N
     default=None,
     help="also write the report JSON here",
 )
-def demo(duration: float | None, workdir: str | None, json_report: str | None) -> None:
+@click.option(
+    "--html-report",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="write the HTML report here (default: report.html in --workdir, else a temp file)",
+)
+def demo(
+    duration: float | None, workdir: str | None, json_report: str | None, html_report: str | None
+) -> None:
     """Run the whole product on this machine alone, then print the report."""
     from probed.demo import run_demo
 
@@ -367,6 +375,7 @@ def demo(duration: float | None, workdir: str | None, json_report: str | None) -
                 duration=duration,
                 workdir=Path(workdir) if workdir else None,
                 json_report=Path(json_report) if json_report else None,
+                html_report=Path(html_report) if html_report else None,
             )
         )
     )
