@@ -113,7 +113,3 @@ def _span(check: str, run: FailureRun, *, open_: bool) -> OutageSpan:
         open=open_,
         id=run.outage_id,
     )
-
-
-def span_of(check: str, run: FailureRun, *, open_: bool) -> OutageSpan:
-    return _span(check, run, open_=open_)

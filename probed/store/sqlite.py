@@ -902,7 +902,8 @@ def _check_header(path: Path) -> None:
 
 
 def _damaged(path: Path, problem: object) -> DamagedStore:
-    return DamagedStore(f"the store at {path} is damaged: {problem}; try sqlite3 {path} '.recover'")
+    text = " ".join(str(problem).replace("*** in database main ***", "").split())  # one line
+    return DamagedStore(f"the store at {path} is damaged: {text}; try sqlite3 {path} '.recover'")
 
 
 def _outage(r: Sequence[Any]) -> OutageSpan:  # sqlite rows are untyped
