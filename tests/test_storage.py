@@ -95,6 +95,17 @@ def test_coverage_has_a_gap_where_the_daemon_was_stopped(tmp_path: Path) -> None
     assert second.first_test_at("web") == 0.0
 
 
+def test_a_discarded_test_slot_is_unmonitored_not_tested(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "p.db")
+    cid = store.check_id("web", "home", "http")
+    store.record_pass(cid, 0.0, 10.0)
+    store.record_pass(cid, 10.0, 10.0)
+    store.record_unmonitored(cid)  # the test at 20 s was discarded (a loop stall)
+    store.record_pass(cid, 30.0, 10.0)
+    store.flush()
+    assert sorted(store.coverage("web", (0.0, 1000.0), now=1000.0)) == [(0.0, 20.0), (30.0, 40.0)]
+
+
 def test_exclusions_are_revoked_never_deleted(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "p.db")
     e = store.add_exclusion(

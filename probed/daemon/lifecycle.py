@@ -9,6 +9,7 @@ metrics and events; :class:`Accountant` keeps the in-memory snapshot that
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from probed.daemon.metrics import Metrics, ServiceSnapshot, Snapshot
 from probed.daemon.runner import TestOutcome
 from probed.daemon.scheduler import CheckKey, Scheduler
 from probed.daemon.sdnotify import Notifier
+from probed.daemon.stalls import StallMeter
 from probed.hooks import BudgetWatch, Dispatcher
 from probed.logs import log
 from probed.reports.figures import previous_month, service_month
@@ -144,6 +146,21 @@ class Monitor:
         if was_up != is_up:
             self._service_changed(service, is_up, outcome.started_at)
 
+    def on_discard(
+        self, service: str, check: CheckBase, outcome: TestOutcome, stalled: float
+    ) -> None:
+        """A failed test the daemon's own stall may have caused: no verdict, unmonitored."""
+        state = self.checks[(service, check.name)]
+        self.store.record_unmonitored(state.check_id)
+        self.metrics.discarded.labels("loop_stall").inc()
+        log.warning(
+            "scheduler.test_discarded",
+            service=service,
+            check=check.name,
+            reason=outcome.result.reason,
+            stalled_seconds=round(stalled, 3),
+        )
+
     def _apply(self, service: str, state: _CheckState, change: OutageChange) -> None:
         run = change.run
         if run.outage_id is None:  # opened now, or a restored run that crossed the threshold
@@ -259,6 +276,21 @@ class Accountant:
         return Snapshot(services=self._figures, service_up=self.monitor.service_up())
 
 
+STALL_LOGGED = 0.25  # seconds: a loop stall at least this long is logged
+
+
+def _log_stall(seconds: float) -> None:
+    if seconds >= STALL_LOGGED:
+        log.warning("scheduler.loop_stalled", stalled_seconds=round(seconds, 3))
+
+
+def _install_test_stall(loop: asyncio.AbstractEventLoop) -> None:
+    """Tests only: with PROBED_TEST_STALL_ON_SIGUSR2=SECONDS, SIGUSR2 blocks the loop that long."""
+    seconds = os.environ.get("PROBED_TEST_STALL_ON_SIGUSR2")
+    if seconds:
+        loop.add_signal_handler(signal.SIGUSR2, time.sleep, float(seconds))
+
+
 class Daemon:
     def __init__(self, config_path: str, config: Config) -> None:
         self.config_path = config_path
@@ -278,10 +310,13 @@ class Daemon:
         self.accountant.on_refresh = BudgetWatch(self.dispatcher.outbox, self._emit).observe
         # called after the monitor handled a test, so outage state includes it (the demo's live view)
         self.observers: list[Callable[[str, CheckBase, TestOutcome], None]] = []
+        self.stalls = StallMeter(on_beat=self.metrics.loop_lag.observe)
         self.scheduler = Scheduler(
             self._on_outcome,
             concurrency=config.concurrency,
             on_lag=self.metrics.schedule_lag.observe,
+            stalls=self.stalls,
+            on_discard=self.monitor.on_discard,
         )
 
     async def _on_outcome(
@@ -305,6 +340,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        _install_test_stall(loop)
+        heartbeat = asyncio.create_task(self.stalls.run(_log_stall), name="heartbeat")
         self.monitor.configure(self.config)
         self.accountant.refresh(self.config)
         api = ApiServer(self)
@@ -325,6 +362,7 @@ class Daemon:
             log.info("daemon.stopping")
             grace = max((c.timeout for _, c in self.config.all_checks()), default=1.0) + 1.0
             await self.scheduler.stop(grace)
+            heartbeat.cancel()
             await api.stop()
             await self.dispatcher.stop(HOOKS_STOP_DEADLINE)  # hooks
             self.store.close()

@@ -28,6 +28,7 @@ from probed.core.accounting import ServiceFigures
 CHECK_LABELS = ("service", "check", "type")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 DELIVERY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -82,6 +83,19 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=registry,
         )
+        self.loop_lag = Histogram(
+            "probed_event_loop_lag_seconds",
+            "How late each 20 ms heartbeat of the daemon's event loop ran",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=registry,
+        )
+        self.discarded = Counter(
+            "probed_tests_discarded",
+            "Tests that are no verdict, e.g. failed while the daemon's loop was stalled",
+            ("reason",),
+            registry=registry,
+        )
+        self.discarded.labels("loop_stall")
         self.mailflow_delivery = Histogram(
             "probed_mailflow_delivery_seconds",
             "Mail round trip: submission to mailbox",

@@ -136,6 +136,7 @@ class Store(Protocol):
     def record_failure(
         self, check_id: int, at: float, interval: float, test: FailedTest
     ) -> None: ...
+    def record_unmonitored(self, check_id: int) -> None: ...
     def open_outage(self, check_id: int, run: FailureRun) -> int: ...
     def update_outage(self, outage_id: int, run: FailureRun) -> None: ...
     def close_outage(self, outage_id: int, run: FailureRun, closed_at: float) -> None: ...
@@ -245,6 +246,15 @@ class SqliteStore:
                 "INSERT INTO failed_tests (check_id, at, duration, reason, transcript) VALUES (?, ?, ?, ?, ?)",
                 (check_id, at, test.duration, test.reason, test.transcript),
             )
+
+    def record_unmonitored(self, check_id: int) -> None:
+        """A test slot without a verdict (discarded): the next test starts a new coverage
+        segment, so the slot counts as unmonitored, never as tested."""
+        p = self._pending.get(check_id)
+        if p is not None and p.seg_tests:
+            with self._tx():
+                self._flush_one(check_id, p)
+            p.seg_tests = 0
 
     def end_pass_run_now(self, check_id: int) -> None:
         """Persist the pass that closed a failure run before anything else happens."""
