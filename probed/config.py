@@ -130,12 +130,17 @@ class ServiceModel(_Strict):
     checks: list[dict[str, Any]] = Field(min_length=1)
 
 
+class MetricsModel(_Strict):
+    per_check_histograms: bool = False  # a duration histogram per check: 17 more samples each
+
+
 class ConfigModel(_Strict):
     timezone: str = "UTC"
     storage: str | None = None
     listen: str = DEFAULT_LISTEN
     api_token_file: str | None = None
     concurrency: int = Field(default=1000, ge=1, description="tests running at once, at most")
+    metrics: MetricsModel = MetricsModel()
     defaults: DefaultsModel = DefaultsModel()
     services: dict[str, ServiceModel] = Field(min_length=1)
     hooks: list[dict[str, Any]] = []  # each hook type validates its own (probed.hooks)
@@ -203,6 +208,7 @@ class Config:
     api_token: str | None
     concurrency: int
     services: Mapping[str, Service]
+    per_check_histograms: bool = False
     hooks: tuple[HookConfig, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -272,6 +278,7 @@ def loads(text: str, file: Path) -> Config:
         listen_port=port,
         api_token=token,
         concurrency=model.concurrency,
+        per_check_histograms=model.metrics.per_check_histograms,
         services=services,
         hooks=hooks,
         raw=data,

@@ -89,10 +89,9 @@ class Monitor:
             self._size[service] = self._size.get(service, 0) + 1
 
     def service_up(self) -> dict[str, bool]:
-        up: dict[str, bool] = {}
-        for (service, _), state in self.checks.items():
-            up[service] = up.get(service, True) and not state.tracker.in_outage
-        return up
+        """O(services), from the outage counts (the scrape reads it from a worker thread)."""
+        down = self._down
+        return {service: not down.get(service, 0) for service in list(self._size)}
 
     def open_outages(self, service: str) -> list[tuple[str, FailureRun]]:
         return [
@@ -301,7 +300,12 @@ class Daemon:
         self.registry = CollectorRegistry()
         self.store = SqliteStore(config.storage_path)
         self.sinks: list[Callable[[Event], None]] = []
-        self.metrics = Metrics(self.registry, lambda: self.accountant.snapshot())
+        self.metrics = Metrics(
+            self.registry,
+            lambda: self.accountant.snapshot(),
+            per_check_histograms=config.per_check_histograms,
+        )
+        self._rendering: asyncio.Future[bytes] | None = None
         self.monitor = Monitor(self.store, self.metrics, self._emit)
         self.accountant = Accountant(self.store, self.monitor)
         # hooks: events go to a durable outbox in the store; delivery runs in run()
@@ -325,6 +329,14 @@ class Daemon:
         await self.monitor.on_outcome(service, check, outcome, transcript)
         for observe in self.observers:
             observe(service, check, outcome)
+
+    async def metrics_body(self) -> bytes:
+        """The /metrics body, rendered in a worker thread; concurrent scrapes share one render."""
+        if self._rendering is None or self._rendering.done():
+            series = list(self.metrics.checks.values())  # the loop owns the dict
+            loop = asyncio.get_running_loop()
+            self._rendering = loop.run_in_executor(None, self.metrics.render, series)
+        return await asyncio.shield(self._rendering)
 
     def _emit(self, event: Event) -> None:
         for sink in self.sinks:
