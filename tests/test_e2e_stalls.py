@@ -1,5 +1,5 @@
 """The real daemon, its event loop deliberately blocked while tests are in flight:
-a healthy server never gets a failure recorded against it (docs/scale.md)."""
+a healthy server never gets a failure recorded against it (docs/sla-rules.md)."""
 
 from __future__ import annotations
 

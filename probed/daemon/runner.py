@@ -47,7 +47,7 @@ class _OwnWorkDeadline:
 
     When the deadline comes, the time the event loop was stalled since ``start``
     is added and the deadline moves on by it: a blocked daemon never makes a
-    test run out of time (docs/scale.md, "Timeouts and daemon stalls").
+    test run out of time (docs/sla-rules.md, "Timeouts and daemon stalls").
     """
 
     def __init__(

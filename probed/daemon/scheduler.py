@@ -5,7 +5,7 @@ that) and makes a slow or hung target unable to delay any other check:
 every test is cut at its timeout by :func:`probed.daemon.runner.run_test`, and a
 global semaphore caps how many tests run at once. A failed test during
 which the daemon's own event loop was stalled for a large part of its
-timeout is not a verdict: it is discarded (docs/scale.md). First runs are spread over
+timeout is not a verdict: it is discarded (docs/sla-rules.md). First runs are spread over
 the interval by a hash of the check's identity, so 10 000 checks never fire
 together and restarts keep the same phase.
 """

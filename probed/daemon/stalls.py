@@ -5,7 +5,7 @@ pause, a slow disk), no test in flight makes progress: its server's answer
 waits in a socket buffer. So a test's timeout is measured on the test's own
 work (:func:`probed.daemon.runner.run_test` moves its deadline later by the
 stall time), and a failed test that overlapped a long stall is not a verdict
-(the scheduler discards it). The rules are in docs/scale.md.
+(the scheduler discards it). The rules are in docs/sla-rules.md.
 
 A beat every :data:`BEAT` seconds; a beat later than :data:`STALL_MIN` past its
 due time is a stall from its due time to the moment it ran.
