@@ -73,7 +73,7 @@ config_option = click.option(
     "--config",
     "config_path",
     required=True,
-    type=click.Path(dir_okay=False),
+    type=click.Path(),  # the loader checks it, so that a directory exits 78 like any bad config
     help="the YAML configuration file",
 )
 
@@ -156,6 +156,10 @@ def probe(config_path: str, check: str) -> None:
     click.echo("transcript:")
     for line in transcript.lines:
         click.echo(f"  {line}")
+    if outcome.error is not None:  # a bug in probed: the traceback is what a bug report needs
+        import traceback
+
+        click.echo("".join(traceback.format_exception(outcome.error)), err=True, nl=False)
     sys.exit(0 if outcome.ok else 1)
 
 

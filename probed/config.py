@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -26,16 +26,26 @@ from pydantic import (
     field_validator,
 )
 
+from probed import configfile
 from probed.core import accounting
 from probed.core.maintenance import DAY, EVERY_DAY, WEEK, WEEKDAYS
 from probed.core.maintenance import Window as MaintenanceWindow
 from probed.hooks import HOOK_TYPES, HookConfig
 from probes import REGISTRY
-from probes.base import CheckBase, Duration, loading, read_secret, reads_secrets
+from probes.base import (
+    CheckBase,
+    Duration,
+    FailuresToDown,
+    loading,
+    number_in,
+    read_secret,
+    reads_secrets,
+)
 
 Loc: TypeAlias = tuple[str | int, ...]
 EX_CONFIG = 78
 DEFAULT_LISTEN = "127.0.0.1:9469"
+_PERCENT = number_in(0, 100, above=True)  # objective, minimum, credit thresholds
 
 
 class ConfigError(Exception):
@@ -47,18 +57,18 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DefaultsModel(_Strict):
     interval: Duration = 60.0
     timeout: Duration = 10.0
-    failures_to_down: int = Field(default=2, ge=1)
+    failures_to_down: FailuresToDown = 2
 
 
 class CreditModel(_Strict):
-    below: float = Field(gt=0, le=100, description="percent")
-    percent: float = Field(ge=0, le=100)
+    below: Annotated[float, _PERCENT]
+    percent: Annotated[float, number_in(0, 100)]
 
 
 class MaintenanceModel(_Strict):
@@ -122,8 +132,8 @@ def _shown(value: object) -> str:
 
 
 class ServiceModel(_Strict):
-    objective: float = Field(gt=0, le=100, description="percent")
-    minimum: float | None = Field(default=None, gt=0, le=100)
+    objective: Annotated[float, _PERCENT]
+    minimum: Annotated[float, _PERCENT] | None = None
     credits: list[CreditModel] = []
     excluded_time: Literal["not_downtime", "not_counted"] = "not_downtime"
     maintenance: list[MaintenanceModel] = []
@@ -139,7 +149,7 @@ class ConfigModel(_Strict):
     storage: str | None = None
     listen: str = DEFAULT_LISTEN
     api_token_file: str | None = None
-    concurrency: int = Field(default=1000, ge=1, description="tests running at once, at most")
+    concurrency: Annotated[int, number_in(1, 1_000_000, whole=True)] = 1000  # tests at once
     metrics: MetricsModel = MetricsModel()
     defaults: DefaultsModel = DefaultsModel()
     services: dict[str, ServiceModel] = Field(min_length=1)
@@ -160,7 +170,9 @@ class ConfigModel(_Strict):
     @classmethod
     def _storage(cls, value: str | None) -> str | None:
         if value is not None and (
-            not value.strip() or ("://" in value and not value.startswith("sqlite://"))
+            not value.strip()
+            or ("://" in value and not value.startswith("sqlite://"))
+            or value.removeprefix("sqlite://").strip() in ("", "/")
         ):
             raise ValueError(f'expected sqlite:////path/to/probed.db or a file path, got "{value}"')
         return value
@@ -238,16 +250,16 @@ class Config:
 
 
 def load(path: str | os.PathLike[str], *, secrets: bool = True) -> Config:
-    """Read, validate and resolve a config file. Raises ConfigError.
+    """Read, validate and resolve a config file. Raises ConfigError, never anything else.
 
     ``secrets=False`` skips reading probe and hook secrets (and the API token),
     for commands that do not probe: report, exclude, reload.
     """
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{file}: cannot read config: {exc.strerror or exc}"]) from None
+        text = configfile.read_text(file)
+    except configfile.FileProblem as exc:
+        raise ConfigError([f"{file}:{exc.line}: {exc.message}"]) from None
     return loads(text, file, secrets=secrets)
 
 
@@ -259,13 +271,9 @@ def loads(text: str, file: Path, *, secrets: bool = True) -> Config:
 
 def _loads(text: str, file: Path) -> Config:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"{mark.line + 1}" if mark is not None else "1"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{file}:{line}: invalid YAML: {problem}"]) from None
+        root, data = configfile.parse(text)
+    except configfile.FileProblem as exc:
+        raise ConfigError([f"{file}:{exc.line}: invalid YAML: {exc.message}"]) from None
     if not isinstance(data, dict) or root is None:
         raise ConfigError([f"{file}:1: expected a mapping with a services: section"])
     locator = _Locator(file, root)
@@ -279,13 +287,16 @@ def _loads(text: str, file: Path) -> Config:
     }
     hooks = _hooks(model, locator, problems)
     token = _token(model, file, locator, problems)
+    storage_path = _storage_path(model.storage, file)
+    if storage_path.is_dir():  # what `run` would refuse, check-config refuses too
+        problems.append(locator.message(("storage",), f"{storage_path} is a directory"))
     if problems:
         raise ConfigError(problems)
     host, port = parse_listen(model.listen)
     return Config(
         path=file,
         timezone=model.timezone,
-        storage_path=_storage_path(model.storage, file),
+        storage_path=storage_path,
         listen_host=host,
         listen_port=port,
         api_token=token,

@@ -57,6 +57,7 @@ class Monitor:
         self._down: dict[str, int] = {}  # checks in outage, per service: O(1) service state
         self._size: dict[str, int] = {}
         self.changed = asyncio.Event()  # an outage changed: figures are stale
+        self._bugs_logged: set[tuple[str, str, str]] = set()  # (service, check, exception type)
 
     def configure(self, config: Config) -> None:
         """Adopt a (new) config: keep the failure runs of unchanged checks, restore new ones."""
@@ -103,6 +104,9 @@ class Monitor:
     async def on_outcome(
         self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
     ) -> None:
+        if outcome.error is not None:
+            self._probe_bug(service, check, outcome.error)
+            return
         state = self.checks[(service, check.name)]
         result = outcome.result
         was_up = self._down.get(service, 0) == 0
@@ -158,6 +162,26 @@ class Monitor:
             check=check.name,
             reason=outcome.result.reason,
             stalled_seconds=round(stalled, 3),
+        )
+
+    def _probe_bug(self, service: str, check: CheckBase, error: Exception) -> None:
+        """Not a verdict: nothing is stored (the time shows as unmonitored), the failure run
+        neither grows nor ends, and the operator sees "probed is broken", once per type."""
+        kind = type(error).__name__
+        self.metrics.count_probe_error(service, check.name, check.type, kind)
+        key = (service, check.name, kind)
+        if key in self._bugs_logged:
+            log.debug("probe.bug", service=service, check=check.name, error=kind)
+            return
+        self._bugs_logged.add(key)
+        log.error(
+            "probe.bug",
+            service=service,
+            check=check.name,
+            type=check.type,
+            error=kind,
+            exc_info=error,
+            note="a bug in probed: the test is discarded, not billed",
         )
 
     def _apply(self, service: str, state: _CheckState, change: OutageChange) -> None:
@@ -413,6 +437,12 @@ class Daemon:
         down = sum(s.tracker.in_outage for s in self.monitor.checks.values())
         return f"{len(self.monitor.checks)} checks, {down} in outage"
 
+    def _reload_refused(self, problems: list[str]) -> bool:
+        log.error("config.reload_failed", problems=problems)
+        self.metrics.reload_ok.set(0)
+        self.notifier.ready()
+        return False
+
     def reload(self) -> bool:
         """SIGHUP: apply a new config, or keep the old one when it is bad."""
         self.notifier.reloading()
@@ -426,10 +456,10 @@ class Daemon:
                     ["storage and listen cannot change on reload; restart probed"]
                 )
         except config_mod.ConfigError as exc:
-            log.error("config.reload_failed", problems=exc.problems)
-            self.metrics.reload_ok.set(0)
-            self.notifier.ready()
-            return False
+            return self._reload_refused(exc.problems)
+        except Exception as exc:  # a loader bug must not kill a daemon that is measuring
+            log.exception("config.reload_crashed")
+            return self._reload_refused([f"{self.config_path}: {type(exc).__name__}: {exc}"])
         self.config = new
         self.monitor.configure(new)
         self.dispatcher.configure(new.hooks)  # hooks

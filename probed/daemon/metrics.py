@@ -153,6 +153,13 @@ class Metrics:
             buckets=DELIVERY_BUCKETS,
             registry=registry,
         )
+        self.probe_errors = Counter(
+            "probed_probe_errors",
+            "Tests discarded because the probe crashed (a bug in probed), by exception type",
+            (*CHECK_LABELS, "error"),
+            registry=registry,
+        )
+        self._error_labels: set[tuple[str, str, str, str]] = set()
         self.reload_ok = Gauge(
             "probed_config_last_reload_successful",
             "1 if the last config (re)load was applied",
@@ -190,6 +197,11 @@ class Metrics:
             return self.probe_duration.labels(service, check, type_)
         return self.probe_duration.labels(service, type_)
 
+    def count_probe_error(self, service: str, check: str, type_: str, error: str) -> None:
+        labels = (service, check, type_, error)
+        self._error_labels.add(labels)
+        self.probe_errors.labels(*labels).inc()
+
     def init_check(self, service: str, check: str, type_: str, up: bool) -> None:
         """Export a check from startup on, so absent series never hide it."""
         series = self.checks.get((service, check))
@@ -205,6 +217,10 @@ class Metrics:
 
     def remove_check(self, service: str, check: str, type_: str) -> None:
         self.checks.pop((service, check), None)
+        labels = (service, check, type_)
+        for error_labels in [k for k in self._error_labels if k[:3] == labels]:
+            self._error_labels.discard(error_labels)
+            self.probe_errors.remove(*error_labels)
         for metric, labels in (
             (self.probe_duration, (service, check, type_)),
             (self.mailflow_delivery, (service, check, type_)),

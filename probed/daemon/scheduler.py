@@ -119,7 +119,8 @@ class Scheduler:
                     started = self._stalls.now() if self._stalls else 0.0
                     outcome = await run_test(probe, check, transcript, self._stalls)
                     stalled = self._stalls.stalled(started) if self._stalls else 0.0
-                    if not outcome.ok and stalled >= DISCARD_SHARE * check.timeout:
+                    stall_failed = not outcome.ok and outcome.error is None  # a bug is logged
+                    if stall_failed and stalled >= DISCARD_SHARE * check.timeout:
                         self._on_discard(job.service, check, outcome, stalled)
                     else:
                         await self._handler(job.service, check, outcome, transcript)
