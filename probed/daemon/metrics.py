@@ -207,7 +207,7 @@ class Metrics:
     ) -> None:
         if cert_not_after is not None:
             self.cert_expiry.labels(service, check, type_).set(cert_not_after)
-        series = self.checks[(service, check)]
+        series = self.checks.get((service, check)) or self._series(service, check, type_)
         series.success = 1.0 if ok else 0.0
         series.last_duration = duration
         if ok:
@@ -230,13 +230,15 @@ class Metrics:
 
     def init_check(self, service: str, check: str, type_: str, up: bool) -> None:
         """Export a check from startup on, so absent series never hide it."""
-        series = self.checks.get((service, check))
-        if series is None or series.labels != check_labels(service, check, type_):
-            series = self.checks[(service, check)] = CheckSeries(
-                check_labels(service, check, type_)
-            )
-        series.up = up
+        self._series(service, check, type_).up = up
         self._duration(service, check, type_)
+
+    def _series(self, service: str, check: str, type_: str) -> CheckSeries:
+        labels = check_labels(service, check, type_)
+        series = self.checks.get((service, check))
+        if series is None or series.labels != labels:  # new, or its type changed
+            series = self.checks[(service, check)] = CheckSeries(labels)
+        return series
 
     def set_check_up(self, service: str, check: str, type_: str, up: bool) -> None:
         self.checks[(service, check)].up = up
