@@ -70,7 +70,7 @@ async def test_a_stalled_daemon_records_no_failure_against_a_healthy_server(
         assert daemon.proc is not None
         server.daemon_pid = daemon.proc.pid
         await wait_for(
-            lambda: server.requests > REQUESTS, timeout=40, what=f"{REQUESTS} tests served"
+            lambda: server.requests > REQUESTS, timeout=120, what=f"{REQUESTS} tests served"
         )
         failed = await daemon.metric("probed_probes_total", check="site", result="fail")
         passed = await daemon.metric("probed_probes_total", check="site", result="pass")
@@ -79,12 +79,11 @@ async def test_a_stalled_daemon_records_no_failure_against_a_healthy_server(
     finally:
         assert await daemon.stop() == 0
         await server.stop()
-    assert failed == 0.0
+    assert failed == 0.0, daemon.events("probe.failed")
     assert passed is not None and passed + (discarded or 0.0) >= REQUESTS
     assert lagged is not None and lagged > 0
-    stalls = daemon.events("scheduler.loop_stalled")
-    assert len(stalls) >= len(STALL_AT)
-    assert all(e["stalled_seconds"] >= STALL - 0.1 for e in stalls[: len(STALL_AT)])
+    stalls = [e["stalled_seconds"] for e in daemon.events("scheduler.loop_stalled")]
+    assert sum(s >= STALL - 0.1 for s in stalls) >= len(STALL_AT), stalls
     db = sqlite3.connect(tmp_path / "probed.db")
     try:
         assert db.execute("SELECT COUNT(*) FROM failed_tests").fetchone() == (0,)
