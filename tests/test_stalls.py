@@ -130,15 +130,16 @@ async def test_a_failure_during_a_long_stall_is_discarded_not_recorded() -> None
     async def handler(service: str, check: CheckBase, outcome: TestOutcome, t: Transcript) -> None:
         recorded.append(outcome)
 
+    async def discard(service: str, check: CheckBase, outcome: TestOutcome, stalled: float) -> None:
+        discarded.append((outcome.result.reason, stalled))
+
     meter = StallMeter()
     heartbeat = await with_heartbeat(meter)
     scheduler = Scheduler(
         handler,
         concurrency=10,
         stalls=meter,
-        on_discard=lambda service, check, outcome, stalled: discarded.append(
-            (outcome.result.reason, stalled)
-        ),
+        on_discard=discard,
     )
     scheduler.set_checks([("s", SlowCheck(name="reset", fail=True, interval=0.3, timeout=0.2))])
     try:

@@ -27,7 +27,7 @@ from probes.base import CheckBase, Transcript
 
 CheckKey = tuple[str, str]  # (service, check)
 OutcomeHandler = Callable[[str, CheckBase, TestOutcome, Transcript], Awaitable[None]]
-DiscardHandler = Callable[[str, CheckBase, TestOutcome, float], None]
+DiscardHandler = Callable[[str, CheckBase, TestOutcome, float], Awaitable[None]]
 DISCARD_SHARE = 0.5  # a failed test stalled for this share of its timeout is discarded
 
 
@@ -56,7 +56,7 @@ class Scheduler:
         on_lag: Callable[[float], None] = lambda lag: None,
         clock: Callable[[], float] = time.monotonic,
         stalls: StallMeter | None = None,
-        on_discard: DiscardHandler = lambda service, check, outcome, stalled: None,
+        on_discard: DiscardHandler | None = None,
     ) -> None:
         self._handler = handler
         self._stalls = stalls
@@ -121,7 +121,8 @@ class Scheduler:
                     stalled = self._stalls.stalled(started) if self._stalls else 0.0
                     stall_failed = not outcome.ok and outcome.error is None  # a bug is logged
                     if stall_failed and stalled >= DISCARD_SHARE * check.timeout:
-                        self._on_discard(job.service, check, outcome, stalled)
+                        if self._on_discard is not None:
+                            await self._on_discard(job.service, check, outcome, stalled)
                     else:
                         await self._handler(job.service, check, outcome, transcript)
                 except Exception as exc:  # e.g. the store is full: keep testing, say so loudly
