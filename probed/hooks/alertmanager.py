@@ -29,9 +29,11 @@ _ALERTNAMES: dict[EventKind, str] = {
     "service_up": "ProbedServiceDown",
     "budget_threshold": "ProbedErrorBudgetUsed",
     "objective_missed": "ProbedObjectiveMissed",
+    "location_outage_opened": "ProbedLocationCheckDown",
+    "location_outage_closed": "ProbedLocationCheckDown",
 }
-_FIRING = frozenset({"outage_opened", "outage_extended", "service_down"})
-_RESOLVING = frozenset({"outage_closed", "service_up"})
+_FIRING = frozenset({"outage_opened", "outage_extended", "service_down", "location_outage_opened"})
+_RESOLVING = frozenset({"outage_closed", "service_up", "location_outage_closed"})
 RESEND_HORIZON = 4  # firing alerts expire after this many missed resends
 Key: TypeAlias = tuple[str, str, str]  # alertname, service, check
 Alert: TypeAlias = dict[str, Any]
@@ -68,11 +70,16 @@ class Alertmanager:
 
     def _alert(self, event: Event) -> tuple[Key, Alert]:
         name = _ALERTNAMES[event.kind]
-        key: Key = (name, event.service, event.check or "")
+        location = event.extra.get("location")
+        # one alert per location for a location's own outage, one for the check otherwise
+        where = f"{event.check or ''}@{location}" if location else event.check or ""
+        key: Key = (name, event.service, where)
         remembered = self.active.get(key)
         labels = {"alertname": name, "service": event.service, "severity": event.severity}
         if event.check:
             labels["check"] = event.check
+        if location and event.kind.startswith("location_"):
+            labels["location"] = str(location)
         if event.kind == "budget_threshold":
             labels["threshold"] = str(event.extra.get("threshold_percent"))
         if remembered is not None:
