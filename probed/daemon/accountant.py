@@ -1,0 +1,56 @@
+"""The month's figures, recomputed from the store into the snapshot ``/metrics`` serves."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from probed.config import Config
+from probed.core import accounting
+from probed.daemon.metrics import ServiceSnapshot, Snapshot
+from probed.reports.figures import previous_month, service_month
+from probed.store.base import Store
+
+
+class Accountant:
+    """Recomputes month-to-date and previous-month figures into a snapshot."""
+
+    def __init__(
+        self,
+        store: Store,
+        service_up: Callable[[], dict[str, bool]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.service_up = service_up
+        self.clock = clock
+        self._figures: dict[str, ServiceSnapshot] = {}
+        self.generation = -1
+        self.refreshed_at = 0.0
+        # hooks: told the month-to-date figures after each refresh (budget events)
+        self.on_refresh: Callable[[list[accounting.ServiceFigures]], Awaitable[None]] | None = None
+
+    async def refresh(self, config: Config) -> None:
+        now = self.clock()
+        generation = await self.store.generation()  # before reading: a change meanwhile is seen
+        month = accounting.month_of(now, config.timezone)
+        prev = previous_month(month)
+        figures: dict[str, ServiceSnapshot] = {}
+        for service in config.services.values():
+            figures[service.name] = ServiceSnapshot(
+                objective=service.policy.objective,
+                month_to_date=await service_month(self.store, service, month, config.timezone, now),
+                previous_month=await service_month(self.store, service, prev, config.timezone, now),
+            )
+        self._figures = figures
+        self.generation = generation
+        self.refreshed_at = now
+        if self.on_refresh is not None:
+            await self.on_refresh([s.month_to_date for s in figures.values() if s.month_to_date])
+
+    async def stale(self) -> bool:
+        """True when exclusions changed (e.g. by ``probed exclude`` from another process)."""
+        return await self.store.generation() != self.generation
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(services=self._figures, service_up=self.service_up())
