@@ -3,6 +3,7 @@ quorum figures (docs/sla-rules.md, "Several locations"). Each store engine runs 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from probed.config import Service
@@ -12,6 +13,7 @@ from probed.core.quorum import Quorum
 from probed.daemon.recorder import Recorder
 from probed.daemon.runner import TestOutcome
 from probed.reports.figures import month_report, service_month
+from probed.reports.incident import incident_evidence, render_incident
 from probed.store.base import Store
 from probes.base import ProbeResult, Transcript
 from tests.store_engines import Engine
@@ -131,3 +133,34 @@ async def test_one_location_with_quorum_one_reports_as_before(engine: Engine) ->
     figures, _ = await run(engine, 1, {"a": minutes(5, 9)})
     assert figures.downtime_seconds == 4 * MINUTE
     assert (figures.locations, figures.advisories) == ((), ())
+
+
+async def test_incident_of_a_location_outage_shows_the_billed_quorum_outage(engine: Engine) -> None:
+    check = StubCheck(name="pop3", interval=MINUTE, timeout=5.0, quorum=2)
+    url = engine.url()
+    failing = {"a": minutes(0, 10), "b": minutes(5, 20), "c": minutes(40, 45)}
+    daemons = [await Location(engine, url, name, check).open() for name in failing]
+    for minute in range(61):
+        for d in daemons:
+            await d.test(START + minute * MINUTE, minute not in failing[d.name])
+    store = daemons[0].store
+    config = _config(Service("mail", Policy(objective=0.995), (check,)))
+    now = START + 61 * MINUTE
+    ids = {o.location: o.id for o in await store.outages("mail", (START, now))}
+    billed = await incident_evidence(store, config, ids["b"] or 0, now)  # type: ignore[arg-type]
+    assert billed is not None and billed.billed
+    assert (billed.outage.start, billed.outage.end) == (START + 5 * MINUTE, START + 10 * MINUTE)
+    assert billed.downtime_seconds == 5 * MINUTE
+    assert {t.location for t in billed.failed_tests} == {"a", "b"}
+    assert len(billed.failed_tests) == 11 + 16
+    doc = json.loads(render_incident(billed, "json"))
+    assert doc["locations"] == ["a", "b"] and doc["billed"] is True
+    assert "locations agreeing: a 2026-10-04T10:00:00Z" in render_incident(billed, "text")
+    alone = await incident_evidence(store, config, ids["c"] or 0, now)  # type: ignore[arg-type]
+    assert alone is not None and not alone.billed
+    assert alone.downtime_seconds == 0.0
+    assert "NOT BILLED: location c's outage never reached the quorum" in render_incident(
+        alone, "text"
+    )
+    for d in daemons:
+        await d.store.close()
