@@ -12,9 +12,10 @@ from probed.core.events import Event
 from probed.core.quorum import Quorum
 from probed.daemon.recorder import Recorder
 from probed.daemon.runner import TestOutcome
+from probed.hooks.quorum import QuorumWatch
 from probed.reports.figures import month_report, service_month
 from probed.reports.incident import incident_evidence, render_incident
-from probed.store.base import Store
+from probed.store.base import OutboxEntry, Store
 from probes.base import ProbeResult, Transcript
 from tests.store_engines import Engine
 from tests.store_histories import StubCheck
@@ -162,5 +163,41 @@ async def test_incident_of_a_location_outage_shows_the_billed_quorum_outage(engi
     assert "NOT BILLED: location c's outage never reached the quorum" in render_incident(
         alone, "text"
     )
+    for d in daemons:
+        await d.store.close()
+
+
+class KindRouter:
+    """Routes each event to a hook named after its kind: the outbox then counts them."""
+
+    def route(self, event: Event) -> OutboxEntry | None:
+        return OutboxEntry((event.kind,), json.dumps({"check": event.check, "at": event.at}))
+
+    def wake(self, hooks: Iterable[str]) -> None:
+        pass
+
+
+async def test_a_quorum_outage_is_told_once_by_three_daemons(engine: Engine) -> None:
+    check = StubCheck(name="pop3", interval=MINUTE, timeout=5.0, quorum=2)
+    url = engine.url()
+    failing = {"a": minutes(0, 10), "b": minutes(5, 20), "c": minutes(40, 45)}
+    daemons = [await Location(engine, url, name, check).open() for name in failing]
+    for d in daemons:
+        d.recorder.quorum = QuorumWatch(d.store, KindRouter(), clock=d.clock)
+    for minute in range(61):
+        for d in daemons:
+            await d.test(START + minute * MINUTE, minute not in failing[d.name])
+            if minute in (7, 8, 12, 42):  # every daemon also sees the quorum at once
+                assert d.recorder.quorum is not None
+                await d.recorder.quorum.observe("mail", check, d.now)
+    told = await daemons[0].store.undelivered()
+    assert told == {"outage_opened": 1, "outage_closed": 1, "service_down": 1, "service_up": 1}
+    assert {d.name: [e.kind for e in d.events] for d in daemons} == {
+        name: ["location_outage_opened", "location_outage_closed"] for name in "abc"
+    }
+    assert all(
+        e.severity == "P3" and e.extra["location"] == d.name for d in daemons for e in d.events
+    )
+    assert all(d.recorder.service_up() == {"mail": True} for d in daemons)
     for d in daemons:
         await d.store.close()

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from probed import config as config_mod
 from probed.api import ApiServer
 from probed.config import Config
+from probed.core import accounting
 from probed.core.events import Event
 from probed.daemon.accountant import Accountant
 from probed.daemon.metrics import Metrics
@@ -29,6 +30,7 @@ from probed.daemon.runner import TestOutcome
 from probed.daemon.scheduler import Scheduler
 from probed.daemon.sdnotify import Notifier
 from probed.hooks import BudgetWatch, Dispatcher
+from probed.hooks.quorum import QuorumWatch
 from probed.logs import log
 from probed.store.base import FLUSH_EVERY, StorageError, Store, open_store
 from probes.base import CheckBase, Transcript
@@ -58,7 +60,14 @@ class Daemon:
         # hooks: events go to a durable outbox in the store; delivery runs in run()
         self.dispatcher = Dispatcher(self.store, config.hooks)
         self.sinks = [self.dispatcher.submit]
-        self.accountant.on_refresh = BudgetWatch(self.store, self.dispatcher).observe
+        budget = BudgetWatch(self.store, self.dispatcher)
+        self.quorum = self.recorder.quorum = QuorumWatch(self.store, self.dispatcher)
+
+        async def on_refresh(figures: list[accounting.ServiceFigures]) -> None:
+            await budget.observe(figures)
+            await self.quorum.refresh({s.name: s.checks for s in self.config.services.values()})
+
+        self.accountant.on_refresh = on_refresh
         # called after the monitor handled a test, so outage state includes it (the demo's live view)
         self.observers: list[Callable[[str, CheckBase, TestOutcome], None]] = []
         self.scheduler = Scheduler(
