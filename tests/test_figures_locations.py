@@ -201,3 +201,27 @@ async def test_a_quorum_outage_is_told_once_by_three_daemons(engine: Engine) -> 
     assert all(d.recorder.service_up() == {"mail": True} for d in daemons)
     for d in daemons:
         await d.store.close()
+
+
+async def test_the_live_view_shows_each_location_and_the_quorum_verdict(engine: Engine) -> None:
+    check = StubCheck(name="pop3", interval=MINUTE, timeout=5.0, quorum=2)
+    url = engine.url()
+    failing = {"a": minutes(0, 10), "b": minutes(5, 20), "c": set()}
+    daemons = [await Location(engine, url, name, check).open() for name in failing]
+    seen = {}
+    for minute in range(12):
+        for d in daemons:
+            if d.name != "c" or minute < 3:  # c stops after its test at 10:02
+                await d.test(START + minute * MINUTE, minute not in failing[d.name])
+                await d.store.flush()  # a daemon flushes every few seconds
+        if minute in (8, 11):
+            watch = QuorumWatch(daemons[0].store, KindRouter(), clock=daemons[0].clock)
+            seen[minute] = (await watch.states("mail", [check], START + minute * MINUTE))["pop3"]
+    states = {m: {loc["location"]: loc["state"] for loc in s["locations"]} for m, s in seen.items()}  # type: ignore[attr-defined]
+    assert states == {
+        8: {"a": "down", "b": "down", "c": "unmonitored"},
+        11: {"a": "up", "b": "down", "c": "unmonitored"},
+    }
+    assert (seen[8]["verdict"], seen[11]["verdict"], seen[8]["quorum"]) == ("down", "up", 2)
+    for d in daemons:
+        await d.store.close()

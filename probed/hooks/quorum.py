@@ -20,6 +20,7 @@ from probed.core import quorum
 from probed.core.accounting import Interval, OutageSpan
 from probed.core.events import Event, EventKind, Severity
 from probed.core.quorum import TOLD_LEDGER, CheckVerdict
+from probed.core.times import iso
 from probed.hooks.budget import Router
 from probed.logs import log
 from probed.store.base import Store
@@ -97,6 +98,33 @@ class QuorumWatch:
     def service_up(self, service: str) -> bool:
         return not self.down.get(service)
 
+    async def states(
+        self, service: str, checks: Iterable[CheckBase], now: float
+    ) -> dict[str, dict[str, object]]:
+        """The live view per check: the quorum's verdict and every location's own state
+        (``down``: in an outage, ``up``: testing, ``unmonitored``: not testing now)."""
+        window: Interval = (now - LOOKBACK, now + 1.0)
+        outages = await self.store.outages(service, window)
+        names = sorted({o.location for o in outages} | set(await self.store.locations()))
+        coverage = {n: await self.store.coverage(service, window, now, location=n) for n in names}
+        found: dict[str, dict[str, object]] = {}
+        for check in checks:
+            tolerance = 2 * check.interval + check.timeout
+            own = [o for o in outages if o.check == check.name]
+            records = [
+                quorum.LocationRecord(
+                    n, tuple(o for o in own if o.location == n), tuple(coverage[n])
+                )
+                for n in names
+            ]
+            verdict = quorum.check_verdict(check.name, records, check.quorum)
+            found[check.name] = {
+                "quorum": check.quorum,
+                "verdict": "down" if down_now(verdict, now, tolerance) else "up",
+                "locations": [_location_state(r, now, tolerance) for r in records],
+            }
+        return found
+
     async def _verdict(self, service: str, check: CheckBase, at: float) -> CheckVerdict:
         window: Interval = (at - LOOKBACK, at + 1.0)
         outages = [o for o in await self.store.outages(service, window) if o.check == check.name]
@@ -143,6 +171,19 @@ class QuorumWatch:
             key=key,
         )
         return True
+
+
+def _location_state(
+    record: quorum.LocationRecord, now: float, tolerance: float
+) -> dict[str, object]:
+    outage = next((o for o in record.outages if o.open and o.end >= now - tolerance), None)
+    testing = any(a <= now <= b + 1.0 for a, b in record.coverage)
+    state = "down" if outage is not None else ("up" if testing else "unmonitored")
+    return {
+        "location": record.location,
+        "state": state,
+        "outage_start": None if outage is None else iso(outage.start),
+    }
 
 
 def _check_event(
