@@ -54,7 +54,9 @@ class Daemon:
         self.registry = CollectorRegistry()
         self.store = store
         self.storage_problem: str | None = None  # the last failed write, for /healthz
-        self.metrics = Metrics(self.registry, lambda: self.accountant.snapshot())
+        self.metrics = Metrics(
+            self.registry, lambda: self.accountant.snapshot(), location=self.store.location
+        )
         self.recorder = Recorder(self.store, self._emit, self.metrics)
         self.accountant = Accountant(self.store, self.recorder.service_up)
         # hooks: events go to a durable outbox in the store; delivery runs in run()

@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from probed import __version__
 from probed.core.accounting import ServiceFigures
 
-CHECK_LABELS = ("service", "check", "type")
+CHECK_LABELS = ("service", "check", "type", "location")  # location: where this daemon probes from
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 DELIVERY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -47,10 +47,13 @@ class Snapshot:
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, snapshot: Callable[[], Snapshot], location: str = ""
+    ) -> None:
         # *_created series add ~12 % to a 10 000-check scrape and nobody graphs them
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
         self.registry = registry
+        self.location = location
         self.probe_success = Gauge(
             "probed_probe_success",
             "1 if the latest test of the check passed, else 0",
@@ -95,7 +98,7 @@ class Metrics:
             (*CHECK_LABELS, "error"),
             registry=registry,
         )
-        self._error_labels: set[tuple[str, str, str, str]] = set()
+        self._error_labels: set[tuple[str, str, str, str, str]] = set()
         self.reload_ok = Gauge(
             "probed_config_last_reload_successful",
             "1 if the last config (re)load was applied",
@@ -117,7 +120,7 @@ class Metrics:
         duration: float,
         delivery_seconds: float | None = None,
     ) -> None:
-        labels = (service, check, type_)
+        labels = (service, check, type_, self.location)
         self.probe_success.labels(*labels).set(1 if ok else 0)
         self.probe_duration.labels(*labels).observe(duration)
         self.probes.labels(*labels, "pass" if ok else "fail").inc()
@@ -125,24 +128,24 @@ class Metrics:
             self.mailflow_delivery.labels(*labels).observe(delivery_seconds)
 
     def count_probe_error(self, service: str, check: str, type_: str, error: str) -> None:
-        labels = (service, check, type_, error)
+        labels = (service, check, type_, self.location, error)
         self._error_labels.add(labels)
         self.probe_errors.labels(*labels).inc()
 
     def init_check(self, service: str, check: str, type_: str, up: bool) -> None:
         """Export a check from startup on, so absent series never hide it."""
-        labels = (service, check, type_)
+        labels = (service, check, type_, self.location)
         self.check_up.labels(*labels).set(1 if up else 0)
         for result in ("pass", "fail"):
             self.probes.labels(*labels, result)
         self.probe_duration.labels(*labels)
 
     def set_check_up(self, service: str, check: str, type_: str, up: bool) -> None:
-        self.check_up.labels(service, check, type_).set(1 if up else 0)
+        self.check_up.labels(service, check, type_, self.location).set(1 if up else 0)
 
     def remove_check(self, service: str, check: str, type_: str) -> None:
-        labels = (service, check, type_)
-        for error_labels in [k for k in self._error_labels if k[:3] == labels]:
+        labels = (service, check, type_, self.location)
+        for error_labels in [k for k in self._error_labels if k[:4] == labels]:
             self._error_labels.discard(error_labels)
             self.probe_errors.remove(*error_labels)
         for metric in (
