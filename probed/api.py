@@ -15,6 +15,7 @@ from probed.config import Config
 from probed.core import accounting
 from probed.core.times import iso
 from probed.daemon.recorder import Recorder
+from probed.daemon.reload import ReloadState
 from probed.exclusions import (
     ExclusionRequest,
     InvalidRequest,
@@ -43,8 +44,17 @@ class DaemonView(Protocol):
         """Problems other than the store's writability (e.g. a stopped scheduler)."""
         ...
 
+    @property
+    def reloads(self) -> ReloadState:
+        """The last reload's verdict."""
+        ...
+
     async def exclusions_changed(self) -> None:
         """Recompute the figures after an exclusion was added or revoked."""
+        ...
+
+    async def reload(self) -> bool:
+        """Re-read the config file; True when the new config was applied."""
         ...
 
 
@@ -68,6 +78,8 @@ class ApiServer:
                 web.get("/api/v1/exclusions", self.list_exclusions),
                 web.post("/api/v1/exclusions", self.add_exclusion),
                 web.post("/api/v1/exclusions/{id}/revoke", self.revoke_exclusion),
+                web.get("/-/reload", self.reload_state),
+                web.post("/-/reload", self.reload),
             ]
         )
         self.runner = web.AppRunner(self.app, access_log=None)
@@ -269,3 +281,25 @@ class ApiServer:
         log.info("exclusion.revoked", id=exclusion_id, by=parsed.by)
         await d.exclusions_changed()
         return web.json_response(to_json(stored))
+
+    # ----------------------------------------------------------- reload
+
+    def _reload_json(self) -> dict[str, Any]:
+        state = self.daemon.reloads
+        return {
+            "generation": state.generation,
+            "status": "applied" if state.successful else "refused",
+            "problems": list(state.problems),
+        }
+
+    async def reload_state(self, request: web.Request) -> web.Response:
+        """The last reload's verdict: what `probed reload` polls after its SIGHUP."""
+        return web.json_response(self._reload_json())
+
+    async def reload(self, request: web.Request) -> web.Response:
+        """Reload now; answers when the new config is applied (200) or refused (422)."""
+        denied = self._authorized(request)
+        if denied:
+            return denied
+        applied = await self.daemon.reload()
+        return web.json_response(self._reload_json(), status=200 if applied else 422)

@@ -26,6 +26,7 @@ from probed.core.events import Event
 from probed.daemon.accountant import Accountant
 from probed.daemon.metrics import Metrics
 from probed.daemon.recorder import Recorder
+from probed.daemon.reload import ReloadState
 from probed.daemon.runner import TestOutcome
 from probed.daemon.scheduler import Scheduler
 from probed.daemon.sdnotify import Notifier
@@ -50,7 +51,9 @@ class Daemon:
         self.config = config = self._located(config)
         self.notifier = Notifier()
         self._stop = asyncio.Event()
-        self._reload = asyncio.Event()
+        self.reloads = ReloadState()  # what GET /-/reload and `probed reload` see
+        self._reloading = asyncio.Lock()  # one reload at a time (SIGHUP and the API)
+        self._tasks: set[asyncio.Task[bool]] = set()
         self.registry = CollectorRegistry()
         self.store = store
         self.storage_problem: str | None = None  # the last failed write, for /healthz
@@ -58,9 +61,9 @@ class Daemon:
             self.registry, lambda: self.accountant.snapshot(), location=self.store.location
         )
         self.recorder = Recorder(self.store, self._emit, self.metrics)
-        self.accountant = Accountant(self.store, self.recorder.service_up)
+        self.accountant = Accountant(self.store, self.recorder.service_up, self.recorder.down_clock)
         # hooks: events go to a durable outbox in the store; delivery runs in run()
-        self.dispatcher = Dispatcher(self.store, config.hooks)
+        self.dispatcher = Dispatcher(self.store, config.hooks, muted=self._muted)
         self.sinks = [self.dispatcher.submit]
         budget = BudgetWatch(self.store, self.dispatcher)
         self.quorum = self.recorder.quorum = QuorumWatch(self.store, self.dispatcher)
@@ -95,6 +98,9 @@ class Daemon:
         for observe in self.observers:
             observe(service, check, outcome)
 
+    def _muted(self, event: Event) -> frozenset[str]:
+        return self.accountant.active_kinds(event.service, event.at)
+
     def _storage_failed(self, event: str, exc: StorageError) -> None:
         self.storage_problem = str(exc)
         log.error(event, reason=str(exc))
@@ -110,7 +116,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        # acted on at once, not at the next tick: `probed reload` waits for the result
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         await self.recorder.start(self._checks(self.config))
         await self.accountant.refresh(self.config)
         api = ApiServer(self)
@@ -150,9 +157,6 @@ class Daemon:
                 await asyncio.wait_for(self._stop.wait(), timeout=tick)
             except TimeoutError:
                 pass
-            if self._reload.is_set():
-                self._reload.clear()
-                await self.reload()
             now = time.monotonic()
             if now - last_flush >= FLUSH_EVERY:
                 await self._flush()
@@ -204,15 +208,29 @@ class Daemon:
         down = sum(s.tracker.in_outage for s in self.recorder.checks.values())
         return f"{len(self.recorder.checks)} checks, {down} in outage"
 
-    def _reload_refused(self, problems: list[str]) -> bool:
+    def _reload_soon(self) -> None:
+        task = asyncio.create_task(self.reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _reload_refused(self, problems: list[str]) -> tuple[str, ...]:
         log.error("config.reload_failed", problems=problems)
         self.metrics.reload_ok.set(0)
-        self.notifier.ready()
-        return False
+        return tuple(problems)
 
     async def reload(self) -> bool:
-        """SIGHUP: apply a new config, or keep the old one when it is bad."""
-        self.notifier.reloading()
+        """SIGHUP or POST /-/reload: apply a new config, or keep the old one when it is bad."""
+        async with self._reloading:
+            self.notifier.reloading()
+            try:
+                problems = await self._reload()
+            finally:
+                self.notifier.ready()
+            self.reloads = ReloadState(self.reloads.generation + 1, not problems, problems)
+        return not problems
+
+    async def _reload(self) -> tuple[str, ...]:
+        """The problems that refused the new config; none when it was applied."""
         try:
             new = self._located(config_mod.load(self.config_path))
             if new.location != self.config.location:
@@ -236,12 +254,14 @@ class Daemon:
         self.config = new
         self.dispatcher.configure(new.hooks)  # hooks
         added, removed = self.scheduler.set_checks((s.name, c) for s, c in new.all_checks())
-        await self.accountant.refresh(new)
-        self.metrics.reload_ok.set(1)
+        try:
+            await self.accountant.refresh(new)
+        except StorageError as exc:
+            self._storage_failed("store.read_failed", exc)
+        self.metrics.config_applied()
         log.info(
             "config.reloaded",
             added=[f"{s}/{c}" for s, c in added],
             removed=[f"{s}/{c}" for s, c in removed],
         )
-        self.notifier.ready()
-        return True
+        return ()

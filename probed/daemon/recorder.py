@@ -10,11 +10,13 @@ opened, extended or closed; metrics are updated; events go to the sinks
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 
 from probed.core.events import Event, EventKind, Severity
 from probed.core.outages import FailureRun, OutageChange, Tracker
+from probed.daemon.downclock import DownClock
 from probed.daemon.metrics import Metrics
 from probed.daemon.runner import TestOutcome
 from probed.daemon.scheduler import CheckKey
@@ -41,8 +43,10 @@ class Recorder:
         store: Store,
         emit: Callable[[Event], Awaitable[None]],
         metrics: Metrics | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        self.down_clock = DownClock(monotonic)  # the burn-rate counter
         self.emit = emit
         self.metrics = metrics
         self.checks: dict[CheckKey, CheckState] = {}
@@ -78,6 +82,8 @@ class Recorder:
         for (service, _), state in self.checks.items():
             self._down[service] = self._down.get(service, 0) + state.tracker.in_outage
             self._size[service] = self._size.get(service, 0) + 1
+        for service, down in self._down.items():
+            self.down_clock.set_down(service, bool(down))
 
     async def _restore(self, key: CheckKey, check: CheckBase) -> CheckState:
         cid = await self.store.check_id(key[0], key[1], check.type)
@@ -139,6 +145,7 @@ class Recorder:
             await self._apply(service, state, change)
         if self.metrics is not None:
             delivery = result.details.get("delivery_seconds")
+            expiry = result.details.get("cert_not_after")
             self.metrics.observe_test(
                 service,
                 check.name,
@@ -146,9 +153,12 @@ class Recorder:
                 result.ok,
                 outcome.duration,
                 float(delivery) if isinstance(delivery, int | float) else None,
+                float(expiry) if isinstance(expiry, int | float) else None,
             )
             self.metrics.set_check_up(service, check.name, check.type, not state.tracker.in_outage)
         is_up = self._down.get(service, 0) == 0
+        if was_up != is_up:
+            self.down_clock.set_down(service, not is_up)
         if was_up != is_up and not await self._shared(check):
             await self._service_changed(service, is_up, outcome.started_at)
 

@@ -30,6 +30,7 @@ from probes.base import describe_error
 BACKOFF_BASE = 2.0  # seconds before the first retry; doubles per failed attempt
 BACKOFF_CAP = 300.0
 LEASE_MARGIN = 30.0  # seconds a claimed row stays ours beyond the hook's timeout
+RESOLVING = frozenset({"outage_closed", "service_up"})  # never muted: they close what opened
 
 
 @dataclass(slots=True)
@@ -50,8 +51,10 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         backoff_base: float = BACKOFF_BASE,
         backoff_cap: float = BACKOFF_CAP,
+        muted: Callable[[Event], frozenset[str]] = lambda event: frozenset(),
     ) -> None:
         self.outbox = Outbox(store)
+        self.muted = muted  # exclusion kinds covering an event's service at its time
         self.clock = clock
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -65,6 +68,9 @@ class Dispatcher:
     def route(self, event: Event) -> OutboxEntry | None:
         """The outbox entry for every hook that wants the event (None when none does)."""
         names = [c.name for c in self.configs.values() if c.accepts(event)]
+        if names and event.kind not in RESOLVING:  # good news always goes out: nothing stays open
+            kinds = self.muted(event)
+            names = [n for n in names if not kinds.intersection(self.configs[n].mute_during)]
         return entry(names, Envelope(uuid.uuid4().hex, event)) if names else None
 
     def wake(self, hooks: Iterable[str]) -> None:
