@@ -67,6 +67,7 @@ class Daemon:
         self.sinks = [self.dispatcher.submit]
         budget = BudgetWatch(self.store, self.dispatcher)
         self.quorum = self.recorder.quorum = QuorumWatch(self.store, self.dispatcher)
+        self.quorum.on_service = self.recorder.down_clock.set_down  # burn rate: the quorum's
 
         async def on_refresh(figures: list[accounting.ServiceFigures]) -> None:
             await budget.observe(figures)

@@ -157,9 +157,8 @@ class Recorder:
             )
             self.metrics.set_check_up(service, check.name, check.type, not state.tracker.in_outage)
         is_up = self._down.get(service, 0) == 0
-        if was_up != is_up:
+        if was_up != is_up and not await self._shared(check):  # else the quorum decides
             self.down_clock.set_down(service, not is_up)
-        if was_up != is_up and not await self._shared(check):
             await self._service_changed(service, is_up, outcome.started_at)
 
     def _probe_bug(self, service: str, check: CheckBase, error: Exception) -> None:

@@ -59,6 +59,8 @@ class QuorumWatch:
         self.down: dict[str, set[str]] = {}  # per service, checks the ledger has down
         self._locations: tuple[float, int] = (-LOCATIONS_TTL, 0)
         self.active = False  # some check followed a quorum: service state comes from here
+        # told (service, down) whenever the ledger's view of a service is read
+        self.on_service: Callable[[str, bool], None] | None = None
 
     async def shared(self, check: CheckBase) -> bool:
         """Whether the check's outages follow a quorum: several locations, or quorum > 1."""
@@ -93,7 +95,12 @@ class QuorumWatch:
             for check in checks:
                 if check.name in down:
                     await self.observe(service, check, now)
-            self.down[service] = open_checks(await self.store.announced(service, TOLD_LEDGER))
+            self._set_down(service, open_checks(await self.store.announced(service, TOLD_LEDGER)))
+
+    def _set_down(self, service: str, down: set[str]) -> None:
+        self.down[service] = down
+        if self.on_service is not None and self.active:
+            self.on_service(service, bool(down))
 
     def service_up(self, service: str) -> bool:
         return not self.down.get(service)
@@ -138,7 +145,7 @@ class QuorumWatch:
 
     async def _service(self, service: str, told: frozenset[str], at: float) -> None:
         down = open_checks(told)
-        self.down[service] = down
+        self._set_down(service, down)
         decided = quorum.next_transition(told, SERVICE, bool(down))
         if decided is None:
             return
