@@ -27,6 +27,7 @@ async def service_month(
     window = accounting.month_period(month, tz)
     outages = await store.outages(service.name, window)
     names = set(await store.locations() if locations is None else locations)
+    names.add(store.location)  # its own tests may not be flushed yet
     coverage = await _coverage(
         store, service.name, window, now, names | {o.location for o in outages}
     )
