@@ -100,14 +100,16 @@ class Recorder:
         return state
 
     def service_up(self) -> dict[str, bool]:
-        up: dict[str, bool] = {}
+        """O(services), from the outage counts; with several locations, the quorum's."""
+        down = self._down
         watch = self.quorum if self.quorum is not None and self.quorum.active else None
-        for (service, _), state in self.checks.items():
-            if watch is not None:  # the quorum's verdict, the same from every daemon
-                up[service] = watch.service_up(service)
-            else:
-                up[service] = up.get(service, True) and not state.tracker.in_outage
-        return up
+        if watch is not None:  # the quorum's verdict, the same from every daemon
+            return {service: watch.service_up(service) for service in list(self._size)}
+        return {service: not down.get(service, 0) for service in list(self._size)}
+
+    def in_outage(self) -> int:
+        """Checks in an outage now, O(services)."""
+        return sum(self._down.values())
 
     def open_outages(self, service: str) -> list[tuple[str, FailureRun]]:
         return [
@@ -162,6 +164,23 @@ class Recorder:
         if was_up != is_up and not await self._shared(check):  # else the quorum decides
             self.down_clock.set_down(service, not is_up)
             await self._service_changed(service, is_up, outcome.started_at)
+
+    async def discard(
+        self, service: str, check: CheckBase, outcome: TestOutcome, stalled: float
+    ) -> None:
+        """A failed test the daemon's own stall may have caused: no verdict, unmonitored
+        (docs/sla-rules.md, "Timeouts and daemon stalls")."""
+        state = self.checks[(service, check.name)]
+        await self.store.record_unmonitored(state.check_id)
+        if self.metrics is not None:
+            self.metrics.discarded.labels("loop_stall").inc()
+        log.warning(
+            "scheduler.test_discarded",
+            service=service,
+            check=check.name,
+            reason=outcome.result.reason,
+            stalled_seconds=round(stalled, 3),
+        )
 
     def _probe_bug(self, service: str, check: CheckBase, error: Exception) -> None:
         """Not a verdict: nothing is stored (the time shows as unmonitored), the failure run
