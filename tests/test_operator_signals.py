@@ -70,12 +70,9 @@ def test_metrics_export_exclusions_down_seconds_certificates_and_process() -> No
         ("web", "other"): 0.0,
     }
     expiry = "probed_tls_certificate_expiry_timestamp_seconds"
-    assert (
-        sample(registry, expiry, service="mail", check="imap", type="imap", location="")
-        == 1_798_934_400.0
-    )
+    assert sample(registry, expiry, service="mail", check="imap", type="imap") == 1_798_934_400.0
     metrics.remove_check("mail", "imap", "imap")
-    assert sample(registry, expiry, service="mail", check="imap", type="imap", location="") is None
+    assert sample(registry, expiry, service="mail", check="imap", type="imap") is None
     assert (sample(registry, "process_resident_memory_bytes") or 0) > 0
     assert sample(registry, "python_gc_collections_total", generation="0") is not None
 
