@@ -63,3 +63,16 @@ def test_a_wheel_built_from_the_checkout_installs_and_runs(tmp_path: Path) -> No
     checked = run(probed, "check-config", "-c", etc / "probed.yaml", cwd=Path("/"))
     assert checked.returncode == 0, checked.stderr
     assert "service mail: objective 99.5%" in checked.stdout
+
+
+def test_setup_scripts_wait_for_the_dpkg_lock() -> None:
+    # a machine that is installing updates holds the lock; waiting beats failing at once
+    scripts = [*(ROOT / ".ci").iterdir(), ROOT / "scripts" / "test"]
+    calls = [
+        line.strip()
+        for script in scripts
+        for line in script.read_text().splitlines()
+        if "apt-get " in line and not line.strip().startswith("#")
+    ]
+    assert calls
+    assert [c for c in calls if "-o DPkg::Lock::Timeout=300" not in c] == []
