@@ -11,6 +11,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass
+from functools import partial
 
 from probed.config import Config, Service
 from probed.core import accounting
@@ -19,7 +20,13 @@ from probed.core.maintenance import expand, is_configured
 from probed.core.times import iso
 from probed.exclusions import to_json as exclusion_json
 from probed.reports.figures import service_month
-from probed.reports.render import AVAILABILITY_DIGITS, _availability_percent, _percent, _status
+from probed.reports.render import (
+    AVAILABILITY_DIGITS,
+    _availability_percent,
+    _local,
+    _percent,
+    _status,
+)
 from probed.store.sqlite import FailedTest, SqliteStore
 
 MAX_FAILED_TESTS = 10_000  # a month-long outage at 60 s is ~45 000 tests; keep output bounded
@@ -36,6 +43,7 @@ class Evidence:
     concurrent: tuple[OutageSpan, ...]
     exclusions: tuple[ExclusionSpan, ...]
     months: tuple[accounting.ServiceFigures, ...] = ()  # the billing months it touches
+    timezone: str = "UTC"  # text and Markdown show times in it; JSON and CSV in UTC
 
 
 def incident_evidence(
@@ -69,6 +77,7 @@ def incident_evidence(
         concurrent=tuple(concurrent),
         exclusions=tuple(sorted(exclusions, key=lambda x: (x.start, x.id))),
         months=() if configured is None else _months(store, configured, config.timezone, span, now),
+        timezone=config.timezone,
     )
 
 
@@ -143,24 +152,25 @@ def to_json_dict(e: Evidence) -> dict[str, object]:
 
 def _text(e: Evidence) -> str:
     o = e.outage
+    when = partial(_local, tz=e.timezone)
     lines = [
         f"Incident {o.id}: service {e.service}, check {o.check}",
-        f"  began     {iso(o.start)} (first failed test)",
-        f"  ended     {'still open' if o.open else iso(o.end)} (last failed test)",
-        f"  recovered {iso(e.closed_at) or '-'} (first passing test)",
+        f"  began     {when(o.start)} (first failed test)",
+        f"  ended     {'still open' if o.open else when(o.end)} (last failed test)",
+        f"  recovered {(when(e.closed_at) if e.closed_at else '-')} (first passing test)",
         f"  downtime  {e.downtime_seconds:.1f} s ({e.downtime_seconds / 60:.2f} min),"
         f" excluded {e.excluded_seconds:.1f} s, {o.failed_tests} failed tests",
         f"  checks affected: {', '.join(sorted({o.check, *(c.check for c in e.concurrent)}))}",
         *("  {}: {}".format(*_sla(f)) for f in e.months),
         "  failed tests:",
-        *(f"    {iso(t.at)}  {t.duration * 1000:7.1f} ms  {t.reason}" for t in e.failed_tests),
+        *(f"    {when(t.at)}  {t.duration * 1000:7.1f} ms  {t.reason}" for t in e.failed_tests),
     ]
     if e.exclusions:
         lines.append("  overlapping exclusions:")
         for x in e.exclusions:
             state = f" REVOKED by {x.revoked_by}: {x.revoke_reason}" if x.revoked_at else ""
             lines.append(
-                f"    {_label(x)} {x.kind} {iso(x.start)} → {iso(x.end)} by {x.by}: {x.reason}{state}"
+                f"    {_label(x)} {x.kind} {when(x.start)} → {when(x.end)} by {x.by}: {x.reason}{state}"
             )
     return "\n".join(lines) + "\n"
 
@@ -171,25 +181,26 @@ def _label(x: ExclusionSpan) -> str:
 
 def _markdown(e: Evidence) -> str:
     o = e.outage
+    when = partial(_local, tz=e.timezone)
     rows = "\n".join(
-        f"| {iso(t.at)} | {t.duration * 1000:.1f} ms | {_cell(t.reason)} |" for t in e.failed_tests
+        f"| {when(t.at)} | {t.duration * 1000:.1f} ms | {_cell(t.reason)} |" for t in e.failed_tests
     )
     excl = "\n".join(
-        f"- {_label(x)} `{x.kind}` {iso(x.start)} → {iso(x.end)}, by {x.by}: {x.reason}"
+        f"- {_label(x)} `{x.kind}` {when(x.start)} → {when(x.end)}, by {x.by}: {x.reason}"
         + (f" (revoked by {x.revoked_by}: {x.revoke_reason})" if x.revoked_at else "")
         for x in e.exclusions
     )
     return (
         f"## Credit request: incident {o.id}\n\n"
         f"- **Service affected:** {e.service} (check `{o.check}`)\n"
-        f"- **Began:** {iso(o.start)}\n"
-        f"- **Ended:** {'still open' if o.open else iso(o.end)}\n"
+        f"- **Began:** {when(o.start)}\n"
+        f"- **Ended:** {'still open' if o.open else when(o.end)}\n"
         f"- **Downtime:** {e.downtime_seconds / 60:.2f} minutes ({o.failed_tests} consecutive failed tests)\n"
         f"- **Excluded:** {e.excluded_seconds:.1f} s\n"
         f"- **Summary:** {'; '.join(o.reasons) or 'failed tests'}\n"
         + "".join("- **{}:** {}\n".format(*_sla(f)) for f in e.months)
         + "\n"
-        f"| test started (UTC) | duration | reason |\n|---|---|---|\n{rows}\n\n"
+        f"| test started ({e.timezone}) | duration | reason |\n|---|---|---|\n{rows}\n\n"
         + (f"### Overlapping exclusions\n\n{excl}\n" if e.exclusions else "")
     )
 
