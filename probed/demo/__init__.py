@@ -339,7 +339,8 @@ async def run_demo(
         finally:
             daemon.request_stop()
             await task
-        return _report(config, cfg_path, json_report, whole=ran_out and run_for >= RUN_SECONDS)
+        kept = cfg_path if tmp is None else None  # a temporary workdir is gone after the demo
+        return _report(config, kept, json_report, whole=ran_out and run_for >= RUN_SECONDS)
     finally:
         await platform.stop()
         if tmp is not None:
@@ -361,8 +362,9 @@ def _write_config(platform: Platform, base: Path) -> Path:
     return cfg_path
 
 
-def _flag_dos(store: SqliteStore, cfg_path: Path) -> None:
-    """Flag the DoS window the way an operator would, after the fact."""
+def _flag_dos(store: SqliteStore, cfg_path: Path | None) -> None:
+    """Flag the DoS window the way an operator would, after the fact. The command is shown
+    with the demo's config when it outlives the demo (``--workdir``)."""
     for scene in (s for s in SCENES if s.dos):
         found = [
             o for o in store.outages(scene.service, (0, time.time() + 1)) if o.check == scene.check
@@ -374,10 +376,12 @@ def _flag_dos(store: SqliteStore, cfg_path: Path) -> None:
         store.add_exclusion(
             service=scene.service, start=start, end=end, kind="dos", reason=reason, by="demo"
         )
+        config = str(cfg_path) if cfg_path else "DIR/probed-demo.yaml"
         print(
             f"\nThe operator flags the {scene.check} outage as a DoS window, as this command would:\n"
-            f"  probed exclude add -c {cfg_path} --service {scene.service} --start {_iso(start)}"
+            f"  probed exclude add -c {config} --service {scene.service} --start {_iso(start)}"
             f" --end {_iso(end)} --kind dos --reason '{reason}'"
+            + ("" if cfg_path else "\n(run `probed demo --workdir DIR` to keep the demo's files)")
         )
 
 
@@ -403,7 +407,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def _report(
-    config: config_mod.Config, cfg_path: Path, json_report: Path | None, *, whole: bool
+    config: config_mod.Config, cfg_path: Path | None, json_report: Path | None, *, whole: bool
 ) -> int:
     store = SqliteStore(config.storage_path)
     try:
