@@ -21,6 +21,7 @@ from probed.exclusions import (
     resolve,
     to_json,
 )
+from probed.httplog import BadRequestLog
 from probed.logs import log
 from probed.reports.figures import month_report
 from probed.reports.render import MonthReport, to_json_dict
@@ -53,7 +54,7 @@ class ApiServer:
                 web.post("/api/v1/exclusions/{id}/revoke", self.revoke_exclusion),
             ]
         )
-        self.runner = web.AppRunner(self.app, access_log=None)
+        self.runner = web.AppRunner(self.app, access_log=None, logger=BadRequestLog())
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
