@@ -217,7 +217,8 @@ class SnapshotCollector(Collector):
             ):
                 if fig is None:
                     continue
-                avail.add_metric([name, window], fig.availability)
+                if fig.availability is not None:  # no test in the window: no sample, never 1
+                    avail.add_metric([name, window], fig.availability)
                 down.add_metric([name, window], fig.downtime_seconds)
                 excluded.add_metric([name, window], fig.excluded_seconds)
                 unmonitored.add_metric([name, window], fig.unmonitored_seconds)
