@@ -36,6 +36,7 @@ from probes.base import (
     CheckBase,
     Duration,
     FailuresToDown,
+    QuorumSetting,
     loading,
     number_in,
     read_secret,
@@ -64,6 +65,7 @@ class DefaultsModel(_Strict):
     interval: Duration = 60.0
     timeout: Duration = 10.0
     failures_to_down: FailuresToDown = 2
+    quorum: QuorumSetting = 1
 
 
 class CreditModel(_Strict):
@@ -137,6 +139,7 @@ class ServiceModel(_Strict):
     credits: list[CreditModel] = []
     excluded_time: Literal["not_downtime", "not_counted"] = "not_downtime"
     maintenance: list[MaintenanceModel] = []
+    quorum: QuorumSetting | None = None  # for its checks, unless a check sets its own
     checks: list[dict[str, Any]] = Field(min_length=1)
 
 
@@ -308,7 +311,7 @@ def _service(
     seen: set[str] = set()
     for index, raw in enumerate(svc.checks):
         loc: Loc = ("services", name, "checks", index)
-        check = _check(raw, model.defaults, loc, locator, problems)
+        check = _check(raw, _inherited(model.defaults, svc), loc, locator, problems)
         if check is None:
             continue
         if check.name in seen:
@@ -331,9 +334,15 @@ def _service(
     )
 
 
+def _inherited(defaults: DefaultsModel, svc: ServiceModel) -> dict[str, Any]:
+    """What a check inherits: ``defaults``, then its service's own settings."""
+    own = {} if svc.quorum is None else {"quorum": svc.quorum}
+    return {**defaults.model_dump(), **own}
+
+
 def _check(
     raw: Mapping[str, Any],
-    defaults: DefaultsModel,
+    defaults: Mapping[str, Any],
     loc: Loc,
     locator: _Locator,
     problems: list[str],
@@ -344,7 +353,7 @@ def _check(
         what = f'unknown check type "{kind}"' if kind else "missing check type"
         problems.append(locator.message((*loc, "type"), f"{what}; valid types: {valid}"))
         return None
-    merged = {**defaults.model_dump(), **raw}
+    merged = {**defaults, **raw}
     try:
         return REGISTRY[kind].config.model_validate(merged)
     except ValidationError as exc:
@@ -493,7 +502,7 @@ def summary(config: Config) -> str:
         for c in service.checks:
             lines.append(
                 f"    {c.name:<16} {c.type:<9} every {c.interval:g}s, timeout {c.timeout:g}s, "
-                f"down after {c.failures_to_down} failed tests  {c.target()}"
+                f"down after {c.failures_to_down} failed tests, quorum {c.quorum}  {c.target()}"
             )
         for w in service.maintenance:
             lines.append(f"    {w.kind} window {w.describe()}: {w.reason}")

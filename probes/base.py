@@ -32,6 +32,9 @@ from pydantic import (
     model_validator,
 )
 
+from probed.core.quorum import Quorum
+from probed.core.quorum import validate as parse_quorum
+
 DetailValue: TypeAlias = str | int | float | bool | None
 
 _DURATION = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,12})?)\s*(ms|s|m|h)?\s*$")
@@ -60,6 +63,8 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+# How many probing locations must agree before the check is down (docs: "Several locations").
+QuorumSetting = Annotated[Quorum, BeforeValidator(parse_quorum)]
 
 
 def number_in(low: float, high: float, *, whole: bool = False, above: bool = False) -> Any:
@@ -232,6 +237,7 @@ class CheckBase(BaseModel):
     interval: Duration = 60.0
     timeout: Duration = 10.0
     failures_to_down: FailuresToDown = 2
+    quorum: QuorumSetting = 1
 
     @model_validator(mode="after")
     def _timeout_below_interval(self) -> CheckBase:
