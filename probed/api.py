@@ -52,6 +52,8 @@ class ApiServer:
                 web.get("/api/v1/exclusions", self.list_exclusions),
                 web.post("/api/v1/exclusions", self.add_exclusion),
                 web.post("/api/v1/exclusions/{id}/revoke", self.revoke_exclusion),
+                web.get("/-/reload", self.reload_state),
+                web.post("/-/reload", self.reload),
             ]
         )
         self.runner = web.AppRunner(self.app, access_log=None, logger=BadRequestLog())
@@ -249,3 +251,25 @@ class ApiServer:
         log.info("exclusion.revoked", id=exclusion_id, by=parsed.by)
         d.accountant.refresh(d.config)
         return web.json_response(to_json(stored))
+
+    # ----------------------------------------------------------- reload
+
+    def _reload_json(self) -> dict[str, Any]:
+        state = self.daemon.reloads
+        return {
+            "generation": state.generation,
+            "status": "applied" if state.successful else "refused",
+            "problems": list(state.problems),
+        }
+
+    async def reload_state(self, request: web.Request) -> web.Response:
+        """The last reload's verdict: what `probed reload` polls after its SIGHUP."""
+        return web.json_response(self._reload_json())
+
+    async def reload(self, request: web.Request) -> web.Response:
+        """Reload now; answers when the new config is applied (200) or refused (422)."""
+        denied = self._authorized(request)
+        if denied:
+            return denied
+        applied = self.daemon.reload()
+        return web.json_response(self._reload_json(), status=200 if applied else 422)

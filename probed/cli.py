@@ -129,6 +129,36 @@ def check_config(config_path: str) -> None:
     click.echo(config_mod.summary(_load(config_path)))
 
 
+@main.command("reload")
+@config_option
+@click.option(
+    "--pid",
+    type=int,
+    envvar="MAINPID",
+    help="the daemon's pid, to signal (default: $MAINPID; without it, POST /-/reload with the token)",
+)
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="seconds to wait")
+def reload_command(config_path: str, pid: int | None, timeout: float) -> None:
+    """Reload the running daemon's config; returns once it is applied (0) or refused (78)."""
+    from probed.reload import ReloadError, reload, target
+
+    try:
+        where = target(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        sys.exit(EX_CONFIG)
+    try:
+        verdict = asyncio.run(reload(where, pid, timeout))
+    except ReloadError as exc:
+        _fail(str(exc))
+    if not verdict.applied:
+        for problem in verdict.problems:
+            click.echo(problem, err=True)
+        _fail("the daemon refused the new config and keeps running the old one", EX_CONFIG)
+    click.echo("reloaded")
+
+
 @main.command()
 @config_option
 @click.argument("check")
@@ -151,7 +181,10 @@ def probe(config_path: str, check: str) -> None:
     click.echo(f"  duration {outcome.duration * 1000:.1f} ms (timeout {chk.timeout:g}s)")
     for key, value in sorted(outcome.result.details.items()):
         if key == "cert_not_after" and isinstance(value, int | float):
-            value = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+            left = (value - time.time()) / 86400
+            value = (
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(value))} (in {left:.0f} days)"
+            )
         click.echo(f"  {key}: {value}")
     click.echo("transcript:")
     for line in transcript.lines:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -192,6 +193,11 @@ class ConfigModel(_Strict):
         return value
 
 
+def ratio(percent: float) -> float:
+    """A percentage as the ratio it was written as: 99.9 is 0.999, not 0.9990000000000001."""
+    return float(Decimal(repr(percent)) / 100)
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     match = re.fullmatch(r"\[?([^\[\]]*?)\]?:(\d{1,5})", value.strip())
     if match is None or not 0 <= int(match.group(2)) <= 65535:
@@ -319,10 +325,10 @@ def _service(
         seen.add(check.name)
         checks.append(check)
     policy = accounting.Policy(
-        objective=svc.objective / 100,
-        minimum=None if svc.minimum is None else svc.minimum / 100,
+        objective=ratio(svc.objective),
+        minimum=None if svc.minimum is None else ratio(svc.minimum),
         credits=tuple(
-            accounting.CreditTier(below=c.below / 100, percent=c.percent) for c in svc.credits
+            accounting.CreditTier(below=ratio(c.below), percent=c.percent) for c in svc.credits
         ),
         excluded_time=svc.excluded_time,
     )

@@ -21,19 +21,21 @@ from probed.config import Config
 from probed.core import accounting
 from probed.core.events import Event, EventKind, Severity
 from probed.core.outages import FailureRun, OutageChange, Tracker
+from probed.daemon.downclock import DownClock
 from probed.daemon.metrics import Metrics, ServiceSnapshot, Snapshot
 from probed.daemon.runner import TestOutcome
 from probed.daemon.scheduler import CheckKey, Scheduler
 from probed.daemon.sdnotify import Notifier
 from probed.hooks import BudgetWatch, Dispatcher
 from probed.logs import log
-from probed.reports.figures import previous_month, service_month
+from probed.reports.figures import previous_month, service_exclusions, service_month
 from probed.store.sqlite import FailedTest, SqliteStore
 from probes.base import CheckBase, Transcript
 
 FLUSH_EVERY = 2.0  # seconds between batched writes of passing tests
 REFRESH_EVERY = 10.0  # seconds between recomputations of the month's figures
 TRANSCRIPT_TAIL = 20  # lines of a failed test's transcript kept as evidence
+EXCLUSIONS_AHEAD = 3600.0  # seconds of exclusions kept in memory beyond each refresh
 HOOKS_STOP_DEADLINE = 5.0  # seconds for hook deliveries in flight at shutdown
 
 
@@ -47,8 +49,15 @@ class _CheckState:
 class Monitor:
     """Outcome handling: store first (durable), then metrics, then events."""
 
-    def __init__(self, store: SqliteStore, metrics: Metrics, emit: Callable[[Event], None]) -> None:
+    def __init__(
+        self,
+        store: SqliteStore,
+        metrics: Metrics,
+        emit: Callable[[Event], None],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
+        self.down_clock = DownClock(monotonic)  # the burn-rate counter
         self.metrics = metrics
         self.emit = emit
         self.checks: dict[CheckKey, _CheckState] = {}
@@ -86,6 +95,8 @@ class Monitor:
         for (service, _), state in self.checks.items():
             self._down[service] = self._down.get(service, 0) + state.tracker.in_outage
             self._size[service] = self._size.get(service, 0) + 1
+        for service, down in self._down.items():
+            self.down_clock.set_down(service, bool(down))
 
     def service_up(self) -> dict[str, bool]:
         up: dict[str, bool] = {}
@@ -135,6 +146,7 @@ class Monitor:
         if change is not None:
             self._apply(service, state, change)
         delivery = result.details.get("delivery_seconds")
+        expiry = result.details.get("cert_not_after")
         self.metrics.observe_test(
             service,
             check.name,
@@ -142,10 +154,12 @@ class Monitor:
             result.ok,
             outcome.duration,
             float(delivery) if isinstance(delivery, int | float) else None,
+            float(expiry) if isinstance(expiry, int | float) else None,
         )
         self.metrics.set_check_up(service, check.name, check.type, not state.tracker.in_outage)
         is_up = self._down.get(service, 0) == 0
         if was_up != is_up:
+            self.down_clock.set_down(service, not is_up)
             self._service_changed(service, is_up, outcome.started_at)
 
     def _probe_bug(self, service: str, check: CheckBase, error: Exception) -> None:
@@ -253,6 +267,7 @@ class Accountant:
         self.monitor = monitor
         self.clock = clock
         self._figures: dict[str, ServiceSnapshot] = {}
+        self._excluding: dict[str, tuple[accounting.ExclusionSpan, ...]] = {}
         self.generation = -1
         self.refreshed_at = 0.0
         # hooks: told the month-to-date figures after each refresh (budget events)
@@ -270,6 +285,13 @@ class Accountant:
                 previous_month=service_month(self.store, service, prev, config.timezone, now),
             )
         self._figures = figures
+        ahead = (now, now + EXCLUSIONS_AHEAD)
+        self._excluding = {
+            s.name: tuple(
+                e for e in service_exclusions(self.store, s, config.timezone, ahead) if e.live
+            )
+            for s in config.services.values()
+        }
         self.generation = self.store.generation()
         self.refreshed_at = now
         if self.on_refresh is not None:
@@ -279,8 +301,32 @@ class Accountant:
         """True when exclusions changed (e.g. by ``probed exclude`` from another process)."""
         return self.store.generation() != self.generation
 
+    def active_kinds(self, service: str, at: float) -> frozenset[str]:
+        """Kinds of the live exclusions and maintenance windows covering ``at``."""
+        spans = self._excluding.get(service, ())
+        return frozenset(e.kind for e in spans if e.start <= at < e.end)
+
     def snapshot(self) -> Snapshot:
-        return Snapshot(services=self._figures, service_up=self.monitor.service_up())
+        now = self.clock()
+        active = {s: self.active_kinds(s, now) for s in self._excluding}
+        clock = self.monitor.down_clock
+        for service, kinds in active.items():
+            clock.set_paused(service, "maintenance" in kinds)
+        return Snapshot(
+            services=self._figures,
+            service_up=self.monitor.service_up(),
+            down_seconds=clock.totals(active),
+            exclusion_active=active,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadState:
+    """Reloads done since start; the last one's verdict and problems."""
+
+    generation: int = 0
+    successful: bool = True
+    problems: tuple[str, ...] = ()
 
 
 class Daemon:
@@ -289,7 +335,7 @@ class Daemon:
         self.config = config
         self.notifier = Notifier()
         self._stop = asyncio.Event()
-        self._reload = asyncio.Event()
+        self.reloads = ReloadState()  # what GET /-/reload and `probed reload` see
         self.registry = CollectorRegistry()
         self.store = SqliteStore(config.storage_path)
         self.sinks: list[Callable[[Event], None]] = []
@@ -297,7 +343,7 @@ class Daemon:
         self.monitor = Monitor(self.store, self.metrics, self._emit)
         self.accountant = Accountant(self.store, self.monitor)
         # hooks: events go to a durable outbox in the store; delivery runs in run()
-        self.dispatcher = Dispatcher(self.store, config.hooks)
+        self.dispatcher = Dispatcher(self.store, config.hooks, muted=self._muted)
         self.sinks.append(self.dispatcher.submit)
         self.accountant.on_refresh = BudgetWatch(self.dispatcher.outbox, self._emit).observe
         # called after the monitor handled a test, so outage state includes it (the demo's live view)
@@ -315,6 +361,9 @@ class Daemon:
         for observe in self.observers:
             observe(service, check, outcome)
 
+    def _muted(self, event: Event) -> frozenset[str]:
+        return self.accountant.active_kinds(event.service, event.at)
+
     def _emit(self, event: Event) -> None:
         for sink in self.sinks:
             sink(event)
@@ -328,7 +377,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        # acted on at once, not at the next tick: `probed reload` waits for the result
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.call_soon(self.reload))
         self.monitor.configure(self.config)
         self.accountant.refresh(self.config)
         api = ApiServer(self)
@@ -364,9 +414,6 @@ class Daemon:
                 await asyncio.wait_for(self._stop.wait(), timeout=tick)
             except TimeoutError:
                 pass
-            if self._reload.is_set():
-                self._reload.clear()
-                self.reload()
             now = time.monotonic()
             if now - last_flush >= FLUSH_EVERY:
                 self.store.flush()
@@ -387,15 +434,23 @@ class Daemon:
         down = sum(s.tracker.in_outage for s in self.monitor.checks.values())
         return f"{len(self.monitor.checks)} checks, {down} in outage"
 
-    def _reload_refused(self, problems: list[str]) -> bool:
+    def _reload_refused(self, problems: list[str]) -> tuple[str, ...]:
         log.error("config.reload_failed", problems=problems)
         self.metrics.reload_ok.set(0)
-        self.notifier.ready()
-        return False
+        return tuple(problems)
 
     def reload(self) -> bool:
-        """SIGHUP: apply a new config, or keep the old one when it is bad."""
+        """SIGHUP or POST /-/reload: apply a new config, or keep the old one when it is bad."""
         self.notifier.reloading()
+        try:
+            problems = self._reload()
+        finally:
+            self.notifier.ready()
+        self.reloads = ReloadState(self.reloads.generation + 1, not problems, problems)
+        return not problems
+
+    def _reload(self) -> tuple[str, ...]:
+        """The problems that refused the new config; none when it was applied."""
         try:
             new = config_mod.load(self.config_path)
             if new.storage_path != self.config.storage_path or (
@@ -415,11 +470,10 @@ class Daemon:
         self.dispatcher.configure(new.hooks)  # hooks
         added, removed = self.scheduler.set_checks((s.name, c) for s, c in new.all_checks())
         self.accountant.refresh(new)
-        self.metrics.reload_ok.set(1)
+        self.metrics.config_applied()
         log.info(
             "config.reloaded",
             added=[f"{s}/{c}" for s, c in added],
             removed=[f"{s}/{c}" for s, c in removed],
         )
-        self.notifier.ready()
-        return True
+        return ()

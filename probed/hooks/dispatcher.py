@@ -28,6 +28,7 @@ from probes.base import describe_error
 
 BACKOFF_BASE = 2.0  # seconds before the first retry; doubles per failed attempt
 BACKOFF_CAP = 300.0
+RESOLVING = frozenset({"outage_closed", "service_up"})  # never muted: they close what opened
 
 
 @dataclass(slots=True)
@@ -48,8 +49,10 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         backoff_base: float = BACKOFF_BASE,
         backoff_cap: float = BACKOFF_CAP,
+        muted: Callable[[Event], frozenset[str]] = lambda event: frozenset(),
     ) -> None:
         self.outbox = Outbox(store)
+        self.muted = muted  # exclusion kinds covering an event's service at its time
         self.clock = clock
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -63,6 +66,9 @@ class Dispatcher:
     def submit(self, event: Event) -> None:
         """Commit the event for every hook that wants it; never blocks, never raises."""
         names = [c.name for c in self.configs.values() if c.accepts(event)]
+        if names and event.kind not in RESOLVING:  # good news always goes out: nothing stays open
+            kinds = self.muted(event)
+            names = [n for n in names if not kinds.intersection(self.configs[n].mute_during)]
         if not names:
             return
         try:
