@@ -24,7 +24,9 @@ from probed.exclusions import (
 from probed.httplog import BadRequestLog
 from probed.logs import log
 from probed.reports.figures import month_report
+from probed.reports.html import gather_extras, render_html
 from probed.reports.render import MonthReport, to_json_dict
+from probed.web.routes import StatusRoutes
 
 if TYPE_CHECKING:
     from probed.daemon.lifecycle import Daemon
@@ -56,6 +58,7 @@ class ApiServer:
                 web.post("/-/reload", self.reload),
             ]
         )
+        StatusRoutes(daemon).install(self.app)  # /status, /badge: the published face
         self.runner = web.AppRunner(self.app, access_log=None, logger=BadRequestLog())
         self.port = 0
 
@@ -158,6 +161,9 @@ class ApiServer:
         report = MonthReport(
             month=month, timezone=d.config.timezone, generated_at=now, services=tuple(figures)
         )
+        if request.query.get("format") == "html":
+            extras = gather_extras(d.store, d.config, report, now)
+            return web.Response(text=render_html(report, extras, now), content_type="text/html")
         return web.json_response(to_json_dict(report))
 
     async def list_exclusions(self, request: web.Request) -> web.Response:

@@ -21,7 +21,7 @@ from probed.core import accounting
 from probed.logs import configure as configure_logs
 from probed.store.sqlite import SqliteStore, StorageError
 
-FORMATS = ("text", "json", "csv", "markdown")
+FORMATS = ("text", "json", "csv", "markdown", "html")
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -228,6 +228,11 @@ def report(
         evidence = incident_evidence(store, config, incident, now)
         if evidence is None:
             _fail(f"no outage with id {incident}", 1)
+        if fmt == "html":
+            from probed.reports.html import render_incident_html
+
+            click.echo(render_incident_html(evidence, now), nl=False)
+            return
         click.echo(render_incident(evidence, fmt), nl=False)
         return
     if (from_month is None) != (to_month is None):
@@ -256,6 +261,11 @@ def report(
         if len(reports) == 1
         else render.RangeReport(months[0], months[-1], config.timezone, reports)
     )
+    if fmt == "html":
+        from probed.reports.html import gather_extras, render_html
+
+        click.echo(render_html(result, gather_extras(store, config, result, now), now), nl=False)
+        return
     click.echo(render.RENDERERS[fmt](result), nl=False)
 
 
@@ -391,7 +401,15 @@ def exclude_revoke(config_path: str, exclusion_id: int, reason: str, by: str | N
     default=None,
     help="also write the report JSON here",
 )
-def demo(duration: float | None, workdir: str | None, json_report: str | None) -> None:
+@click.option(
+    "--html-report",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="write the HTML report here (default: report.html in --workdir, else a temp file)",
+)
+def demo(
+    duration: float | None, workdir: str | None, json_report: str | None, html_report: str | None
+) -> None:
     """Run the whole product on this machine alone, then print the report."""
     from probed.demo import run_demo
 
@@ -403,6 +421,7 @@ def demo(duration: float | None, workdir: str | None, json_report: str | None) -
                 duration=duration,
                 workdir=Path(workdir) if workdir else None,
                 json_report=Path(json_report) if json_report else None,
+                html_report=Path(html_report) if html_report else None,
             )
         )
     )
