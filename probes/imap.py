@@ -46,7 +46,7 @@ from probes.base import (
 
 MAX_LINE = 64 * 1024  # any line without its literals; RFC 7162 asks clients to accept 8 KiB
 MAX_SESSION = 8 * 1024 * 1024  # all bytes of one session: headers and search results are small
-MAX_LINES = 100_000  # lines of one session: a few dozen per command is the norm
+MAX_LINES = 10_000  # lines of one session: a few dozen per command, ~500 for a long mailflow poll
 # aioimaplib parses a chunk with one recursive call per line: it is fed at most
 # this many lines at a time, so no server can make it recurse out of the stack.
 LINES_PER_FEED = 64
