@@ -21,6 +21,7 @@ from probed.config import Config
 from probed.core import accounting
 from probed.core.events import Event, EventKind, Severity
 from probed.core.outages import FailureRun, OutageChange, Tracker
+from probed.daemon.clock import SessionClock
 from probed.daemon.downclock import DownClock
 from probed.daemon.metrics import Metrics, ServiceSnapshot, Snapshot
 from probed.daemon.runner import TestOutcome
@@ -161,6 +162,18 @@ class Monitor:
         if was_up != is_up:
             self.down_clock.set_down(service, not is_up)
             self._service_changed(service, is_up, outcome.started_at)
+
+    def clock_stepped(self, seconds: float) -> None:
+        """Move every open failure run with the timeline: its duration stays what elapsed."""
+        for state in self.checks.values():
+            run = state.tracker.run
+            if run is None:
+                continue
+            state.tracker.run = run = run.shifted(seconds)
+            if run.outage_id is not None:
+                self.store.update_outage(run.outage_id, run)
+        self.store.restart_segments()
+        self.changed.set()
 
     def _probe_bug(self, service: str, check: CheckBase, error: Exception) -> None:
         """Not a verdict: nothing is stored (the time shows as unmonitored), the failure run
@@ -338,10 +351,11 @@ class Daemon:
         self.reloads = ReloadState()  # what GET /-/reload and `probed reload` see
         self.registry = CollectorRegistry()
         self.store = SqliteStore(config.storage_path)
+        self.clock = SessionClock()  # tests' times: anchor + monotonic elapsed
         self.sinks: list[Callable[[Event], None]] = []
         self.metrics = Metrics(self.registry, lambda: self.accountant.snapshot())
         self.monitor = Monitor(self.store, self.metrics, self._emit)
-        self.accountant = Accountant(self.store, self.monitor)
+        self.accountant = Accountant(self.store, self.monitor, clock=self.clock.now)
         # hooks: events go to a durable outbox in the store; delivery runs in run()
         self.dispatcher = Dispatcher(self.store, config.hooks, muted=self._muted)
         self.sinks.append(self.dispatcher.submit)
@@ -357,6 +371,8 @@ class Daemon:
     async def _on_outcome(
         self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
     ) -> None:
+        # on the session's timeline, even for a test that started before a clock step
+        outcome = replace(outcome, started_at=self.clock.at(outcome.started_mono))
         await self.monitor.on_outcome(service, check, outcome, transcript)
         for observe in self.observers:
             observe(service, check, outcome)
@@ -414,6 +430,10 @@ class Daemon:
                 await asyncio.wait_for(self._stop.wait(), timeout=tick)
             except TimeoutError:
                 pass
+            step = self.clock.check()
+            if step is not None:
+                log.warning("clock.stepped", seconds=round(step, 3))
+                self.monitor.clock_stepped(step)
             now = time.monotonic()
             if now - last_flush >= FLUSH_EVERY:
                 self.store.flush()

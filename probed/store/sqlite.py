@@ -138,6 +138,7 @@ class Store(Protocol):
     ) -> None: ...
     def open_outage(self, check_id: int, run: FailureRun) -> int: ...
     def update_outage(self, outage_id: int, run: FailureRun) -> None: ...
+    def restart_segments(self) -> None: ...
     def close_outage(self, outage_id: int, run: FailureRun, closed_at: float) -> None: ...
     def flush(self) -> None: ...
     def restore_run(self, check_id: int) -> FailureRun | None: ...
@@ -299,10 +300,18 @@ class SqliteStore:
         return cur.lastrowid
 
     def update_outage(self, outage_id: int, run: FailureRun) -> None:
+        # start too: a clock step moves an open run as a whole (see restart_segments)
         self.db.execute(
-            "UPDATE outages SET last_failed = ?, failed_tests = ?, reasons = ? WHERE id = ?",
-            (run.last_at, run.count, json.dumps(list(run.reasons)), outage_id),
+            "UPDATE outages SET start = ?, last_failed = ?, failed_tests = ?, reasons = ? WHERE id = ?",
+            (run.first_at, run.last_at, run.count, json.dumps(list(run.reasons)), outage_id),
         )
+
+    def restart_segments(self) -> None:
+        """After a clock step: what was recorded stays, the next test starts a new pass run
+        and coverage segment, so that no segment spans the step."""
+        self.flush()
+        for p in self._pending.values():
+            p.seg_tests, p.seg_id, p.run_count, p.run_id = 0, None, 0, None
 
     def close_outage(self, outage_id: int, run: FailureRun, closed_at: float) -> None:
         self.db.execute(
