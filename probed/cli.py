@@ -9,8 +9,9 @@ import os
 import pwd
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import click
 
@@ -19,9 +20,10 @@ from probed import config as config_mod
 from probed.config import EX_CONFIG, Config, ConfigError
 from probed.core import accounting
 from probed.logs import configure as configure_logs
-from probed.store.sqlite import SqliteStore, StorageError
+from probed.store.base import NewExclusion, StorageError, Store, open_store
 
 FORMATS = ("text", "json", "csv", "markdown", "html")
+T = TypeVar("T")
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -39,11 +41,18 @@ def _load(path: str, *, secrets: bool = True) -> Config:
         sys.exit(EX_CONFIG)
 
 
-def _store(config: Config, *, readonly: bool) -> SqliteStore:
-    if readonly and not config.storage_path.exists():
-        _fail(f"no store at {config.storage_path}: has the daemon run yet?")
+def _with_store(config: Config, use: Callable[[Store], Awaitable[T]], *, readonly: bool) -> T:
+    """Open the config's store, run ``use`` on it, close it; a store problem is one line."""
+
+    async def _go() -> T:
+        store = await open_store(config, readonly=readonly)
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
     try:
-        return SqliteStore(config.storage_path, readonly=readonly)
+        return asyncio.run(_go())
     except StorageError as exc:
         _fail(str(exc))
 
@@ -98,20 +107,30 @@ def main() -> None:
     default="info",
     show_default=True,
 )
-def run(config_path: str, log_format: str, log_level: str) -> None:
+@click.option(
+    "--location",
+    default=None,
+    help="this instance's identity in the store (overrides the config's location:)",
+)
+def run(config_path: str, log_format: str, log_level: str, location: str | None) -> None:
     """Run the daemon in the foreground (systemd runs this)."""
     from probed.daemon.lifecycle import Daemon
 
     configure_logs(log_format, log_level)  # type: ignore[arg-type]
     faulthandler.enable()  # a watchdog abort (SIGABRT) leaves every thread's stack in the journal
+    if location is not None:
+        try:
+            config_mod.check_location(location)
+        except ValueError as exc:
+            _fail(f"--location: {exc}", 2)
     config = _load(config_path)
     _install_event_loop()
-    try:
-        daemon = Daemon(config_path, config)
-    except StorageError as exc:
-        _fail(str(exc))
 
     async def _run() -> int:
+        try:
+            daemon = await Daemon.open(config_path, config, location=location)
+        except StorageError as exc:
+            _fail(str(exc))
         try:
             return await daemon.run()
         except OSError as exc:  # e.g. the listen address is taken
@@ -220,12 +239,13 @@ def report(
     config = _load(config_path, secrets=False)
     if service is not None and service not in config.services:
         _fail(f'unknown service "{service}"; configured: {", ".join(config.services)}', 2)
-    store = _store(config, readonly=True)
     now = time.time()
     if incident is not None:
         from probed.reports.incident import incident_evidence, render_incident
 
-        evidence = incident_evidence(store, config, incident, now)
+        evidence = _with_store(
+            config, lambda store: incident_evidence(store, config, incident, now), readonly=True
+        )
         if evidence is None:
             _fail(f"no outage with id {incident}", 1)
         if fmt == "html":
@@ -247,26 +267,31 @@ def report(
             accounting.parse_month(months[0])
     except ValueError as exc:
         _fail(str(exc), 2)
-    reports = tuple(
-        render.MonthReport(
-            month=m,
-            timezone=config.timezone,
-            generated_at=now,
-            services=tuple(month_report(store, config, m, now, service)),
-        )
-        for m in months
-    )
-    result: render.Report = (
-        reports[0]
-        if len(reports) == 1
-        else render.RangeReport(months[0], months[-1], config.timezone, reports)
-    )
-    if fmt == "html":
-        from probed.reports.html import gather_extras, render_html
 
-        click.echo(render_html(result, gather_extras(store, config, result, now), now), nl=False)
-        return
-    click.echo(render.RENDERERS[fmt](result), nl=False)
+    async def _report(store: Store) -> str:
+        reports = tuple(
+            [
+                render.MonthReport(
+                    month=m,
+                    timezone=config.timezone,
+                    generated_at=now,
+                    services=tuple(await month_report(store, config, m, now, service)),
+                )
+                for m in months
+            ]
+        )
+        result: render.Report = (
+            reports[0]
+            if len(reports) == 1
+            else render.RangeReport(months[0], months[-1], config.timezone, reports)
+        )
+        if fmt == "html":
+            from probed.reports.html import gather_extras, render_html
+
+            return render_html(result, await gather_extras(store, config, result, now), now)
+        return render.RENDERERS[fmt](result)
+
+    click.echo(_with_store(config, _report, readonly=True), nl=False)
 
 
 @main.group()
@@ -321,9 +346,8 @@ def exclude_add(
         svc, t0, t1 = resolve(req, config)
     except InvalidRequest as exc:
         _fail(f"--{exc.field}: {exc.message}", 2)
-    store = _store(config, readonly=False)
-    stored = store.add_exclusion(service=svc, start=t0, end=t1, kind=kind, reason=reason, by=author)
-    store.close()
+    new = NewExclusion(svc, t0, t1, kind, reason, author)
+    stored = _with_store(config, lambda store: store.add_exclusion(new), readonly=False)
     click.echo(str(stored.id))
 
 
@@ -339,12 +363,12 @@ def exclude_list(config_path: str, month: str | None, revoked: bool, fmt: str) -
     from probed.exclusions import to_json
 
     config = _load(config_path, secrets=False)
-    store = _store(config, readonly=True)
     try:
         window = accounting.month_period(month, config.timezone) if month else None
     except ValueError as exc:
         _fail(str(exc), 2)
-    rows = [e for e in store.exclusions(window) if revoked or e.revoked_at is None]
+    stored = _with_store(config, lambda store: store.exclusions(window), readonly=True)
+    rows = [e for e in stored if revoked or e.revoked_at is None]
     if fmt == "json":
         click.echo(json.dumps([to_json(e) for e in rows], indent=2))
         return
@@ -372,6 +396,7 @@ def exclude_revoke(config_path: str, exclusion_id: int, reason: str, by: str | N
     from pydantic import ValidationError
 
     from probed.exclusions import RevokeRequest, from_validation_error
+    from probed.store.base import AlreadyRevoked, UnknownExclusion
 
     author = _author(by)
     try:
@@ -380,13 +405,14 @@ def exclude_revoke(config_path: str, exclusion_id: int, reason: str, by: str | N
         refused = from_validation_error(exc)
         _fail(f"--{refused.field}: {refused.message}", 2)
     config = _load(config_path, secrets=False)
-    store = _store(config, readonly=False)
     try:
-        store.revoke_exclusion(exclusion_id, by=author, reason=reason)
-    except KeyError as exc:
-        _fail(str(exc.args[0]))
-    finally:
-        store.close()
+        _with_store(
+            config,
+            lambda store: store.revoke_exclusion(exclusion_id, by=author, reason=reason),
+            readonly=False,
+        )
+    except (UnknownExclusion, AlreadyRevoked) as exc:
+        _fail(str(exc))
     click.echo(f"revoked {exclusion_id}")
 
 

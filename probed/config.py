@@ -32,6 +32,7 @@ from probed.core import accounting
 from probed.core.maintenance import DAY, EVERY_DAY, WEEK, WEEKDAYS
 from probed.core.maintenance import Window as MaintenanceWindow
 from probed.hooks import HOOK_TYPES, HookConfig
+from probed.store.base import default_location
 from probes import REGISTRY
 from probes.base import (
     CheckBase,
@@ -157,6 +158,9 @@ class StatusPageModel(_Strict):
 class ConfigModel(_Strict):
     timezone: str = "UTC"
     storage: str | None = None
+    location: str | None = Field(
+        default=None, description="this instance's identity in the store (default: host name)"
+    )
     listen: str = DEFAULT_LISTEN
     api_token_file: str | None = None
     concurrency: Annotated[int, number_in(1, 1_000_000, whole=True)] = 1000  # tests at once
@@ -187,6 +191,13 @@ class ConfigModel(_Strict):
             raise ValueError(f'expected sqlite:////path/to/probed.db or a file path, got "{value}"')
         return value
 
+    @field_validator("location")
+    @classmethod
+    def _location(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_location(value)
+        return value
+
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
@@ -202,6 +213,19 @@ class ConfigModel(_Strict):
                     f'service names use letters, digits, "_", "." and "-", got "{name}"'
                 )
         return value
+
+
+LOCATION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+
+
+def check_location(value: str) -> str:
+    """A location names a probing instance: letters, digits, "_", "." and "-", at most 63."""
+    if not re.fullmatch(LOCATION_PATTERN, value):
+        raise ValueError(
+            'a location uses letters, digits, "_", "." and "-" (at most 63, '
+            f'starting with a letter or digit), got "{value}"'
+        )
+    return value
 
 
 def ratio(percent: float) -> float:
@@ -249,6 +273,12 @@ class Config:
     hooks: tuple[HookConfig, ...] = ()
     status_page: StatusPage = StatusPage()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    location: str = field(default_factory=default_location)
+
+    @property
+    def storage_url(self) -> str:
+        """The storage URL :func:`probed.store.base.open_store` takes."""
+        return f"sqlite://{self.storage_path}"
 
     def all_checks(self) -> Iterator[tuple[Service, CheckBase]]:
         for service in self.services.values():
@@ -330,6 +360,7 @@ def _loads(text: str, file: Path) -> Config:
         hooks=hooks,
         status_page=status_page,
         raw=data,
+        location=model.location or default_location(),
     )
 
 
@@ -534,7 +565,7 @@ def summary(config: Config) -> str:
     """What ``probed check-config`` prints."""
     lines = [
         f"config {config.path}: OK",
-        f"  timezone {config.timezone}, storage {config.storage_path}, "
+        f"  timezone {config.timezone}, storage {config.storage_path}, location {config.location}, "
         f"listen {config.listen_host}:{config.listen_port}, "
         f"write API {'enabled' if config.api_token else 'disabled (no api_token_file)'}",
     ]

@@ -162,6 +162,32 @@ def test_a_list_as_check_type_is_a_config_error_not_a_crash(tmp_path: Path) -> N
     )
 
 
+def test_location_defaults_to_the_host_name_and_can_be_named(tmp_path: Path) -> None:
+    import socket
+
+    assert config_mod.load(write(tmp_path, GOOD)).location == socket.gethostname()
+    named = config_mod.load(write(tmp_path, "location: fra1\n" + GOOD))
+    assert named.location == "fra1"
+    assert "location fra1" in config_mod.summary(named)
+
+
+def test_a_location_with_odd_characters_is_refused(tmp_path: Path) -> None:
+    [problem] = problems(tmp_path, "location: 'fra 1'\n" + GOOD)
+    assert problem.startswith("probed.yaml:1: location: a location uses letters, digits")
+
+
+def test_run_refuses_a_bad_location_override_with_exit_2(tmp_path: Path) -> None:
+    config = str(write(tmp_path, GOOD))
+    done = subprocess.run(
+        [sys.executable, "-m", "probed.cli", "run", "-c", config, "--location", "no/slashes"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("probed: --location: a location uses letters")
+
+
 QUORUMS = """\
 defaults: {interval: 30s, timeout: 5s, quorum: 2}
 services:

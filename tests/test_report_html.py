@@ -22,7 +22,7 @@ from probed.reports import timeline
 from probed.reports.html import ServiceExtras, render_html, render_incident_html
 from probed.reports.incident import Evidence
 from probed.reports.render import MonthReport, RangeReport, render_json
-from probed.store.sqlite import FailedTest
+from probed.store.base import FailedTest
 
 HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned=2">'
 

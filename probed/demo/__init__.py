@@ -39,7 +39,7 @@ from probed.logs import configure as configure_logs
 from probed.reports.figures import month_report
 from probed.reports.html import gather_extras, render_html
 from probed.reports.render import MonthReport, render_json, render_text
-from probed.store.sqlite import SqliteStore
+from probed.store.base import NewExclusion, Store, open_store
 
 INTERVAL = 0.5  # seconds between tests of each demo check
 FLOW_INTERVAL = 1.0  # the mail round trip's interval; its timeout is its delivery deadline
@@ -249,7 +249,7 @@ class LiveView:
         )
 
     def record(self, key: CheckKey, ok: bool) -> None:
-        tracker = self.daemon.monitor.checks[key].tracker
+        tracker = self.daemon.recorder.checks[key].tracker
         marks = self.marks.setdefault(key, [])
         marks.append("." if ok else "x")
         if tracker.in_outage and tracker.run is not None:
@@ -281,7 +281,7 @@ class LiveView:
             f"live view at {elapsed:4.1f}s of {until - self.started:.1f}s;"
             " one mark per test: . passed, x failed, # failed in an outage"
         ]
-        checks = self.daemon.monitor.checks
+        checks = self.daemon.recorder.checks
         timelines = {  # a check tested every second gets two columns per mark
             key: "".join(
                 m.ljust(round(s.check.interval / INTERVAL)) for m in self.marks.get(key, [])
@@ -351,7 +351,7 @@ async def run_demo(
         print(f"\nconfig: {cfg_path}; running for {run_for:.0f}s")
         status_url = f"http://{config.listen_host}:{config.listen_port}/status"
         print(f"status page while it runs: {status_url}\n", flush=True)
-        daemon = Daemon(str(cfg_path), config)
+        daemon = await Daemon.open(str(cfg_path), config)
         view = LiveView(daemon)
         task = asyncio.create_task(daemon.run())
         try:
@@ -359,10 +359,9 @@ async def run_demo(
         finally:
             daemon.request_stop()
             await task
-        html = html_report or _html_path(workdir)
-        return _report(
-            config, cfg_path, json_report, html, whole=ran_out and run_for >= RUN_SECONDS
-        )
+        report, html = await _report(config, cfg_path)
+        html_path = html_report or _html_path(workdir)
+        return _show(report, html, json_report, html_path, whole=ran_out and run_for >= RUN_SECONDS)
     finally:
         await platform.stop()
         if tmp is not None:
@@ -393,19 +392,16 @@ def _write_config(platform: Platform, base: Path) -> Path:
     return cfg_path
 
 
-def _flag_dos(store: SqliteStore, cfg_path: Path) -> None:
+async def _flag_dos(store: Store, cfg_path: Path) -> None:
     """Flag the DoS window the way an operator would, after the fact."""
     for scene in (s for s in SCENES if s.dos):
-        found = [
-            o for o in store.outages(scene.service, (0, time.time() + 1)) if o.check == scene.check
-        ]
+        outages = await store.outages(scene.service, (0, time.time() + 1))
+        found = [o for o in outages if o.check == scene.check]
         if not found:
             continue
         start, end = found[-1].start - INTERVAL / 2, found[-1].end + INTERVAL / 2
         reason = f"SYN flood against {scene.check} (scripted)"
-        store.add_exclusion(
-            service=scene.service, start=start, end=end, kind="dos", reason=reason, by="demo"
-        )
+        await store.add_exclusion(NewExclusion(scene.service, start, end, "dos", reason, "demo"))
         print(
             f"\nThe operator flags the {scene.check} outage as a DoS window, as this command would:\n"
             f"  probed exclude add -c {cfg_path} --service {scene.service} --start {_iso(start)}"
@@ -434,28 +430,28 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 
 
-def _report(
-    config: config_mod.Config,
-    cfg_path: Path,
-    json_report: Path | None,
-    html_report: Path,
-    *,
-    whole: bool,
-) -> int:
-    store = SqliteStore(config.storage_path)
+async def _report(config: config_mod.Config, cfg_path: Path) -> tuple[MonthReport, str]:
+    """Flag the DoS window, then the month's report and its HTML page."""
+    store = await open_store(config)
     try:
-        _flag_dos(store, cfg_path)
+        await _flag_dos(store, cfg_path)
         now = time.time()
         month = accounting.month_of(now, config.timezone)
         report = MonthReport(
             month=month,
             timezone=config.timezone,
             generated_at=now,
-            services=tuple(month_report(store, config, month, now)),
+            services=tuple(await month_report(store, config, month, now)),
         )
-        html = render_html(report, gather_extras(store, config, report, now), now)
+        html = render_html(report, await gather_extras(store, config, report, now), now)
     finally:
-        store.close()
+        await store.close()
+    return report, html
+
+
+def _show(
+    report: MonthReport, html: str, json_report: Path | None, html_report: Path, *, whole: bool
+) -> int:
     print()
     print(render_text(report), end="")
     if whole:  # a shorter run has not played the whole script

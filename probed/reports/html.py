@@ -43,7 +43,7 @@ from probed.reports.render import (
     _status,
     iso_utc,
 )
-from probed.store.sqlite import SqliteStore
+from probed.store.base import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,7 @@ class ServiceExtras:
 Extras = Mapping[tuple[str, str], ServiceExtras]  # (month, service) -> extras
 
 
-def gather_extras(store: SqliteStore, config: Config, report: Report, now: float) -> Extras:
+async def gather_extras(store: Store, config: Config, report: Report, now: float) -> Extras:
     """Read the monitoring gaps of every service-month in ``report`` from the store."""
     months = report.months if isinstance(report, RangeReport) else (report,)
     extras: dict[tuple[str, str], ServiceExtras] = {}
@@ -65,7 +65,7 @@ def gather_extras(store: SqliteStore, config: Config, report: Report, now: float
         for f in month.services:
             window = (f.period_start, f.period_end)
             service = config.services.get(f.service)
-            covered = store.coverage(f.service, window, now) if window[0] < window[1] else []
+            covered = await store.coverage(f.service, window, now) if window[0] < window[1] else []
             extras[(f.month, f.service)] = ServiceExtras(
                 checks=tuple(c.name for c in service.checks) if service else (),
                 unmonitored=tuple(accounting.subtract([window], covered)),

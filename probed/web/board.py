@@ -26,7 +26,7 @@ from probed.reports.timeline import counted_downtime
 from probed.web.days import Day, day_strip
 
 if TYPE_CHECKING:
-    from probed.daemon.lifecycle import Daemon
+    from probed.daemon.view import DaemonView as Daemon
 
 HISTORY_DAYS = 90
 RECENT_SECONDS = 7 * 86400  # closed incidents stay listed this long
@@ -107,13 +107,13 @@ class PageView:
         return "up"
 
 
-def load_history(daemon: Daemon, service: Service, now: float) -> History:
+async def load_history(daemon: Daemon, service: Service, now: float) -> History:
     """Read one service's last 90 days from the store (background only)."""
     store, tz = daemon.store, daemon.config.timezone
     span = (now - (HISTORY_DAYS + 1) * 86400, now)
-    outages = store.outages(service.name, span)
+    outages = await store.outages(service.name, span)
     soon = (span[0], now + UPCOMING_SECONDS)
-    stored = [e for e in store.exclusions(soon) if e.applies_to(service.name)]
+    stored = [e for e in await store.exclusions(soon) if e.applies_to(service.name)]
     exclusions = stored + expand(service.maintenance, service=service.name, tz=tz, span=soon)
     live = [x for x in exclusions if x.live]
     days = day_strip(
@@ -122,8 +122,8 @@ def load_history(daemon: Daemon, service: Service, now: float) -> History:
         count=HISTORY_DAYS,
         downtime=counted_downtime(outages, (), span),
         excluded=[x.interval for x in live],
-        coverage=store.coverage(service.name, span, now),
-        first_test_at=store.first_test_at(service.name),
+        coverage=await store.coverage(service.name, span, now),
+        first_test_at=await store.first_test_at(service.name),
         objective=service.policy.objective,
     )
     recent = [o for o in outages if not o.open and o.end >= now - RECENT_SECONDS]
@@ -144,11 +144,11 @@ class StatusBoard:
     histories: dict[str, History] = field(default_factory=dict)
     _seen_open: frozenset[int | None] = frozenset()
 
-    def refresh(self) -> None:
+    async def refresh(self) -> None:
         now = self.clock()
         config = self.daemon.config
         self.histories = {
-            name: load_history(self.daemon, config.services[name], now)
+            name: await load_history(self.daemon, config.services[name], now)
             for name in config.status_page.services
             if name in config.services
         }
@@ -157,7 +157,7 @@ class StatusBoard:
     def _open_ids(self) -> frozenset[int | None]:
         return frozenset(
             state.tracker.run.outage_id
-            for state in self.daemon.monitor.checks.values()
+            for state in self.daemon.recorder.checks.values()
             if state.tracker.in_outage and state.tracker.run is not None
         )
 
@@ -167,7 +167,7 @@ class StatusBoard:
         while True:
             if time.monotonic() - last >= HISTORY_EVERY or self._open_ids() != self._seen_open:
                 try:
-                    self.refresh()
+                    await self.refresh()
                 except Exception as exc:  # a store hiccup must not end the page's refreshes
                     log.error("status_page.refresh_failed", error=str(exc))
                 last = time.monotonic()
@@ -199,7 +199,7 @@ class StatusBoard:
 
 
 def _state(daemon: Daemon, service: Service, history: History, now: float) -> State:
-    trackers = [daemon.monitor.checks.get((service.name, c.name)) for c in service.checks]
+    trackers = [daemon.recorder.checks.get((service.name, c.name)) for c in service.checks]
     down = sum(1 for t in trackers if t is not None and t.tracker.in_outage)
     if any(x.start <= now < x.end for x in history.windows):
         return "maintenance"
@@ -212,7 +212,7 @@ def _state(daemon: Daemon, service: Service, history: History, now: float) -> St
 def _open_incidents(daemon: Daemon, service: Service) -> list[Incident]:
     return [
         Incident(run.outage_id, check, run.first_at, None, run.last_at - run.first_at, run.reasons)
-        for check, run in daemon.monitor.open_outages(service.name)
+        for check, run in daemon.recorder.open_outages(service.name)
     ]
 
 

@@ -20,7 +20,7 @@ from probed.web.badge import render_badge, service_badge
 from probed.web.board import StatusBoard, visible
 
 if TYPE_CHECKING:
-    from probed.daemon.lifecycle import Daemon
+    from probed.daemon.view import DaemonView as Daemon
 
 STATIC = {"status.css": "text/css", "status.js": "text/javascript"}
 # The page loads only its own CSS and JS: a published page cannot be made to run
