@@ -184,6 +184,11 @@ class Store(Protocol):
         their unflushed tails (e.g. before a ``kill -9``) count as gaps from now on."""
         ...
 
+    async def restart_segments(self) -> None:
+        """After a clock step: what is buffered is written, and each check's next test
+        starts a new pass run and coverage segment, so that none spans the step."""
+        ...
+
     async def restore_run(self, check_id: int) -> FailureRun | None:
         """This location's failure run of the check that no pass has ended yet,
         bound to its open outage row if it has one (after a restart)."""

@@ -265,6 +265,11 @@ class SqliteStore:
     async def start_session(self) -> None:
         await self._call(self._db.stopped, None)
 
+    async def restart_segments(self) -> None:
+        await self.flush()
+        for p in self._pending.values():  # the next test starts a new run and segment
+            p.segment, p.seg_dirty, p.run_count, p.run_id = None, False, 0, None
+
     async def restore_run(self, check_id: int) -> FailureRun | None:
         return await self._call(self._db.restore_run, check_id)
 
@@ -592,10 +597,17 @@ class _Db:
 
     def update_outage(self, outage_id: int, run: FailureRun, closed_at: float | None) -> None:
         with self._tx():
-            self.db.execute(
-                "UPDATE outages SET last_failed = ?, failed_tests = ?, reasons = ?,"
+            self.db.execute(  # start too: a clock step moves an open run as a whole
+                "UPDATE outages SET start = ?, last_failed = ?, failed_tests = ?, reasons = ?,"
                 " closed_at = COALESCE(?, closed_at) WHERE id = ?",
-                (run.last_at, run.count, json.dumps(list(run.reasons)), closed_at, outage_id),
+                (
+                    run.first_at,
+                    run.last_at,
+                    run.count,
+                    json.dumps(list(run.reasons)),
+                    closed_at,
+                    outage_id,
+                ),
             )
 
     # --------------------------------------------------------- reads
