@@ -85,7 +85,12 @@ class Daemon:
             self.store, self.recorder.service_up, self.recorder.down_clock, clock=self.clock.now
         )
         # hooks: events go to a durable outbox in the store; delivery runs in run()
-        self.dispatcher = Dispatcher(self.store, config.hooks, muted=self._muted)
+        self.dispatcher = Dispatcher(
+            self.store,
+            config.hooks,
+            muted=self._muted,
+            on_dead_letter=lambda hook: self.metrics.dead_letters.labels(hook).inc(),
+        )
         self.sinks = [self.dispatcher.submit]
         self.accountant.on_refresh = BudgetWatch(self.store, self.dispatcher).observe
         # called after the monitor handled a test, so outage state includes it (the demo's live view)

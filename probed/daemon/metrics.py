@@ -174,6 +174,12 @@ class Metrics:
             registry=registry,
         )
         self._error_labels: set[tuple[str, str, str, str]] = set()
+        self.dead_letters = Counter(
+            "probed_hook_dead_letters",
+            "Hook events given up: refused for good by the receiver, or older than max_age",
+            ("hook",),
+            registry=registry,
+        )
         self.reload_ok = Gauge(
             "probed_config_last_reload_successful",
             "1 if the last config (re)load was applied",
