@@ -62,7 +62,7 @@ def test_a_step_is_reported_once_and_the_timeline_follows_it(step: float) -> Non
 
 def faketime_env(offset: Path) -> dict[str, str]:
     """The wall clock offset by what ``offset`` says (re-read every second); monotonic left alone."""
-    require(LIBFAKETIME.exists(), "libfaketime is not installed (.ci/setup-test-tools.sh)")
+    require(LIBFAKETIME.exists(), "libfaketime is not installed (.ci/setup-deploy-tools.sh)")
     offset.write_text("+0\n")
     return {
         "LD_PRELOAD": str(LIBFAKETIME),
