@@ -9,7 +9,6 @@ import random
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,41 +21,20 @@ from probed.hooks.base import HookConfig
 from probed.hooks.exec import ExecConfig
 from probed.store.base import open_store
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, http_config, wait_for
-from tests.hooks_receiver import free_port
+from tests.hooks_receiver import Receiver, free_port
 from tests.test_hooks_delivery import FAST, numbered, webhook
 
 
-@dataclass
-class Picky:
-    """Answers ``refuse`` to events of check c0 (a poison event), 200 to the others."""
+def picky(status: int) -> Receiver:
+    """Refuses with ``status`` the events of check c0 (a poison event), and every event of
+    the daemon test (check "site" and service events); accepts the others."""
+    return Receiver(
+        refuse=lambda body: status if body.get("check") in ("c0", "site", None) else None
+    )
 
-    refuse: int
-    port: int = 0
-    seen: list[str] = field(default_factory=list)
-    accepted: list[str] = field(default_factory=list)
-    _runner: web.AppRunner | None = None
 
-    async def _handle(self, request: web.Request) -> web.Response:
-        check = str(json.loads(await request.read()).get("check"))
-        self.seen.append(check)
-        if check in ("c0", "site", "None"):  # c0, or every event of the daemon test
-            return web.Response(status=self.refuse, text="no such tenant")
-        self.accepted.append(check)
-        return web.Response(text="ok")
-
-    async def __aenter__(self) -> Picky:
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
+def checks(bodies: list[Any]) -> list[str]:
+    return [str(b.get("check")) for b in bodies]
 
 
 @asynccontextmanager
@@ -86,15 +64,17 @@ async def dead_letters(db: Path) -> list[Any]:
 async def test_a_permanent_refusal_is_dead_lettered_and_the_next_events_go_out(
     tmp_path: Path, status: int
 ) -> None:
-    async with Picky(status) as receiver:
-        hook = webhook(f"http://127.0.0.1:{receiver.port}/h")
+    async with picky(status) as receiver:
+        hook = webhook(receiver.url("/h"))
         async with dispatching(tmp_path / "p.db", hook) as (d, dead):
             with capture_logs() as logs:
                 for event in numbered(3):
                     await d.submit(event)
-                await wait_for(lambda: receiver.accepted == ["c1", "c2"], 10, "c1, c2 delivered")
+                await wait_for(
+                    lambda: checks(receiver.bodies()) == ["c1", "c2"], 10, "c1, c2 delivered"
+                )
             pending = await d.outbox.pending()
-    assert receiver.seen == ["c0", "c1", "c2"]  # refused once, never retried
+    assert checks(receiver.seen) == ["c0", "c1", "c2"]  # refused once, never retried
     assert dead == ["hook"]
     [letter] = await dead_letters(tmp_path / "p.db")
     assert letter.reason == f"HTTP {status} {web.Response(status=status).reason}: no such tenant"
@@ -107,11 +87,11 @@ async def test_a_permanent_refusal_is_dead_lettered_and_the_next_events_go_out(
 
 @pytest.mark.parametrize("status", [500, 503, 429, 408])
 async def test_transient_refusals_keep_retrying(tmp_path: Path, status: int) -> None:
-    async with Picky(status) as receiver:
-        hook = webhook(f"http://127.0.0.1:{receiver.port}/h")
+    async with picky(status) as receiver:
+        hook = webhook(receiver.url("/h"))
         async with dispatching(tmp_path / "p.db", hook) as (d, dead):
             await d.submit(numbered(1)[0])
-            await wait_for(lambda: receiver.seen.count("c0") >= 3, 10, "three attempts")
+            await wait_for(lambda: checks(receiver.seen).count("c0") >= 3, 10, "three attempts")
     assert (dead, await dead_letters(tmp_path / "p.db")) == ([], [])
 
 
@@ -167,10 +147,8 @@ async def test_retries_are_jittered_within_half_to_all_of_the_backoff(tmp_path: 
 
 @pytest.mark.e2e
 async def test_the_daemon_lists_and_counts_dead_letters(tmp_path: Path) -> None:
-    async with Picky(404) as receiver, ScriptedHTTP({"site": [True, False, False, True]}) as http:
-        hooks = (
-            f'hooks:\n  - {{type: webhook, name: team, url: "http://127.0.0.1:{receiver.port}/"}}\n'
-        )
+    async with picky(404) as receiver, ScriptedHTTP({"site": [True, False, False, True]}) as http:
+        hooks = f'hooks:\n  - {{type: webhook, name: team, url: "{receiver.url("/")}"}}\n'
         daemon = await DaemonProcess(
             http_config(tmp_path, http.port, ["site"], extra=hooks)
         ).start()
