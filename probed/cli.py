@@ -393,10 +393,18 @@ def exclude_list(config_path: str, month: str | None, revoked: bool, fmt: str) -
 @click.option("--by", default=None)
 def exclude_revoke(config_path: str, exclusion_id: int, reason: str, by: str | None) -> None:
     """Revoke an exclusion (it is kept, marked revoked)."""
+    from pydantic import ValidationError
+
+    from probed.exclusions import RevokeRequest, from_validation_error
     from probed.store.base import AlreadyRevoked, UnknownExclusion
 
-    config = _load(config_path, secrets=False)
     author = _author(by)
+    try:
+        RevokeRequest(reason=reason, by=author)
+    except ValidationError as exc:
+        refused = from_validation_error(exc)
+        _fail(f"--{refused.field}: {refused.message}", 2)
+    config = _load(config_path, secrets=False)
     try:
         _with_store(
             config,
@@ -425,14 +433,36 @@ def exclude_revoke(config_path: str, exclusion_id: int, reason: str, by: str | N
     default=None,
     help="write the HTML report here (default: report.html in --workdir, else a temp file)",
 )
+@click.option(
+    "--locations",
+    type=click.IntRange(3, 9),
+    default=None,
+    help="instead: this many probing locations and a quorum of 2 (docs/locations.md)",
+)
 def demo(
-    duration: float | None, workdir: str | None, json_report: str | None, html_report: str | None
+    duration: float | None,
+    workdir: str | None,
+    json_report: str | None,
+    html_report: str | None,
+    locations: int | None,
 ) -> None:
     """Run the whole product on this machine alone, then print the report."""
     from probed.demo import run_demo
+    from probed.demo.locations import run_locations_demo
 
     configure_logs("console", "warning")
     _install_event_loop()
+    if locations is not None:
+        sys.exit(
+            asyncio.run(
+                run_locations_demo(
+                    locations,
+                    duration=duration,
+                    workdir=Path(workdir) if workdir else None,
+                    json_report=Path(json_report) if json_report else None,
+                )
+            )
+        )
     sys.exit(
         asyncio.run(
             run_demo(

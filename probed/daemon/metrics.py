@@ -119,10 +119,14 @@ class Metrics:
         snapshot: Callable[[], Snapshot],
         *,
         per_check_histograms: bool = False,
+        location: str = "",
     ) -> None:
         # *_created series add ~12 % to a 10 000-check scrape and nobody graphs them
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
         self.registry = registry
+        # where this daemon probes from: a label on its per-check state series (several
+        # daemons on one store export the same checks, each from its own location)
+        self._located = f',location="{_label_value(location)}"' if location else ""
         self.checks: dict[tuple[str, str], CheckSeries] = {}
         self.per_check_histograms = per_check_histograms
         # process_* and python_gc_*/python_info, as every Prometheus client exports them
@@ -174,6 +178,12 @@ class Metrics:
             registry=registry,
         )
         self._error_labels: set[tuple[str, str, str, str]] = set()
+        self.dead_letters = Counter(
+            "probed_hook_dead_letters",
+            "Hook events given up: refused for good by the receiver, or older than max_age",
+            ("hook",),
+            registry=registry,
+        )
         self.reload_ok = Gauge(
             "probed_config_last_reload_successful",
             "1 if the last config (re)load was applied",
@@ -234,7 +244,7 @@ class Metrics:
         self._duration(service, check, type_)
 
     def _series(self, service: str, check: str, type_: str) -> CheckSeries:
-        labels = check_labels(service, check, type_)
+        labels = check_labels(service, check, type_) + self._located
         series = self.checks.get((service, check))
         if series is None or series.labels != labels:  # new, or its type changed
             series = self.checks[(service, check)] = CheckSeries(labels)
@@ -335,7 +345,8 @@ class SnapshotCollector(Collector):
             ):
                 if fig is None:
                     continue
-                avail.add_metric([name, window], fig.availability)
+                if fig.availability is not None:  # no test in the window: no sample, never 1
+                    avail.add_metric([name, window], fig.availability)
                 down.add_metric([name, window], fig.downtime_seconds)
                 excluded.add_metric([name, window], fig.excluded_seconds)
                 unmonitored.add_metric([name, window], fig.unmonitored_seconds)

@@ -20,6 +20,7 @@ from probed.daemon.downclock import DownClock
 from probed.daemon.metrics import Metrics
 from probed.daemon.runner import TestOutcome
 from probed.daemon.scheduler import CheckKey
+from probed.hooks.quorum import QuorumWatch
 from probed.logs import log
 from probed.store.base import FailedTest, Store
 from probes.base import CheckBase, Transcript
@@ -52,7 +53,10 @@ class Recorder:
         self._down: dict[str, int] = {}  # checks in outage, per service: O(1) service state
         self._size: dict[str, int] = {}
         self.changed = asyncio.Event()  # an outage opened or closed: figures are stale
+        self._moved = 0.0  # all clock steps so far: a record() spanning one moves its run too
         self._bugs_logged: set[tuple[str, str, str]] = set()  # (service, check, exception type)
+        # several locations: outage and service events follow the quorum (set by the daemon)
+        self.quorum: QuorumWatch | None = None
 
     async def start(self, wanted: Iterable[tuple[str, CheckBase]]) -> None:
         """A new probing session: the store learns it, then the checks are adopted."""
@@ -97,8 +101,11 @@ class Recorder:
         return state
 
     def service_up(self) -> dict[str, bool]:
-        """O(services), from the outage counts."""
+        """O(services), from the outage counts; with several locations, the quorum's."""
         down = self._down
+        watch = self.quorum if self.quorum is not None and self.quorum.active else None
+        if watch is not None:  # the quorum's verdict, the same from every daemon
+            return {service: watch.service_up(service) for service in list(self._size)}
         return {service: not down.get(service, 0) for service in list(self._size)}
 
     def in_outage(self) -> int:
@@ -124,6 +131,7 @@ class Recorder:
         # the new state is worked out on a copy and shown (status, metrics) only once the
         # store holds it: nobody sees an outage that has no row, or no id, yet
         before = state.tracker
+        moved_before = self._moved
         tracker = Tracker(before.failures_to_down, before.run)
         change = tracker.observe(outcome.started_at, result.ok, result.reason)
         if tracker.in_outage != before.in_outage:
@@ -140,6 +148,8 @@ class Recorder:
         if change is not None:
             await self._apply(service, state, tracker, change)
         tracker.failures_to_down = state.tracker.failures_to_down  # a reload may have changed it
+        if self._moved != moved_before:  # a clock step while this test was being stored
+            await self._move(tracker, self._moved - moved_before)
         state.tracker = tracker
         if self.metrics is not None:
             delivery = result.details.get("delivery_seconds")
@@ -155,9 +165,24 @@ class Recorder:
             )
             self.metrics.set_check_up(service, check.name, check.type, not state.tracker.in_outage)
         is_up = self._down.get(service, 0) == 0
-        if was_up != is_up:
+        if was_up != is_up and not await self._shared(check):  # else the quorum decides
             self.down_clock.set_down(service, not is_up)
             await self._service_changed(service, is_up, outcome.started_at)
+
+    async def clock_stepped(self, seconds: float) -> None:
+        """Move every open failure run with the timeline: its duration stays what elapsed."""
+        self._moved += seconds
+        for state in self.checks.values():
+            await self._move(state.tracker, seconds)
+        await self.store.restart_segments()
+        self.changed.set()
+
+    async def _move(self, tracker: Tracker, seconds: float) -> None:
+        run = tracker.run
+        if run is not None:
+            tracker.run = run = run.shifted(seconds)
+            if run.outage_id is not None:
+                await self.store.update_outage(run.outage_id, run)
 
     async def discard(
         self, service: str, check: CheckBase, outcome: TestOutcome, stalled: float
@@ -234,6 +259,9 @@ class Recorder:
             await self.store.update_outage(run.outage_id or 0, run)
             return  # an open outage's growth is picked up by the periodic refresh
         self.changed.set()
+        if await self._shared(state.check):
+            await self._located(service, state, change, run)
+            return
         name = state.check.name
         event = Event(
             "outage_opened",
@@ -274,6 +302,43 @@ class Recorder:
                 summary=f"{service}/{name} is up again after {downtime:.0f}s of downtime",
             )
         )
+
+    async def _shared(self, check: CheckBase) -> bool:
+        return self.quorum is not None and await self.quorum.shared(check)
+
+    async def _located(
+        self, service: str, state: CheckState, change: OutageChange, run: FailureRun
+    ) -> None:
+        """This location's own outage (P3), then the quorum's verdict, told once."""
+        assert self.quorum is not None
+        name, where = state.check.name, self.store.location
+        closed = change.kind == "closed"
+        downtime = run.last_at - run.first_at
+        log.info(
+            f"location_outage.{change.kind}",
+            service=service,
+            check=name,
+            location=where,
+            reasons=list(run.reasons),
+        )
+        await self.emit(
+            Event(
+                "location_outage_closed" if closed else "location_outage_opened",
+                service,
+                change.at,
+                check=name,
+                severity="P3",
+                outage_id=run.outage_id,
+                start=run.first_at,
+                end=run.last_at,
+                failed_tests=run.count,
+                downtime_seconds=downtime if closed else None,
+                reasons=run.reasons,
+                summary=f"{service}/{name} is {'up again' if closed else 'down'} at {where}",
+                extra={"location": where},
+            )
+        )
+        await self.quorum.observe(service, state.check, change.at)
 
     def _severity(self, service: str) -> Severity:
         """P1 (global) when a majority of the service's checks are down, else P2 (isolated)."""
