@@ -3,6 +3,7 @@
 #   promtool        (package prometheus)              - rule/config/metrics checks
 #   amtool          (package prometheus-alertmanager) - alertmanager example check
 #   systemd-analyze (package systemd)                 - unit file verification
+#   libfaketime     (package faketime)                - clock-step tests of the daemon
 #
 # Idempotent: packages already present are not reinstalled, and a second run
 # does nothing but checks. Debian's postinst scripts would start the
@@ -12,7 +13,7 @@
 # up is stopped and disabled afterwards.
 set -eu
 
-PACKAGES="prometheus prometheus-alertmanager systemd"
+PACKAGES="prometheus prometheus-alertmanager systemd faketime"
 POLICY=/usr/sbin/policy-rc.d
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -45,15 +46,15 @@ else
     # A fresh image has no package lists; refresh them when a package has no candidate.
     for pkg in $missing; do
         if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-            apt-get update -q
+            apt-get -o DPkg::Lock::Timeout=300 update -q
             break
         fi
     done
     # shellcheck disable=SC2086 # word splitting of the package list is intended
-    if ! apt-get install -y -q --no-install-recommends $missing; then
+    if ! apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $missing; then
         # stale lists point at superseded .debs: refresh once and retry
-        apt-get update -q
-        apt-get install -y -q --no-install-recommends $missing
+        apt-get -o DPkg::Lock::Timeout=300 update -q
+        apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $missing
     fi
 fi
 

@@ -22,6 +22,8 @@ from probed.exclusions import (
     resolve,
     to_json,
 )
+from probed.hooks.base import Envelope
+from probed.httplog import BadRequestLog
 from probed.logs import log
 from probed.reports.figures import month_report
 from probed.reports.html import gather_extras, render_html
@@ -30,6 +32,7 @@ from probed.store.base import AlreadyRevoked, NewExclusion, StorageError, Unknow
 from probed.web.routes import StatusRoutes
 
 MAX_BODY = 64 * 1024
+SHUTDOWN_GRACE = 1.0  # seconds for API requests in flight when the daemon stops
 
 
 def _error(status: int, message: str, field: str | None = None) -> web.Response:
@@ -57,7 +60,11 @@ class ApiServer:
             ]
         )
         StatusRoutes(daemon).install(self.app)  # /status, /badge: the published face
-        self.runner = web.AppRunner(self.app, access_log=None)
+        # requests in flight at shutdown get SHUTDOWN_GRACE, not aiohttp's 60 s: SIGTERM must
+        # end the daemon within the longest test timeout + 1 s
+        self.runner = web.AppRunner(
+            self.app, access_log=None, logger=BadRequestLog(), shutdown_timeout=SHUTDOWN_GRACE
+        )
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
@@ -149,7 +156,34 @@ class ApiServer:
                     "open_outages": outages,
                 }
             )
-        return web.json_response({"generated_at": iso(time.time()), "services": services})
+        hooks = await self._hooks_status()
+        return web.json_response(
+            {"generated_at": iso(time.time()), "services": services, "hooks": hooks}
+        )
+
+    async def _hooks_status(self) -> list[dict[str, Any]]:
+        """Per hook: events waiting, and the latest dead letters with their reasons."""
+        store = self.daemon.store
+        waiting = await store.undelivered()
+        dead: dict[str, list[dict[str, Any]]] = {}
+        for letter in await store.dead_letters():
+            event = Envelope.loads(letter.payload).event
+            dead.setdefault(letter.hook, []).append(
+                {
+                    "id": letter.id,
+                    "kind": event.kind,
+                    "service": event.service,
+                    "created_at": iso(letter.created_at),
+                    "dead_at": iso(letter.dead_at),
+                    "attempts": letter.attempts,
+                    "reason": letter.reason,
+                }
+            )
+        names = [*(h.name for h in self.daemon.config.hooks), *sorted(set(dead) | set(waiting))]
+        return [
+            {"hook": name, "undelivered": waiting.get(name, 0), "dead_letters": dead.get(name, [])}
+            for name in dict.fromkeys(names)
+        ]
 
     async def report(self, request: web.Request) -> web.Response:
         d = self.daemon

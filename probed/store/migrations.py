@@ -185,6 +185,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         _V2_SQLITE,
         _V2_POSTGRESQL,
     ),
+    Migration(
+        3,
+        "dead-lettered hook events: refused for good, or older than the hook's max_age",
+        ("ALTER TABLE outbox ADD COLUMN dead_at REAL",),
+        ("ALTER TABLE outbox ADD COLUMN dead_at DOUBLE PRECISION",),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
