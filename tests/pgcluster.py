@@ -72,6 +72,7 @@ class PgCluster:
     port: int = 0
     password: str = field(default_factory=lambda: uuid.uuid4().hex)
     run_as: str | None = None  # a user to run the server as (when we are root)
+    durable: bool = False  # fsync as in production (benchmarks); tests skip it for speed
 
     @property
     def data(self) -> Path:
@@ -133,8 +134,10 @@ class PgCluster:
             conf.write(
                 f"\nlisten_addresses = '{HOST}'\nport = {self.port}\n"
                 f"unix_socket_directories = '{self.socket_dir}'\n"
-                "fsync = off\nfull_page_writes = off\nmax_connections = 200\n"
+                "max_connections = 200\n"
             )
+            if not self.durable:
+                conf.write("fsync = off\nfull_page_writes = off\n")
         self.start()
 
     def start(self) -> None:
@@ -149,6 +152,11 @@ class PgCluster:
             str(START_SECONDS),
             "start",
         )
+
+    @property
+    def pid(self) -> int:
+        """The postmaster's process id (its first line of postmaster.pid)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server (``fast`` disconnects clients, as a restart would)."""
