@@ -6,6 +6,7 @@ import asyncio
 import faulthandler
 import json
 import os
+import pwd
 import sys
 import time
 from pathlib import Path
@@ -28,9 +29,10 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def _load(path: str) -> Config:
+def _load(path: str, *, secrets: bool = True) -> Config:
+    """``secrets=False`` for commands that do not probe: they need no probe secrets."""
     try:
-        return config_mod.load(path)
+        return config_mod.load(path, secrets=secrets)
     except ConfigError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)
@@ -44,6 +46,18 @@ def _store(config: Config, *, readonly: bool) -> SqliteStore:
         return SqliteStore(config.storage_path, readonly=readonly)
     except StorageError as exc:
         _fail(str(exc))
+
+
+def _author(by: str | None) -> str:
+    """``--by``, else who ran sudo, else the login name of this process (not $USER)."""
+    if by:
+        return by
+    if os.environ.get("SUDO_USER"):
+        return os.environ["SUDO_USER"]
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (e.g. a container's DynamicUser)
+        return f"uid {os.getuid()}"
 
 
 def _install_event_loop() -> None:
@@ -166,7 +180,7 @@ def report(
     from probed.reports import render as render
     from probed.reports.figures import month_report
 
-    config = _load(config_path)
+    config = _load(config_path, secrets=False)
     if service is not None and service not in config.services:
         _fail(f'unknown service "{service}"; configured: {", ".join(config.services)}', 2)
     store = _store(config, readonly=True)
@@ -243,8 +257,8 @@ def exclude_add(
 
     if all_services == (service is not None):
         _fail("give exactly one of --service S or --all", 2)
-    config = _load(config_path)
-    author = by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown"
+    config = _load(config_path, secrets=False)
+    author = _author(by)
     try:
         try:
             req = ExclusionRequest(
@@ -277,7 +291,7 @@ def exclude_list(config_path: str, month: str | None, revoked: bool, fmt: str) -
     """List exclusions."""
     from probed.exclusions import to_json
 
-    config = _load(config_path)
+    config = _load(config_path, secrets=False)
     store = _store(config, readonly=True)
     try:
         window = accounting.month_period(month, config.timezone) if month else None
@@ -308,9 +322,9 @@ def exclude_list(config_path: str, month: str | None, revoked: bool, fmt: str) -
 @click.option("--by", default=None)
 def exclude_revoke(config_path: str, exclusion_id: int, reason: str, by: str | None) -> None:
     """Revoke an exclusion (it is kept, marked revoked)."""
-    config = _load(config_path)
+    config = _load(config_path, secrets=False)
     store = _store(config, readonly=False)
-    author = by or os.environ.get("SUDO_USER") or os.environ.get("USER") or "unknown"
+    author = _author(by)
     try:
         store.revoke_exclusion(exclusion_id, by=author, reason=reason)
     except KeyError as exc:

@@ -31,7 +31,7 @@ from probed.core.maintenance import DAY, EVERY_DAY, WEEK, WEEKDAYS
 from probed.core.maintenance import Window as MaintenanceWindow
 from probed.hooks import HOOK_TYPES, HookConfig
 from probes import REGISTRY
-from probes.base import CheckBase, Duration, read_secret
+from probes.base import CheckBase, Duration, loading, read_secret, reads_secrets
 
 Loc: TypeAlias = tuple[str | int, ...]
 EX_CONFIG = 78
@@ -154,8 +154,10 @@ class ConfigModel(_Strict):
     @field_validator("storage")
     @classmethod
     def _storage(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("sqlite://"):
-            raise ValueError(f'expected sqlite:///path/to/probed.db, got "{value}"')
+        if value is not None and (
+            not value.strip() or ("://" in value and not value.startswith("sqlite://"))
+        ):
+            raise ValueError(f'expected sqlite:////path/to/probed.db or a file path, got "{value}"')
         return value
 
     @field_validator("listen")
@@ -229,17 +231,27 @@ class Config:
 # ---------------------------------------------------------------- loading
 
 
-def load(path: str | os.PathLike[str]) -> Config:
-    """Read, validate and resolve a config file. Raises ConfigError."""
+def load(path: str | os.PathLike[str], *, secrets: bool = True) -> Config:
+    """Read, validate and resolve a config file. Raises ConfigError.
+
+    ``secrets=False`` skips reading probe and hook secrets (and the API token),
+    for commands that do not probe: report, exclude, reload.
+    """
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{file}: cannot read config: {exc.strerror or exc}"]) from None
-    return loads(text, file)
+    return loads(text, file, secrets=secrets)
 
 
-def loads(text: str, file: Path) -> Config:
+def loads(text: str, file: Path, *, secrets: bool = True) -> Config:
+    """Relative paths in the config resolve against ``file``'s directory."""
+    with loading(file.absolute().parent, read_secrets=secrets):
+        return _loads(text, file)
+
+
+def _loads(text: str, file: Path) -> Config:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -360,10 +372,10 @@ def _hooks(model: ConfigModel, locator: _Locator, problems: list[str]) -> tuple[
 
 
 def _token(model: ConfigModel, file: Path, locator: _Locator, problems: list[str]) -> str | None:
-    if model.api_token_file is None:
+    if model.api_token_file is None or not reads_secrets():
         return None
     try:
-        token = read_secret(str(_relative_to(model.api_token_file, file))).strip()
+        token = read_secret(model.api_token_file).strip()
     except ValueError as exc:
         problems.append(locator.message(("api_token_file",), str(exc)))
         return None
@@ -375,19 +387,20 @@ def _token(model: ConfigModel, file: Path, locator: _Locator, problems: list[str
     return token
 
 
-def _relative_to(path: str, config_file: Path) -> Path:
-    p = Path(path)
-    if p.is_absolute() or os.environ.get("CREDENTIALS_DIRECTORY"):
-        return p
-    return config_file.parent / p
-
-
 def _storage_path(url: str | None, config_file: Path) -> Path:
     if url is None:
         state_dir = os.environ.get("STATE_DIRECTORY", "/var/lib/probed").split(":")[0]
         return Path(state_dir) / "probed.db"
-    path = Path(url.removeprefix("sqlite://"))
-    return path if path.is_absolute() else config_file.parent / path
+    return resolve_storage(url, config_file.absolute().parent)
+
+
+def resolve_storage(url: str, base: Path) -> Path:
+    """``sqlite:////abs`` and ``sqlite:///abs`` are absolute; ``sqlite://rel`` and plain
+    relative paths are relative to ``base`` (the config file's directory)."""
+    text = url.removeprefix("sqlite://")
+    if text.startswith("/"):
+        return Path("/" + text.lstrip("/"))  # POSIX would keep a leading "//" as it is
+    return base / text
 
 
 # ------------------------------------------------------- error locations

@@ -9,18 +9,27 @@ a failed test whose reason comes from :func:`describe_error`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import os
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeAlias
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 DetailValue: TypeAlias = str | int | float | bool | None
 
@@ -117,11 +126,61 @@ class Transcript:
         self._add("*", text)
 
 
-def read_secret(path: str) -> str:
-    """Read a secret file; relative names are looked up in systemd's credentials first."""
+@dataclass(frozen=True, slots=True)
+class LoadContext:
+    """How the config being validated resolves paths and whether it reads secrets."""
+
+    base: Path | None = None  # the config file's directory
+    read_secrets: bool = True
+
+
+_LOADING: ContextVar[LoadContext] = ContextVar(
+    "probed_config_loading",
+    default=LoadContext(),  # noqa: B039  # a frozen dataclass, never mutated
+)
+
+
+@contextlib.contextmanager
+def loading(base: Path | None, *, read_secrets: bool = True) -> Iterator[None]:
+    """Validate config models relative to ``base``; ``read_secrets=False`` for commands that
+    do not probe (report, exclude, reload), which must work without the probes' secrets."""
+    token = _LOADING.set(LoadContext(base, read_secrets))
+    try:
+        yield
+    finally:
+        _LOADING.reset(token)
+
+
+def reads_secrets() -> bool:
+    return _LOADING.get().read_secrets
+
+
+def config_path(path: str) -> Path:
+    """A path from the config: relative ones are relative to the config file's directory."""
+    base = _LOADING.get().base
     candidate = Path(path)
+    return candidate if candidate.is_absolute() or base is None else base / candidate
+
+
+def _existing_ca_file(value: str | None) -> str | None:
+    if value is None:
+        return None
+    resolved = config_path(value)
+    if not resolved.is_file():
+        raise ValueError(f"ca_file {value} does not exist")
+    return str(resolved)
+
+
+# A PEM file of CAs to trust, resolved against the config file's directory when relative.
+CaFile = Annotated[str | None, AfterValidator(_existing_ca_file)]
+
+
+def read_secret(path: str) -> str:
+    """Read a secret file; relative names are looked up in systemd's credentials first,
+    then relative to the config file's directory."""
+    candidate = config_path(path)
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not candidate.is_absolute() and cred_dir and (Path(cred_dir) / path).is_file():
+    if not Path(path).is_absolute() and cred_dir and (Path(cred_dir) / path).is_file():
         candidate = Path(cred_dir) / path
     try:
         return candidate.read_text(encoding="utf-8").strip("\r\n")
@@ -172,7 +231,7 @@ class Credentials(BaseModel):
         if isinstance(data, dict):
             if "password" in data:
                 raise ValueError("inline passwords are not allowed: use password_file")
-            if data.get("password_file"):
+            if data.get("password_file") and reads_secrets():
                 data = {**data, "password": read_secret(str(data["password_file"]))}
         return data
 
@@ -191,14 +250,12 @@ class TLSOptions(BaseModel):
     tls: bool = False
     starttls: bool = False
     tls_verify: bool = True
-    ca_file: str | None = None
+    ca_file: CaFile = None
 
     @model_validator(mode="after")
     def _one_mode(self) -> TLSOptions:
         if self.tls and self.starttls:
             raise ValueError("choose tls (implicit TLS) or starttls, not both")
-        if self.ca_file is not None and not Path(self.ca_file).is_file():
-            raise ValueError(f"ca_file {self.ca_file} does not exist")
         return self
 
     def ssl_context(self) -> ssl.SSLContext:

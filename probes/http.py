@@ -7,7 +7,6 @@ import re
 import time
 from collections.abc import Mapping
 from http import HTTPStatus
-from pathlib import Path
 from typing import Literal
 
 import aiohttp
@@ -17,6 +16,7 @@ from pydantic import Field, field_validator
 from yarl import URL
 
 from probes.base import (
+    CaFile,
     CheckBase,
     DetailValue,
     ProbeFailure,
@@ -46,7 +46,7 @@ class HttpCheck(CheckBase):
     follow_redirects: bool = True
     headers: dict[str, str] = Field(default_factory=dict)
     tls_verify: bool = True
-    ca_file: str | None = None
+    ca_file: CaFile = None
 
     @field_validator("url")
     @classmethod
@@ -64,13 +64,6 @@ class HttpCheck(CheckBase):
         if bad := [code for code in codes if not 100 <= code <= 599]:
             raise ValueError(f"expected HTTP status codes (100..599), got {bad}")
         return codes
-
-    @field_validator("ca_file")
-    @classmethod
-    def _ca_file_exists(cls, ca_file: str | None) -> str | None:
-        if ca_file is not None and not Path(ca_file).is_file():
-            raise ValueError(f"ca_file {ca_file} does not exist")
-        return ca_file
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(v for k, v in self.headers.items() if k.lower() in _SECRET_HEADERS)

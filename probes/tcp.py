@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from probes.base import (
+    CaFile,
     CheckBase,
     ProbeFailure,
     ProbeResult,
@@ -29,15 +29,8 @@ class TcpCheck(CheckBase):
     port: int = Field(ge=1, le=65535)
     tls: bool = False
     tls_verify: bool = True
-    ca_file: str | None = None
+    ca_file: CaFile = None
     expect_banner: Regex | None = None
-
-    @field_validator("ca_file")
-    @classmethod
-    def _ca_file_exists(cls, ca_file: str | None) -> str | None:
-        if ca_file is not None and not Path(ca_file).is_file():
-            raise ValueError(f"ca_file {ca_file} does not exist")
-        return ca_file
 
     def target(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

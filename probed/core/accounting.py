@@ -103,7 +103,7 @@ def _length(disjoint: Iterable[Interval]) -> Fraction:
     return sum((Fraction(end) - Fraction(start) for start, end in disjoint), _ZERO)
 
 
-def _overlaps(span: Interval, window: Interval) -> bool:
+def overlaps(span: Interval, window: Interval) -> bool:
     """Whether ``span`` shares time with ``window``; a zero-length span counts if inside."""
     start, end = span
     if start == end:
@@ -204,10 +204,17 @@ class OutageSpan:
     reasons: tuple[str, ...] = ()
     open: bool = False
     id: int | None = None
+    location: str = ""  # the probing location whose failure run this is ("" for a quorum outage)
+    members: tuple[OutageSpan, ...] = ()  # a quorum outage: the location outages overlapping it
 
     @property
     def interval(self) -> Interval:
         return (self.start, self.end)
+
+    @property
+    def locations(self) -> tuple[str, ...]:
+        """The locations whose own outages overlap this (quorum) outage, sorted."""
+        return tuple(sorted({m.location for m in self.members}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +308,30 @@ class OutageFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class LocationFigures:
+    """One location's own figures for a service-month: evidence beside the bill, never billed."""
+
+    location: str
+    downtime_seconds: float
+    excluded_seconds: float
+    unmonitored_seconds: float
+    availability: float | None  # None when the location has no test in the period
+    outages: tuple[OutageFigures, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Advisory:
+    """A location outage that never took part in a quorum outage: billed nothing, shown anyway."""
+
+    location: str
+    check: str
+    start: float
+    end: float
+    downtime_seconds: float  # inside the period
+    open: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceFigures:
     """A service's billed figures for one month (docs/sla-rules.md, "Figures")."""
 
@@ -324,6 +355,11 @@ class ServiceFigures:
     error_budget_remaining_seconds: float
     outages: tuple[OutageFigures, ...]
     exclusions: tuple[ExclusionSpan, ...]  # live or revoked, overlapping the period: audit
+    # Several locations (docs/sla-rules.md, "Several locations"): each location's
+    # own figures (only when more than one location tested the service) and the
+    # location outages that never reached the quorum.
+    locations: tuple[LocationFigures, ...] = ()
+    advisories: tuple[Advisory, ...] = ()
 
     @property
     def downtime_minutes(self) -> float:
@@ -388,7 +424,7 @@ def _outage_figures(
 ) -> tuple[OutageFigures, ...]:
     rows: list[OutageFigures] = []
     for span in sorted(outages, key=lambda o: (o.start, o.end, o.check)):
-        if not _overlaps(span.interval, window):
+        if not overlaps(span.interval, window):
             continue
         inside = clip([span.interval], window)
         rows.append(
@@ -454,7 +490,7 @@ def service_figures(
 def _audit_trail(applicable: list[ExclusionSpan], window: Interval) -> tuple[ExclusionSpan, ...]:
     """Exclusions touching the period, revoked ones included: what changed (or once
     changed) this month's figure must stay visible beside it."""
-    touching = (x for x in applicable if _overlaps(x.interval, window))
+    touching = (x for x in applicable if overlaps(x.interval, window))
     return tuple(sorted(touching, key=lambda x: (x.start, x.id)))
 
 

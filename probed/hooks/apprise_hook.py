@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from probed.core.times import iso
 from probed.hooks.base import Envelope, HookConfig, HookError, HookType
-from probes.base import read_secret
+from probes.base import read_secret, reads_secrets
 
 _GOOD_NEWS = frozenset({"outage_closed", "service_up"})
 
@@ -32,7 +32,7 @@ class AppriseConfig(HookConfig):
             return data
         if "secret_urls" in data:
             raise ValueError("secret_urls is internal: put the URLs in urls_file")
-        if data.get("urls_file"):
+        if data.get("urls_file") and reads_secrets():
             path = str(data["urls_file"])
             urls: list[str] = []
             for number, line in enumerate(read_secret(path).splitlines(), 1):
@@ -55,7 +55,7 @@ class AppriseConfig(HookConfig):
 
     @model_validator(mode="after")
     def _some_urls(self) -> AppriseConfig:
-        if not self.urls and not self.secret_urls:
+        if not self.urls and not self.secret_urls and (reads_secrets() or not self.urls_file):
             raise ValueError("expected urls: [...] or a urls_file with at least one Apprise URL")
         return self
 

@@ -13,7 +13,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import aiohttp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -50,6 +50,8 @@ class HookConfig(BaseModel):
     services: tuple[str, ...] = ()  # empty: every service
     min_severity: Severity = "P3"  # P1 only the global outages, P3 everything
     timeout: Duration = 10.0
+    # exclusion kinds during which this hook says nothing about the services they cover
+    mute_during: tuple[Literal["dos", "maintenance", "other"], ...] = ("maintenance",)
 
     def accepts(self, event: Event) -> bool:
         return (

@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 
 from probed import __version__
 from probed.hooks.base import Envelope, HookConfig, HookType, HttpUrl, post_json
-from probes.base import read_secret
+from probes.base import read_secret, reads_secrets
 
 SIGNATURE_HEADER = "X-Probed-Signature"
 
@@ -29,7 +29,7 @@ class WebhookConfig(HookConfig):
         if isinstance(data, dict):
             if "secret" in data:
                 raise ValueError("inline secrets are not allowed: use secret_file")
-            if data.get("secret_file"):
+            if data.get("secret_file") and reads_secrets():
                 secret = read_secret(str(data["secret_file"]))
                 if not secret:
                     raise ValueError(f"secret file {data['secret_file']} is empty")
