@@ -5,14 +5,17 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
 
+from probed.config import Config
 from probed.core import accounting
 from probed.core.times import iso
+from probed.daemon.recorder import Recorder
+from probed.daemon.reload import ReloadState
 from probed.exclusions import (
     ExclusionRequest,
     InvalidRequest,
@@ -24,11 +27,35 @@ from probed.exclusions import (
 from probed.logs import log
 from probed.reports.figures import month_report
 from probed.reports.render import MonthReport, to_json_dict
-
-if TYPE_CHECKING:
-    from probed.daemon.lifecycle import Daemon
+from probed.store.base import AlreadyRevoked, NewExclusion, StorageError, Store, UnknownExclusion
 
 MAX_BODY = 64 * 1024
+
+
+class DaemonView(Protocol):
+    """What the API needs from the running daemon (the daemon implements it)."""
+
+    config: Config
+    registry: CollectorRegistry
+    store: Store
+    recorder: Recorder
+
+    def health_problems(self) -> list[str]:
+        """Problems other than the store's writability (e.g. a stopped scheduler)."""
+        ...
+
+    @property
+    def reloads(self) -> ReloadState:
+        """The last reload's verdict."""
+        ...
+
+    async def exclusions_changed(self) -> None:
+        """Recompute the figures after an exclusion was added or revoked."""
+        ...
+
+    async def reload(self) -> bool:
+        """Re-read the config file; True when the new config was applied."""
+        ...
 
 
 def _error(status: int, message: str, field: str | None = None) -> web.Response:
@@ -39,7 +66,7 @@ def _error(status: int, message: str, field: str | None = None) -> web.Response:
 
 
 class ApiServer:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.daemon = daemon
         self.app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors])
         self.app.add_routes(
@@ -51,6 +78,8 @@ class ApiServer:
                 web.get("/api/v1/exclusions", self.list_exclusions),
                 web.post("/api/v1/exclusions", self.add_exclusion),
                 web.post("/api/v1/exclusions/{id}/revoke", self.revoke_exclusion),
+                web.get("/-/reload", self.reload_state),
+                web.post("/-/reload", self.reload),
             ]
         )
         self.runner = web.AppRunner(self.app, access_log=None)
@@ -78,6 +107,9 @@ class ApiServer:
             if exc.status >= 400:
                 return _error(exc.status, exc.reason)
             raise
+        except StorageError as exc:
+            log.error("api.storage_failed", path=request.path, reason=str(exc))
+            return _error(503, f"the store failed: {exc}")
 
     # ------------------------------------------------------------ reads
 
@@ -86,11 +118,9 @@ class ApiServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.Request) -> web.Response:
-        problems = []
-        if not self.daemon.scheduler.running and self.daemon.scheduler.jobs:
-            problems.append("scheduler is not running")
-        store_problem = self.daemon.store.writable()
-        if store_problem:
+        problems = self.daemon.health_problems()
+        store_problem = await self.daemon.store.writable()
+        if store_problem and store_problem not in problems:
             problems.append(store_problem)
         if problems:
             return web.Response(status=503, text="; ".join(problems) + "\n")
@@ -102,7 +132,7 @@ class ApiServer:
         for service in d.config.services.values():
             checks = []
             for check in service.checks:
-                state = d.monitor.checks.get((service.name, check.name))
+                state = d.recorder.checks.get((service.name, check.name))
                 run = state.tracker.run if state else None
                 checks.append(
                     {
@@ -126,12 +156,12 @@ class ApiServer:
                     "reasons": list(run.reasons),
                     "id": run.outage_id,
                 }
-                for name, run in d.monitor.open_outages(service.name)
+                for name, run in d.recorder.open_outages(service.name)
             ]
             services.append(
                 {
                     "service": service.name,
-                    "up": d.monitor.service_up().get(service.name, True),
+                    "up": d.recorder.service_up().get(service.name, True),
                     "objective": service.policy.objective,
                     "checks": checks,
                     "open_outages": outages,
@@ -150,8 +180,7 @@ class ApiServer:
             return _error(400, str(exc), "month")
         if service is not None and service not in d.config.services:
             return _error(404, f'unknown service "{service}"', "service")
-        d.store.flush()  # the report must include the latest passing tests' coverage
-        figures = month_report(d.store, d.config, month, now, service)
+        figures = await month_report(d.store, d.config, month, now, service)
         report = MonthReport(
             month=month, timezone=d.config.timezone, generated_at=now, services=tuple(figures)
         )
@@ -168,7 +197,7 @@ class ApiServer:
         include_revoked = request.query.get("revoked", "true") != "false"
         rows = [
             to_json(e)
-            for e in d.store.exclusions(window)
+            for e in await d.store.exclusions(window)
             if include_revoked or e.revoked_at is None
         ]
         return web.json_response({"exclusions": rows})
@@ -210,16 +239,10 @@ class ApiServer:
             service, start, end = resolve(parsed, d.config)
         except InvalidRequest as exc:
             return _error(400, exc.message, exc.field)
-        stored = d.store.add_exclusion(
-            service=service,
-            start=start,
-            end=end,
-            kind=parsed.kind,
-            reason=parsed.reason,
-            by=parsed.by,
-        )
+        new = NewExclusion(service, start, end, parsed.kind, parsed.reason, parsed.by)
+        stored = await d.store.add_exclusion(new)
         log.info("exclusion.added", id=stored.id, service=service, kind=parsed.kind, by=parsed.by)
-        d.accountant.refresh(d.config)
+        await d.exclusions_changed()
         return web.json_response(to_json(stored), status=201)
 
     async def revoke_exclusion(self, request: web.Request) -> web.Response:
@@ -241,10 +264,35 @@ class ApiServer:
         except InvalidRequest as exc:
             return _error(400, exc.message, exc.field)
         try:
-            stored = d.store.revoke_exclusion(exclusion_id, by=parsed.by, reason=parsed.reason)
-        except KeyError as exc:
-            status = 404 if "does not exist" in str(exc) else 409
-            return _error(status, str(exc.args[0]), "id")
+            stored = await d.store.revoke_exclusion(
+                exclusion_id, by=parsed.by, reason=parsed.reason
+            )
+        except UnknownExclusion as exc:
+            return _error(404, str(exc), "id")
+        except AlreadyRevoked as exc:
+            return _error(409, str(exc), "id")
         log.info("exclusion.revoked", id=exclusion_id, by=parsed.by)
-        d.accountant.refresh(d.config)
+        await d.exclusions_changed()
         return web.json_response(to_json(stored))
+
+    # ----------------------------------------------------------- reload
+
+    def _reload_json(self) -> dict[str, Any]:
+        state = self.daemon.reloads
+        return {
+            "generation": state.generation,
+            "status": "applied" if state.successful else "refused",
+            "problems": list(state.problems),
+        }
+
+    async def reload_state(self, request: web.Request) -> web.Response:
+        """The last reload's verdict: what `probed reload` polls after its SIGHUP."""
+        return web.json_response(self._reload_json())
+
+    async def reload(self, request: web.Request) -> web.Response:
+        """Reload now; answers when the new config is applied (200) or refused (422)."""
+        denied = self._authorized(request)
+        if denied:
+            return denied
+        applied = await self.daemon.reload()
+        return web.json_response(self._reload_json(), status=200 if applied else 422)

@@ -9,8 +9,9 @@ import os
 import pwd
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import click
 
@@ -19,9 +20,10 @@ from probed import config as config_mod
 from probed.config import EX_CONFIG, Config, ConfigError
 from probed.core import accounting
 from probed.logs import configure as configure_logs
-from probed.store.sqlite import SqliteStore, StorageError
+from probed.store.base import NewExclusion, StorageError, Store, open_store
 
 FORMATS = ("text", "json", "csv", "markdown")
+T = TypeVar("T")
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -39,11 +41,18 @@ def _load(path: str, *, secrets: bool = True) -> Config:
         sys.exit(EX_CONFIG)
 
 
-def _store(config: Config, *, readonly: bool) -> SqliteStore:
-    if readonly and not config.storage_path.exists():
-        _fail(f"no store at {config.storage_path}: has the daemon run yet?")
+def _with_store(config: Config, use: Callable[[Store], Awaitable[T]], *, readonly: bool) -> T:
+    """Open the config's store, run ``use`` on it, close it; a store problem is one line."""
+
+    async def _go() -> T:
+        store = await open_store(config, readonly=readonly)
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
     try:
-        return SqliteStore(config.storage_path, readonly=readonly)
+        return asyncio.run(_go())
     except StorageError as exc:
         _fail(str(exc))
 
@@ -73,7 +82,7 @@ config_option = click.option(
     "--config",
     "config_path",
     required=True,
-    type=click.Path(dir_okay=False),
+    type=click.Path(),  # the loader checks it, so that a directory exits 78 like any bad config
     help="the YAML configuration file",
 )
 
@@ -98,20 +107,30 @@ def main() -> None:
     default="info",
     show_default=True,
 )
-def run(config_path: str, log_format: str, log_level: str) -> None:
+@click.option(
+    "--location",
+    default=None,
+    help="this instance's identity in the store (overrides the config's location:)",
+)
+def run(config_path: str, log_format: str, log_level: str, location: str | None) -> None:
     """Run the daemon in the foreground (systemd runs this)."""
     from probed.daemon.lifecycle import Daemon
 
     configure_logs(log_format, log_level)  # type: ignore[arg-type]
     faulthandler.enable()  # a watchdog abort (SIGABRT) leaves every thread's stack in the journal
+    if location is not None:
+        try:
+            config_mod.check_location(location)
+        except ValueError as exc:
+            _fail(f"--location: {exc}", 2)
     config = _load(config_path)
     _install_event_loop()
-    try:
-        daemon = Daemon(config_path, config)
-    except StorageError as exc:
-        _fail(str(exc))
 
     async def _run() -> int:
+        try:
+            daemon = await Daemon.open(config_path, config, location=location)
+        except StorageError as exc:
+            _fail(str(exc))
         try:
             return await daemon.run()
         except OSError as exc:  # e.g. the listen address is taken
@@ -127,6 +146,36 @@ def run(config_path: str, log_format: str, log_level: str) -> None:
 def check_config(config_path: str) -> None:
     """Validate the configuration and print a summary (exit 0 or 78)."""
     click.echo(config_mod.summary(_load(config_path)))
+
+
+@main.command("reload")
+@config_option
+@click.option(
+    "--pid",
+    type=int,
+    envvar="MAINPID",
+    help="the daemon's pid, to signal (default: $MAINPID; without it, POST /-/reload with the token)",
+)
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="seconds to wait")
+def reload_command(config_path: str, pid: int | None, timeout: float) -> None:
+    """Reload the running daemon's config; returns once it is applied (0) or refused (78)."""
+    from probed.reload import ReloadError, reload, target
+
+    try:
+        where = target(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        sys.exit(EX_CONFIG)
+    try:
+        verdict = asyncio.run(reload(where, pid, timeout))
+    except ReloadError as exc:
+        _fail(str(exc))
+    if not verdict.applied:
+        for problem in verdict.problems:
+            click.echo(problem, err=True)
+        _fail("the daemon refused the new config and keeps running the old one", EX_CONFIG)
+    click.echo("reloaded")
 
 
 @main.command()
@@ -151,11 +200,18 @@ def probe(config_path: str, check: str) -> None:
     click.echo(f"  duration {outcome.duration * 1000:.1f} ms (timeout {chk.timeout:g}s)")
     for key, value in sorted(outcome.result.details.items()):
         if key == "cert_not_after" and isinstance(value, int | float):
-            value = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+            left = (value - time.time()) / 86400
+            value = (
+                f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(value))} (in {left:.0f} days)"
+            )
         click.echo(f"  {key}: {value}")
     click.echo("transcript:")
     for line in transcript.lines:
         click.echo(f"  {line}")
+    if outcome.error is not None:  # a bug in probed: the traceback is what a bug report needs
+        import traceback
+
+        click.echo("".join(traceback.format_exception(outcome.error)), err=True, nl=False)
     sys.exit(0 if outcome.ok else 1)
 
 
@@ -183,12 +239,13 @@ def report(
     config = _load(config_path, secrets=False)
     if service is not None and service not in config.services:
         _fail(f'unknown service "{service}"; configured: {", ".join(config.services)}', 2)
-    store = _store(config, readonly=True)
     now = time.time()
     if incident is not None:
         from probed.reports.incident import incident_evidence, render_incident
 
-        evidence = incident_evidence(store, config, incident, now)
+        evidence = _with_store(
+            config, lambda store: incident_evidence(store, config, incident, now), readonly=True
+        )
         if evidence is None:
             _fail(f"no outage with id {incident}", 1)
         click.echo(render_incident(evidence, fmt), nl=False)
@@ -205,15 +262,21 @@ def report(
             accounting.parse_month(months[0])
     except ValueError as exc:
         _fail(str(exc), 2)
-    reports = tuple(
-        render.MonthReport(
-            month=m,
-            timezone=config.timezone,
-            generated_at=now,
-            services=tuple(month_report(store, config, m, now, service)),
+
+    async def _reports(store: Store) -> tuple[render.MonthReport, ...]:
+        return tuple(
+            [
+                render.MonthReport(
+                    month=m,
+                    timezone=config.timezone,
+                    generated_at=now,
+                    services=tuple(await month_report(store, config, m, now, service)),
+                )
+                for m in months
+            ]
         )
-        for m in months
-    )
+
+    reports = _with_store(config, _reports, readonly=True)
     result: render.Report = (
         reports[0]
         if len(reports) == 1
@@ -274,9 +337,8 @@ def exclude_add(
         svc, t0, t1 = resolve(req, config)
     except InvalidRequest as exc:
         _fail(f"--{exc.field}: {exc.message}", 2)
-    store = _store(config, readonly=False)
-    stored = store.add_exclusion(service=svc, start=t0, end=t1, kind=kind, reason=reason, by=author)
-    store.close()
+    new = NewExclusion(svc, t0, t1, kind, reason, author)
+    stored = _with_store(config, lambda store: store.add_exclusion(new), readonly=False)
     click.echo(str(stored.id))
 
 
@@ -292,12 +354,12 @@ def exclude_list(config_path: str, month: str | None, revoked: bool, fmt: str) -
     from probed.exclusions import to_json
 
     config = _load(config_path, secrets=False)
-    store = _store(config, readonly=True)
     try:
         window = accounting.month_period(month, config.timezone) if month else None
     except ValueError as exc:
         _fail(str(exc), 2)
-    rows = [e for e in store.exclusions(window) if revoked or e.revoked_at is None]
+    stored = _with_store(config, lambda store: store.exclusions(window), readonly=True)
+    rows = [e for e in stored if revoked or e.revoked_at is None]
     if fmt == "json":
         click.echo(json.dumps([to_json(e) for e in rows], indent=2))
         return
@@ -322,15 +384,18 @@ def exclude_list(config_path: str, month: str | None, revoked: bool, fmt: str) -
 @click.option("--by", default=None)
 def exclude_revoke(config_path: str, exclusion_id: int, reason: str, by: str | None) -> None:
     """Revoke an exclusion (it is kept, marked revoked)."""
+    from probed.store.base import AlreadyRevoked, UnknownExclusion
+
     config = _load(config_path, secrets=False)
-    store = _store(config, readonly=False)
     author = _author(by)
     try:
-        store.revoke_exclusion(exclusion_id, by=author, reason=reason)
-    except KeyError as exc:
-        _fail(str(exc.args[0]))
-    finally:
-        store.close()
+        _with_store(
+            config,
+            lambda store: store.revoke_exclusion(exclusion_id, by=author, reason=reason),
+            readonly=False,
+        )
+    except (UnknownExclusion, AlreadyRevoked) as exc:
+        _fail(str(exc))
     click.echo(f"revoked {exclusion_id}")
 
 

@@ -12,8 +12,9 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import time
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -26,16 +27,28 @@ from pydantic import (
     field_validator,
 )
 
+from probed import configfile
 from probed.core import accounting
 from probed.core.maintenance import DAY, EVERY_DAY, WEEK, WEEKDAYS
 from probed.core.maintenance import Window as MaintenanceWindow
 from probed.hooks import HOOK_TYPES, HookConfig
+from probed.store.base import default_location
 from probes import REGISTRY
-from probes.base import CheckBase, Duration, loading, read_secret, reads_secrets
+from probes.base import (
+    CheckBase,
+    Duration,
+    FailuresToDown,
+    QuorumSetting,
+    loading,
+    number_in,
+    read_secret,
+    reads_secrets,
+)
 
 Loc: TypeAlias = tuple[str | int, ...]
 EX_CONFIG = 78
 DEFAULT_LISTEN = "127.0.0.1:9469"
+_PERCENT = number_in(0, 100, above=True)  # objective, minimum, credit thresholds
 
 
 class ConfigError(Exception):
@@ -47,18 +60,19 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DefaultsModel(_Strict):
     interval: Duration = 60.0
     timeout: Duration = 10.0
-    failures_to_down: int = Field(default=2, ge=1)
+    failures_to_down: FailuresToDown = 2
+    quorum: QuorumSetting = 1
 
 
 class CreditModel(_Strict):
-    below: float = Field(gt=0, le=100, description="percent")
-    percent: float = Field(ge=0, le=100)
+    below: Annotated[float, _PERCENT]
+    percent: Annotated[float, number_in(0, 100)]
 
 
 class MaintenanceModel(_Strict):
@@ -122,20 +136,24 @@ def _shown(value: object) -> str:
 
 
 class ServiceModel(_Strict):
-    objective: float = Field(gt=0, le=100, description="percent")
-    minimum: float | None = Field(default=None, gt=0, le=100)
+    objective: Annotated[float, _PERCENT]
+    minimum: Annotated[float, _PERCENT] | None = None
     credits: list[CreditModel] = []
     excluded_time: Literal["not_downtime", "not_counted"] = "not_downtime"
     maintenance: list[MaintenanceModel] = []
+    quorum: QuorumSetting | None = None  # for its checks, unless a check sets its own
     checks: list[dict[str, Any]] = Field(min_length=1)
 
 
 class ConfigModel(_Strict):
     timezone: str = "UTC"
     storage: str | None = None
+    location: str | None = Field(
+        default=None, description="this instance's identity in the store (default: host name)"
+    )
     listen: str = DEFAULT_LISTEN
     api_token_file: str | None = None
-    concurrency: int = Field(default=1000, ge=1, description="tests running at once, at most")
+    concurrency: Annotated[int, number_in(1, 1_000_000, whole=True)] = 1000  # tests at once
     defaults: DefaultsModel = DefaultsModel()
     services: dict[str, ServiceModel] = Field(min_length=1)
     hooks: list[dict[str, Any]] = []  # each hook type validates its own (probed.hooks)
@@ -155,9 +173,18 @@ class ConfigModel(_Strict):
     @classmethod
     def _storage(cls, value: str | None) -> str | None:
         if value is not None and (
-            not value.strip() or ("://" in value and not value.startswith("sqlite://"))
+            not value.strip()
+            or ("://" in value and not value.startswith("sqlite://"))
+            or value.removeprefix("sqlite://").strip() in ("", "/")
         ):
             raise ValueError(f'expected sqlite:////path/to/probed.db or a file path, got "{value}"')
+        return value
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_location(value)
         return value
 
     @field_validator("listen")
@@ -175,6 +202,24 @@ class ConfigModel(_Strict):
                     f'service names use letters, digits, "_", "." and "-", got "{name}"'
                 )
         return value
+
+
+LOCATION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
+
+
+def check_location(value: str) -> str:
+    """A location names a probing instance: letters, digits, "_", "." and "-", at most 63."""
+    if not re.fullmatch(LOCATION_PATTERN, value):
+        raise ValueError(
+            'a location uses letters, digits, "_", "." and "-" (at most 63, '
+            f'starting with a letter or digit), got "{value}"'
+        )
+    return value
+
+
+def ratio(percent: float) -> float:
+    """A percentage as the ratio it was written as: 99.9 is 0.999, not 0.9990000000000001."""
+    return float(Decimal(repr(percent)) / 100)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -207,6 +252,12 @@ class Config:
     services: Mapping[str, Service]
     hooks: tuple[HookConfig, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    location: str = field(default_factory=default_location)
+
+    @property
+    def storage_url(self) -> str:
+        """The storage URL :func:`probed.store.base.open_store` takes."""
+        return f"sqlite://{self.storage_path}"
 
     def all_checks(self) -> Iterator[tuple[Service, CheckBase]]:
         for service in self.services.values():
@@ -232,16 +283,16 @@ class Config:
 
 
 def load(path: str | os.PathLike[str], *, secrets: bool = True) -> Config:
-    """Read, validate and resolve a config file. Raises ConfigError.
+    """Read, validate and resolve a config file. Raises ConfigError, never anything else.
 
     ``secrets=False`` skips reading probe and hook secrets (and the API token),
     for commands that do not probe: report, exclude, reload.
     """
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{file}: cannot read config: {exc.strerror or exc}"]) from None
+        text = configfile.read_text(file)
+    except configfile.FileProblem as exc:
+        raise ConfigError([f"{file}:{exc.line}: {exc.message}"]) from None
     return loads(text, file, secrets=secrets)
 
 
@@ -253,13 +304,9 @@ def loads(text: str, file: Path, *, secrets: bool = True) -> Config:
 
 def _loads(text: str, file: Path) -> Config:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"{mark.line + 1}" if mark is not None else "1"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{file}:{line}: invalid YAML: {problem}"]) from None
+        root, data = configfile.parse(text)
+    except configfile.FileProblem as exc:
+        raise ConfigError([f"{file}:{exc.line}: invalid YAML: {exc.message}"]) from None
     if not isinstance(data, dict) or root is None:
         raise ConfigError([f"{file}:1: expected a mapping with a services: section"])
     locator = _Locator(file, root)
@@ -273,13 +320,16 @@ def _loads(text: str, file: Path) -> Config:
     }
     hooks = _hooks(model, locator, problems)
     token = _token(model, file, locator, problems)
+    storage_path = _storage_path(model.storage, file)
+    if storage_path.is_dir():  # what `run` would refuse, check-config refuses too
+        problems.append(locator.message(("storage",), f"{storage_path} is a directory"))
     if problems:
         raise ConfigError(problems)
     host, port = parse_listen(model.listen)
     return Config(
         path=file,
         timezone=model.timezone,
-        storage_path=_storage_path(model.storage, file),
+        storage_path=storage_path,
         listen_host=host,
         listen_port=port,
         api_token=token,
@@ -287,6 +337,7 @@ def _loads(text: str, file: Path) -> Config:
         services=services,
         hooks=hooks,
         raw=data,
+        location=model.location or default_location(),
     )
 
 
@@ -297,7 +348,7 @@ def _service(
     seen: set[str] = set()
     for index, raw in enumerate(svc.checks):
         loc: Loc = ("services", name, "checks", index)
-        check = _check(raw, model.defaults, loc, locator, problems)
+        check = _check(raw, _inherited(model.defaults, svc), loc, locator, problems)
         if check is None:
             continue
         if check.name in seen:
@@ -305,10 +356,10 @@ def _service(
         seen.add(check.name)
         checks.append(check)
     policy = accounting.Policy(
-        objective=svc.objective / 100,
-        minimum=None if svc.minimum is None else svc.minimum / 100,
+        objective=ratio(svc.objective),
+        minimum=None if svc.minimum is None else ratio(svc.minimum),
         credits=tuple(
-            accounting.CreditTier(below=c.below / 100, percent=c.percent) for c in svc.credits
+            accounting.CreditTier(below=ratio(c.below), percent=c.percent) for c in svc.credits
         ),
         excluded_time=svc.excluded_time,
     )
@@ -320,9 +371,15 @@ def _service(
     )
 
 
+def _inherited(defaults: DefaultsModel, svc: ServiceModel) -> dict[str, Any]:
+    """What a check inherits: ``defaults``, then its service's own settings."""
+    own = {} if svc.quorum is None else {"quorum": svc.quorum}
+    return {**defaults.model_dump(), **own}
+
+
 def _check(
     raw: Mapping[str, Any],
-    defaults: DefaultsModel,
+    defaults: Mapping[str, Any],
     loc: Loc,
     locator: _Locator,
     problems: list[str],
@@ -333,7 +390,7 @@ def _check(
         what = f'unknown check type "{kind}"' if kind else "missing check type"
         problems.append(locator.message((*loc, "type"), f"{what}; valid types: {valid}"))
         return None
-    merged = {**defaults.model_dump(), **raw}
+    merged = {**defaults, **raw}
     try:
         return REGISTRY[kind].config.model_validate(merged)
     except ValidationError as exc:
@@ -469,7 +526,7 @@ def summary(config: Config) -> str:
     """What ``probed check-config`` prints."""
     lines = [
         f"config {config.path}: OK",
-        f"  timezone {config.timezone}, storage {config.storage_path}, "
+        f"  timezone {config.timezone}, storage {config.storage_path}, location {config.location}, "
         f"listen {config.listen_host}:{config.listen_port}, "
         f"write API {'enabled' if config.api_token else 'disabled (no api_token_file)'}",
     ]
@@ -482,7 +539,7 @@ def summary(config: Config) -> str:
         for c in service.checks:
             lines.append(
                 f"    {c.name:<16} {c.type:<9} every {c.interval:g}s, timeout {c.timeout:g}s, "
-                f"down after {c.failures_to_down} failed tests  {c.target()}"
+                f"down after {c.failures_to_down} failed tests, quorum {c.quorum}  {c.target()}"
             )
         for w in service.maintenance:
             lines.append(f"    {w.kind} window {w.describe()}: {w.reason}")

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import math
 import os
 import re
 import socket
@@ -31,9 +32,14 @@ from pydantic import (
     model_validator,
 )
 
+from probed.core.quorum import Quorum
+from probed.core.quorum import validate as parse_quorum
+
 DetailValue: TypeAlias = str | int | float | bool | None
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,12})?)\s*(ms|s|m|h)?\s*$")
+MAX_DURATION = 7 * 86400.0  # a week: no interval, timeout or window of probed is longer
+MAX_FAILURES_TO_DOWN = 1000
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
@@ -48,12 +54,45 @@ def parse_duration(value: object) -> float:
         if match is None:
             raise ValueError(f'expected a duration like 30s, got "{value}"')
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"expected a positive duration like 30s, got {value!r}")
+    if not 0 < seconds <= MAX_DURATION:  # also refuses NaN and infinity
+        shown = f'"{value}"' if isinstance(value, str) else repr(value)
+        raise ValueError(
+            f"expected a duration above 0 and at most 168h ({MAX_DURATION:g}s) like 30s, got {shown}"
+        )
     return seconds
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+# How many probing locations must agree before the check is down (docs: "Several locations").
+QuorumSetting = Annotated[Quorum, BeforeValidator(parse_quorum)]
+
+
+def number_in(low: float, high: float, *, whole: bool = False, above: bool = False) -> Any:
+    """A validator refusing NaN, infinities and numbers outside ``low..high``, naming the range.
+
+    ``above``: ``low`` itself is excluded. Other types are left to the field's own type.
+    """
+    kind = "a whole number" if whole else "a number"
+    lo, hi = (int(x) if float(x).is_integer() else x for x in (low, high))
+    span = f"above {lo} and at most {hi}" if above else f"from {lo} to {hi}"
+
+    def check(value: object) -> object:
+        if isinstance(value, str):  # "1e30" in quotes: still a number, still out of range
+            try:
+                value = float(value)
+            except ValueError:
+                return value
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return value
+        inside = (low < value if above else low <= value) and value <= high
+        if not (math.isfinite(value) and inside and (not whole or float(value).is_integer())):
+            raise ValueError(f"expected {kind} {span}, got {value!r}")
+        return int(value) if whole else value
+
+    return BeforeValidator(check)
+
+
+FailuresToDown = Annotated[int, number_in(1, MAX_FAILURES_TO_DOWN, whole=True)]
 
 
 def _compile_regex(value: object) -> object:
@@ -191,13 +230,14 @@ def read_secret(path: str) -> str:
 class CheckBase(BaseModel):
     """Fields every check has. Each probe module subclasses it with its own."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     type: str
     interval: Duration = 60.0
     timeout: Duration = 10.0
-    failures_to_down: int = Field(default=2, ge=1)
+    failures_to_down: FailuresToDown = 2
+    quorum: QuorumSetting = 1
 
     @model_validator(mode="after")
     def _timeout_below_interval(self) -> CheckBase:
@@ -338,6 +378,16 @@ _ERRNO_REASONS = {
     errno.ETIMEDOUT: "connection timed out",
     errno.EPIPE: "connection closed by peer",
 }
+
+
+# What a probe meets when a server or the network misbehaves: a failed test with a
+# short reason. Any other exception type is a bug in probed (see run_test).
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (
+    ProbeFailure,
+    OSError,  # refused, reset, unreachable, DNS, TLS (ssl.SSLError), TimeoutError
+    EOFError,  # asyncio.IncompleteReadError: the server closed mid-answer
+    asyncio.LimitOverrunError,  # a line beyond a stream's limit
+)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-pytest_plugins: list[str] = ["tests.mailservers", "tests.pgcluster"]
+pytest_plugins: list[str] = ["tests.mailservers", "tests.pgcluster", "tests.store_engines"]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

@@ -160,3 +160,102 @@ def test_a_list_as_check_type_is_a_config_error_not_a_crash(tmp_path: Path) -> N
     assert problem.startswith(
         "probed.yaml:12: services.web.checks[1].type: unknown check type \"['a']\""
     )
+
+
+def test_location_defaults_to_the_host_name_and_can_be_named(tmp_path: Path) -> None:
+    import socket
+
+    assert config_mod.load(write(tmp_path, GOOD)).location == socket.gethostname()
+    named = config_mod.load(write(tmp_path, "location: fra1\n" + GOOD))
+    assert named.location == "fra1"
+    assert "location fra1" in config_mod.summary(named)
+
+
+def test_a_location_with_odd_characters_is_refused(tmp_path: Path) -> None:
+    [problem] = problems(tmp_path, "location: 'fra 1'\n" + GOOD)
+    assert problem.startswith("probed.yaml:1: location: a location uses letters, digits")
+
+
+def test_run_refuses_a_bad_location_override_with_exit_2(tmp_path: Path) -> None:
+    config = str(write(tmp_path, GOOD))
+    done = subprocess.run(
+        [sys.executable, "-m", "probed.cli", "run", "-c", config, "--location", "no/slashes"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("probed: --location: a location uses letters")
+
+
+QUORUMS = """\
+defaults: {interval: 30s, timeout: 5s, quorum: 2}
+services:
+  mail:
+    objective: 99.5
+    quorum: majority
+    checks:
+      - {name: smtp, type: tcp, host: 127.0.0.1, port: 25}
+      - {name: pop3, type: tcp, host: 127.0.0.1, port: 110, quorum: 3}
+  web:
+    objective: 99.5
+    checks:
+      - {name: home, type: http, url: "http://127.0.0.1:8080/"}
+  lone:
+    objective: 99.5
+    checks:
+      - {name: home, type: http, url: "http://127.0.0.1:8080/", quorum: 1}
+"""
+
+
+def test_quorum_is_inherited_from_defaults_then_service_then_check(tmp_path: Path) -> None:
+    config = config_mod.load(write(tmp_path, QUORUMS))
+    assert [(s.name, c.name, c.quorum) for s, c in config.all_checks()] == [
+        ("mail", "smtp", "majority"),
+        ("mail", "pop3", 3),
+        ("web", "home", 2),
+        ("lone", "home", 1),
+    ]
+
+
+def test_quorum_defaults_to_one_location(tmp_path: Path) -> None:
+    config = config_mod.load(write(tmp_path, GOOD))
+    assert {c.quorum for _, c in config.all_checks()} == {1}
+
+
+@pytest.mark.parametrize(
+    ("value", "line", "path"),
+    [
+        ("0", 8, "services.mail.checks[1].quorum"),
+        ("half", 8, "services.mail.checks[1].quorum"),
+        ('"2"', 8, "services.mail.checks[1].quorum"),
+        ("true", 8, "services.mail.checks[1].quorum"),
+    ],
+)
+def test_a_bad_quorum_names_file_line_and_what_a_quorum_is(
+    tmp_path: Path, value: str, line: int, path: str
+) -> None:
+    [problem] = problems(tmp_path, QUORUMS.replace("quorum: 3", f"quorum: {value}"))
+    assert problem.startswith(
+        f"probed.yaml:{line}: {path}: expected a quorum: a whole number >= 1 or majority, got "
+    )
+
+
+def test_a_bad_service_quorum_is_reported_on_the_service(tmp_path: Path) -> None:
+    [problem] = problems(tmp_path, QUORUMS.replace("quorum: majority", "quorum: most"))
+    assert problem == (
+        "probed.yaml:5: services.mail.quorum: expected a quorum: a whole number >= 1 or majority, got 'most'"
+    )
+
+
+def test_check_config_shows_each_checks_quorum(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "probed.cli", "check-config", "-c", str(write(tmp_path, QUORUMS))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.strip().startswith("smtp") and "quorum majority" in line for line in lines)
+    assert any(line.strip().startswith("pop3") and "quorum 3" in line for line in lines)

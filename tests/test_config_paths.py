@@ -114,8 +114,12 @@ def test_sqlite_four_slash_url_works_for_run_and_check_config_alike(tmp_path: Pa
     db.parent.mkdir()
     path = make(tmp_path, f"sqlite:///{db}")
     assert config_mod.load(path).storage_path == db
-    from probed.store.sqlite import SqliteStore
+    import asyncio
 
-    store = SqliteStore(config_mod.load(path).storage_path)  # what run opens
-    store.close()
+    from probed.store.base import open_store
+
+    async def opened() -> None:
+        await (await open_store(config_mod.load(path))).close()  # what run opens
+
+    asyncio.run(opened())
     assert db.exists()

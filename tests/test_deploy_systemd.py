@@ -46,8 +46,9 @@ def verifiable_unit(tmp_path: Path) -> Path:
     stand_in.chmod(0o755)
     shipped = UNIT.read_text()
     assert shipped.count(f"ExecStart={SHIPPED_EXEC} ") == 1
+    assert shipped.count(f"ExecReload={SHIPPED_EXEC} ") == 1
     copy = tmp_path / "probed.service"  # verify wants the real unit name
-    copy.write_text(shipped.replace(f"ExecStart={SHIPPED_EXEC} ", f"ExecStart={stand_in} "))
+    copy.write_text(shipped.replace(f"={SHIPPED_EXEC} ", f"={stand_in} "))
     return copy
 
 
@@ -84,7 +85,10 @@ def test_unit_sandbox_scores_ok_in_systemd_analyze_security(verifiable_unit: Pat
 
 def test_unit_runs_the_daemon_with_the_documented_config() -> None:
     assert one("ExecStart") == f"{SHIPPED_EXEC} run -c /etc/probed/probed.yaml"
-    assert one("ExecReload") == "/bin/kill -HUP $MAINPID"
+    assert (
+        one("ExecReload")
+        == "/usr/local/bin/probed reload -c /etc/probed/probed.yaml --pid $MAINPID"
+    )
 
 
 def test_unit_tells_systemd_about_readiness_and_liveness() -> None:

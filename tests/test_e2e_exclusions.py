@@ -113,7 +113,10 @@ def stored_exclusions(config: Path) -> list[tuple[Any, ...]]:
     """The exclusions table and its change counter, read as another process would."""
     db = sqlite3.connect(config.parent / "probed.db")
     try:
-        rows = db.execute("SELECT * FROM exclusions ORDER BY id").fetchall()
+        rows = db.execute(
+            'SELECT id, service, start, "end", kind, reason, by, created_at, revoked_at,'
+            " revoked_by, revoke_reason FROM exclusions ORDER BY id"
+        ).fetchall()
         gen = db.execute("SELECT value FROM meta WHERE key = 'exclusions_generation'").fetchall()
         return [*rows, *gen]
     finally:

@@ -131,26 +131,28 @@ async def test_outage_fires_an_alert_and_its_end_resolves_it(
 ) -> None:
     notified = alertmanager.notified
     async with dispatching(tmp_path / "p.db", hook(alertmanager)) as dispatcher:
-        dispatcher.submit(opened(at=AT))
+        await dispatcher.submit(opened(at=AT))
         [alert] = await wait_for(alertmanager.alerts, 20, "the alert in Alertmanager")
         assert alert["labels"] == {
-            "alertname": "ProbedCheckDown",
+            "alertname": "ProbedEventCheckDown",
             "service": "web",
             "check": "home",
-            "severity": "P2",
+            "severity": "ticket",  # the rules' vocabulary; pages come from the rules
+            "priority": "P2",
+            "source": "probed",
         }
         assert alert["status"]["state"] == "active"
         assert alert["startsAt"] == "2026-09-21T14:12:20.000Z"  # the first failed test
         assert alert["annotations"]["summary"] == "web/home is down: connection refused"
         assert alert["annotations"]["description"] == "connection refused"
-        await wait_for(lambda: statuses(notified) == [("firing", "ProbedCheckDown")], 20)
+        await wait_for(lambda: statuses(notified) == [("firing", "ProbedEventCheckDown")], 20)
 
         # the service escalated to P1 meanwhile: the resolution keeps the labels that fired
-        dispatcher.submit(closed(severity="P1"))
-        await wait_for(lambda: ("resolved", "ProbedCheckDown") in statuses(notified), 20)
+        await dispatcher.submit(closed(severity="P1"))
+        await wait_for(lambda: ("resolved", "ProbedEventCheckDown") in statuses(notified), 20)
         assert await alertmanager.alerts() == []  # resolved alerts leave the API's list
     resolved = notified.bodies("/alertmanager")[-1]["alerts"][0]
-    assert resolved["labels"]["severity"] == "P2"
+    assert resolved["labels"]["priority"] == "P2"
     assert resolved["endsAt"] == "2026-09-21T14:13:50Z"  # when the passing test came
 
 
@@ -160,15 +162,19 @@ async def test_service_down_and_up_fire_and_resolve_a_service_alert(
 ) -> None:
     notified = alertmanager.notified
     async with dispatching(tmp_path / "p.db", hook(alertmanager)) as dispatcher:
-        dispatcher.submit(Event("service_down", "web", AT, severity="P1", summary="web is down"))
+        await dispatcher.submit(
+            Event("service_down", "web", AT, severity="P1", summary="web is down")
+        )
         [alert] = await wait_for(alertmanager.alerts, 20, "the service alert")
         assert alert["labels"] == {
-            "alertname": "ProbedServiceDown",
+            "alertname": "ProbedEventServiceDown",
             "service": "web",
-            "severity": "P1",
+            "severity": "ticket",
+            "priority": "P1",
+            "source": "probed",
         }
-        dispatcher.submit(Event("service_up", "web", AT + 90, summary="web is up"))
-        await wait_for(lambda: ("resolved", "ProbedServiceDown") in statuses(notified), 20)
+        await dispatcher.submit(Event("service_up", "web", AT + 90, summary="web is up"))
+        await wait_for(lambda: ("resolved", "ProbedEventServiceDown") in statuses(notified), 20)
     assert await alertmanager.alerts() == []
 
 
@@ -178,7 +184,7 @@ async def test_firing_alerts_are_resent_after_a_restart(
 ) -> None:
     db = tmp_path / "p.db"
     async with dispatching(db, hook(alertmanager, resend_every="1h")) as dispatcher:
-        dispatcher.submit(opened(at=AT))
+        await dispatcher.submit(opened(at=AT))
         [first] = await wait_for(alertmanager.alerts, 20, "the alert")
     await asyncio.sleep(0.05)
     # a new dispatcher (a restarted daemon) learns from the outbox which alerts fire
@@ -204,6 +210,6 @@ async def test_alertmanager_down_is_a_short_reason(tmp_path: Path) -> None:
     )
     async with dispatching(tmp_path / "p.db", config) as dispatcher:
         with capture_logs() as logs:
-            dispatcher.submit(opened())
+            await dispatcher.submit(opened())
             await wait_for(lambda: any(e["event"] == "hook.failed" for e in logs), 10)
     assert next(e for e in logs if e["event"] == "hook.failed")["reason"] == "connection refused"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from probed.core import accounting
 from probed.core.accounting import OutageSpan, Policy, ServiceFigures
 from probed.core.events import Event
 from probed.hooks.budget import BudgetWatch, budget_news
-from probed.hooks.outbox import Outbox
-from probed.store.sqlite import SqliteStore
+from probed.store.base import OutboxEntry, Store, open_store
 
 NOVEMBER = accounting.month_period("2026-11", "UTC")  # 30 days: 2 592 000 s
 BUDGET = 2592.0  # 99.9 % of November: 43.2 minutes
@@ -109,25 +109,45 @@ def test_nothing_tested_yet_tells_nothing() -> None:
     assert budget_news(f, set()).events == ()
 
 
-def test_watch_persists_announcements_so_a_restart_repeats_none(tmp_path: Path) -> None:
-    emitted: list[Event] = []
-    store = SqliteStore(tmp_path / "p.db")
-    BudgetWatch(Outbox(store), emitted.append).observe([figures(BUDGET * 0.6)])
-    BudgetWatch(Outbox(store), emitted.append).observe([figures(BUDGET * 0.6)])
-    store.close()
-    store = SqliteStore(tmp_path / "p.db")  # a restarted daemon
-    watch = BudgetWatch(Outbox(store), emitted.append)
-    watch.observe([figures(BUDGET * 0.6)])
-    watch.observe([figures(BUDGET * 0.81)])
-    store.close()
-    assert [e.extra["threshold_percent"] for e in emitted] == [50, 80]
+class Router:
+    """The dispatcher's routing, reduced to a list of what was queued."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def route(self, event: Event) -> OutboxEntry | None:
+        self.events.append(event)
+        return OutboxEntry(("hook",), "{}")
+
+    def wake(self, hooks: Iterable[str]) -> None:
+        pass
 
 
-def test_watch_tells_each_month_afresh(tmp_path: Path) -> None:
-    emitted: list[Event] = []
-    store = SqliteStore(tmp_path / "p.db")
-    outbox = Outbox(store)
-    outbox.announce("web", "2026-10", ["budget_50"], 0.0)
-    BudgetWatch(outbox, emitted.append).observe([figures(BUDGET * 0.6)])
-    store.close()
-    assert [(e.extra["month"], e.extra["threshold_percent"]) for e in emitted] == [("2026-11", 50)]
+async def observe(store: Store, router: Router, *spent: float) -> None:
+    watch = BudgetWatch(store, router)
+    for used in spent:
+        await watch.observe([figures(BUDGET * used)])
+
+
+async def test_watch_persists_announcements_so_a_restart_repeats_none(tmp_path: Path) -> None:
+    router = Router()
+    store = await open_store(tmp_path / "p.db")
+    await observe(store, router, 0.6)
+    await observe(store, router, 0.6)
+    await store.close()
+    store = await open_store(tmp_path / "p.db")  # a restarted daemon
+    await observe(store, router, 0.6, 0.81)
+    assert await store.undelivered() == {"hook": 2}  # queued with the announcement
+    await store.close()
+    assert [e.extra["threshold_percent"] for e in router.events] == [50, 80]
+
+
+async def test_watch_tells_each_month_afresh(tmp_path: Path) -> None:
+    router = Router()
+    store = await open_store(tmp_path / "p.db")
+    await store.announce("web", "2026-10", ["budget_50"], 0.0, [])
+    await observe(store, router, 0.6)
+    await store.close()
+    assert [(e.extra["month"], e.extra["threshold_percent"]) for e in router.events] == [
+        ("2026-11", 50)
+    ]

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from probed.core.events import Event
 from probed.hooks import Dispatcher
 from probed.hooks.webhook import WebhookConfig
-from probed.store.sqlite import SqliteStore
+from probed.store.base import open_store
 from tests.daemon_helpers import wait_for
 from tests.hooks_receiver import Receiver, free_port
 
@@ -51,7 +51,7 @@ def numbered(n: int) -> list[Event]:
 async def dispatching(
     db: Path, *hooks: WebhookConfig, clock: Callable[[], float] | None = None
 ) -> AsyncIterator[Dispatcher]:
-    store = SqliteStore(db)
+    store = await open_store(db)
     extra: dict[str, Any] = {"clock": clock} if clock else {}
     dispatcher = Dispatcher(store, hooks, **FAST, **extra)
     await dispatcher.start()
@@ -59,7 +59,7 @@ async def dispatching(
         yield dispatcher
     finally:
         await dispatcher.stop(2.0)
-        store.close()
+        await store.close()
 
 
 def undelivered(db: Path) -> int:
@@ -79,7 +79,7 @@ async def test_webhook_posts_the_event_json_signed_with_hmac_sha256(tmp_path: Pa
         hook = webhook(receiver.url(), secret_file=str(tmp_path / "secret"))
         async with dispatching(tmp_path / "p.db", hook) as dispatcher:
             with capture_logs() as logs:
-                dispatcher.submit(opened(severity="P1"))
+                await dispatcher.submit(opened(severity="P1"))
                 await wait_for(lambda: receiver.requests, 10, "the webhook")
                 await wait_for(lambda: undelivered(tmp_path / "p.db") == 0, 10, "the mark")
     [request] = receiver.requests
@@ -122,7 +122,7 @@ async def test_webhook_without_secret_sends_no_signature(tmp_path: Path) -> None
         Receiver() as receiver,
         dispatching(tmp_path / "p.db", webhook(receiver.url())) as dispatcher,
     ):
-        dispatcher.submit(opened())
+        await dispatcher.submit(opened())
         await wait_for(lambda: receiver.requests, 10, "the webhook")
     assert "X-Probed-Signature" not in receiver.requests[0].headers
 
@@ -134,7 +134,7 @@ async def test_receiver_down_for_a_while_gets_every_event_in_order_once(tmp_path
     ):
         with capture_logs() as logs:
             for event in numbered(5):
-                dispatcher.submit(event)
+                await dispatcher.submit(event)
             await wait_for(
                 lambda: sum(e["event"] == "hook.failed" for e in logs) >= 3, 10, "retries"
             )
@@ -154,7 +154,7 @@ async def test_refused_connections_are_retried_with_growing_backoff(tmp_path: Pa
     port = free_port()
     async with dispatching(tmp_path / "p.db", webhook(f"http://127.0.0.1:{port}/h")) as d:
         with capture_logs() as logs:
-            d.submit(opened())
+            await d.submit(opened())
             await wait_for(lambda: sum(e["event"] == "hook.failed" for e in logs) >= 4, 10)
         async with Receiver(port=port) as receiver:
             await wait_for(lambda: receiver.requests, 10, "the event after the receiver came up")
@@ -170,13 +170,13 @@ async def test_undelivered_events_survive_a_restart_and_are_sent_once(tmp_path: 
     first, second = numbered(5)[:3], numbered(5)[3:]
     async with dispatching(db, hook) as dispatcher:
         for event in first:
-            dispatcher.submit(event)
+            await dispatcher.submit(event)
         await asyncio.sleep(0.2)  # attempts fail: nobody listens yet
     assert undelivered(db) == 3
     async with Receiver(port=port) as receiver, dispatching(db, hook) as dispatcher:
         await wait_for(lambda: len(receiver.requests) == 3, 10, "the events from before")
         for event in second:
-            dispatcher.submit(event)
+            await dispatcher.submit(event)
         await wait_for(lambda: len(receiver.requests) == 5, 10, "the new events")
     async with Receiver(port=port) as again, dispatching(db, hook):
         await asyncio.sleep(0.5)  # a third start finds nothing to send
@@ -190,7 +190,7 @@ async def test_a_failing_hook_does_not_delay_the_others(tmp_path: Path) -> None:
         hooks = (webhook(down.url(), name="down"), webhook(up.url(), name="up"))
         async with dispatching(tmp_path / "p.db", *hooks) as dispatcher:
             for event in numbered(3):
-                dispatcher.submit(event)
+                await dispatcher.submit(event)
             await wait_for(lambda: len(up.requests) == 3, 10, "the healthy hook")
     assert down.requests == []
     assert checks_of(up) == ["c0", "c1", "c2"]
@@ -213,7 +213,7 @@ async def test_filters_choose_events_services_and_severity(tmp_path: Path) -> No
         ]
         async with dispatching(tmp_path / "p.db", *hooks) as dispatcher:
             for event in events:
-                dispatcher.submit(event)
+                await dispatcher.submit(event)
             await wait_for(lambda: len(receiver.requests) == 8, 10, "the filtered events")
             await asyncio.sleep(0.3)
     seen = {
@@ -237,22 +237,23 @@ async def test_one_event_has_the_same_id_for_every_hook(tmp_path: Path) -> None:
     async with Receiver() as receiver:
         hooks = (webhook(receiver.url("/a"), name="a"), webhook(receiver.url("/b"), name="b"))
         async with dispatching(tmp_path / "p.db", *hooks) as dispatcher:
-            dispatcher.submit(opened())
+            await dispatcher.submit(opened())
             await wait_for(lambda: len(receiver.requests) == 2, 10, "both hooks")
     [a], [b] = receiver.bodies("/a"), receiver.bodies("/b")
     assert a["id"] == b["id"] and len(a["id"]) == 32
 
 
 async def test_submit_only_writes_rows_and_returns(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "p.db")
+    store = await open_store(tmp_path / "p.db")
     try:
         dispatcher = Dispatcher(store, [webhook("http://127.0.0.1:9/x")])  # never started
-        dispatcher.submit(opened())
-        rows = store.db.execute(
-            "SELECT hook, attempts, delivered_at, last_error FROM outbox"
-        ).fetchall()
+        await dispatcher.submit(opened())
+        with sqlite3.connect(tmp_path / "p.db") as conn:  # another process's view
+            rows = conn.execute(
+                "SELECT hook, attempts, delivered_at, last_error FROM outbox"
+            ).fetchall()
     finally:
-        store.close()
+        await store.close()
     assert rows == [("hook", 0, None, None)]
 
 
@@ -268,7 +269,7 @@ async def test_slow_receiver_times_out_with_a_short_reason(tmp_path: Path) -> No
         hook = webhook(receiver.url(), timeout="200ms")
         async with dispatching(tmp_path / "p.db", hook) as dispatcher:
             with capture_logs() as logs:
-                dispatcher.submit(opened())
+                await dispatcher.submit(opened())
                 await wait_for(lambda: any(e["event"] == "hook.failed" for e in logs), 10)
             gate.set()
             await wait_for(lambda: receiver.requests, 10, "the retry")
@@ -286,16 +287,16 @@ async def test_stop_cancels_a_delivery_past_the_deadline(tmp_path: Path) -> None
             return await super()._handle(request)
 
     async with Hung() as receiver:
-        store = SqliteStore(tmp_path / "p.db")
+        store = await open_store(tmp_path / "p.db")
         dispatcher = Dispatcher(store, [webhook(receiver.url(), timeout="30s")], **FAST)
         await dispatcher.start()
-        dispatcher.submit(opened())
+        await dispatcher.submit(opened())
         await asyncio.sleep(0.2)
         loop = asyncio.get_running_loop()
         began = loop.time()
         await dispatcher.stop(deadline)
         took = loop.time() - began
-        store.close()
+        await store.close()
         never.set()  # lets the receiver shut down
     assert deadline <= took < deadline + 1.0
     assert undelivered(tmp_path / "p.db") == 1  # sent again after the next start
@@ -312,13 +313,13 @@ async def test_reload_moves_a_changed_hook_and_its_pending_events(tmp_path: Path
             webhook(kept.url(), name="audit"),
         ) as dispatcher,
     ):
-        dispatcher.submit(opened(check="before"))
+        await dispatcher.submit(opened(check="before"))
         await wait_for(lambda: len(kept.requests) == 1, 10, "the unchanged hook")
         # SIGHUP: the team's endpoint moved, a hook was removed, another added
         dispatcher.configure(
             [webhook(moved.url("/new"), name="team"), webhook(moved.url("/extra"), name="extra")]
         )
-        dispatcher.submit(opened(check="after"))
+        await dispatcher.submit(opened(check="after"))
         await wait_for(lambda: len(moved.requests) == 3, 10, "events at the new endpoints")
         await asyncio.sleep(0.3)
     assert [(b["check"]) for b in moved.bodies("/new")] == ["before", "after"]

@@ -53,8 +53,8 @@ async def test_apprise_json_url_reaches_a_local_receiver(tmp_path: Path) -> None
     async with Receiver() as receiver:
         hook = apprise_hook(f"json://127.0.0.1:{receiver.port}/notify")
         async with dispatching(tmp_path / "p.db", hook) as dispatcher:
-            dispatcher.submit(opened(severity="P1"))
-            dispatcher.submit(CLOSED)
+            await dispatcher.submit(opened(severity="P1"))
+            await dispatcher.submit(CLOSED)
             await wait_for(lambda: len(receiver.requests) == 2, 20, "two apprise posts")
     down, up = receiver.bodies("/notify")
     assert down["title"] == "[P1] probed: web/home"
@@ -71,7 +71,7 @@ async def test_apprise_urls_can_come_from_a_secret_file(tmp_path: Path) -> None:
         secret.write_text(f"# team chat\n\njson://127.0.0.1:{receiver.port}/secret\n")
         hook = apprise_hook(urls_file=str(secret))
         async with dispatching(tmp_path / "p.db", hook) as dispatcher:
-            dispatcher.submit(opened())
+            await dispatcher.submit(opened())
             await wait_for(lambda: receiver.requests, 20, "the apprise post")
     assert receiver.requests[0].path == "/secret"
 
@@ -81,7 +81,7 @@ async def test_apprise_failure_is_retried_with_a_reason(tmp_path: Path) -> None:
     hook = apprise_hook(f"json://127.0.0.1:{port}/notify")
     async with dispatching(tmp_path / "p.db", hook) as dispatcher:
         with capture_logs() as logs:
-            dispatcher.submit(opened())
+            await dispatcher.submit(opened())
             await wait_for(lambda: any(e["event"] == "hook.failed" for e in logs), 20)
         async with Receiver(port=port) as receiver:
             await wait_for(lambda: receiver.requests, 20, "the retried post")
@@ -102,8 +102,8 @@ async def test_exec_gets_the_event_as_json_on_stdin_and_in_env(tmp_path: Path) -
     )
     hook = ExecConfig.model_validate({"type": "exec", "name": "x", "command": [command]})
     async with dispatching(tmp_path / "p.db", hook) as dispatcher:
-        dispatcher.submit(opened(severity="P1"))
-        dispatcher.submit(CLOSED)
+        await dispatcher.submit(opened(severity="P1"))
+        await dispatcher.submit(CLOSED)
         await wait_for(lambda: undelivered(tmp_path / "p.db") == 0, 10, "both deliveries")
     down, up = [json.loads(line) for line in (tmp_path / "out.json").read_text().splitlines()]
     assert (down["event"], down["severity"], down["check"]) == ("outage_opened", "P1", "home")
@@ -127,7 +127,7 @@ async def test_exec_non_zero_exit_is_a_failed_delivery_retried_later(tmp_path: P
     hook = ExecConfig.model_validate({"type": "exec", "name": "x", "command": [command]})
     async with dispatching(tmp_path / "p.db", hook) as dispatcher:
         with capture_logs() as logs:
-            dispatcher.submit(opened())
+            await dispatcher.submit(opened())
             await wait_for(lambda: (tmp_path / "done").exists(), 10, "the retry")
     assert [(e["event"], e.get("reason")) for e in logs if e["event"].startswith("hook.")] == [
         ("hook.failed", "exit status 3: pager is busy"),
@@ -143,7 +143,7 @@ async def test_exec_past_its_timeout_is_killed(tmp_path: Path) -> None:
     )
     async with dispatching(tmp_path / "p.db", hook) as dispatcher:
         with capture_logs() as logs:
-            dispatcher.submit(opened())
+            await dispatcher.submit(opened())
             await wait_for(lambda: any(e["event"] == "hook.failed" for e in logs), 10)
     failed = next(e for e in logs if e["event"] == "hook.failed")
     assert failed["reason"] == "timeout after 0.3s"

@@ -1,9 +1,11 @@
 """The daemon: startup → main loop → shutdown with a deadline.
 
 Signal handlers only set flags; the main loop acts on them. The pieces:
-:class:`Monitor` turns each test's outcome into stored verdicts, outage state,
-metrics and events; :class:`Accountant` keeps the in-memory snapshot that
-``/metrics`` serves; :class:`probed.daemon.scheduler.Scheduler` runs the tests.
+:class:`~probed.daemon.recorder.Recorder` turns each test's outcome into
+stored verdicts, outage state, metrics and events;
+:class:`~probed.daemon.accountant.Accountant` keeps the in-memory snapshot that
+``/metrics`` serves; :class:`~probed.daemon.scheduler.Scheduler` runs the tests;
+the store (:func:`probed.store.base.open_store`) is the only I/O to the database.
 """
 
 from __future__ import annotations
@@ -12,270 +14,54 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from prometheus_client import CollectorRegistry
 
 from probed import config as config_mod
+from probed.api import ApiServer
 from probed.config import Config
-from probed.core import accounting
-from probed.core.events import Event, EventKind, Severity
-from probed.core.outages import FailureRun, OutageChange, Tracker
-from probed.daemon.metrics import Metrics, ServiceSnapshot, Snapshot
+from probed.core.events import Event
+from probed.daemon.accountant import Accountant
+from probed.daemon.metrics import Metrics
+from probed.daemon.recorder import Recorder
+from probed.daemon.reload import ReloadState
 from probed.daemon.runner import TestOutcome
-from probed.daemon.scheduler import CheckKey, Scheduler
+from probed.daemon.scheduler import Scheduler
 from probed.daemon.sdnotify import Notifier
 from probed.hooks import BudgetWatch, Dispatcher
 from probed.logs import log
-from probed.reports.figures import previous_month, service_month
-from probed.store.sqlite import FailedTest, SqliteStore
+from probed.store.base import FLUSH_EVERY, StorageError, Store, open_store
 from probes.base import CheckBase, Transcript
 
-FLUSH_EVERY = 2.0  # seconds between batched writes of passing tests
 REFRESH_EVERY = 10.0  # seconds between recomputations of the month's figures
-TRANSCRIPT_TAIL = 20  # lines of a failed test's transcript kept as evidence
 HOOKS_STOP_DEADLINE = 5.0  # seconds for hook deliveries in flight at shutdown
 
 
-@dataclass(slots=True)
-class _CheckState:
-    check_id: int
-    check: CheckBase
-    tracker: Tracker
-
-
-class Monitor:
-    """Outcome handling: store first (durable), then metrics, then events."""
-
-    def __init__(self, store: SqliteStore, metrics: Metrics, emit: Callable[[Event], None]) -> None:
-        self.store = store
-        self.metrics = metrics
-        self.emit = emit
-        self.checks: dict[CheckKey, _CheckState] = {}
-        self._down: dict[str, int] = {}  # checks in outage, per service: O(1) service state
-        self._size: dict[str, int] = {}
-        self.changed = asyncio.Event()  # an outage changed: figures are stale
-
-    def configure(self, config: Config) -> None:
-        """Adopt a (new) config: keep the failure runs of unchanged checks, restore new ones."""
-        wanted: dict[CheckKey, CheckBase] = {(s.name, c.name): c for s, c in config.all_checks()}
-        for key in [k for k in self.checks if k not in wanted]:
-            old = self.checks.pop(key)
-            self.metrics.remove_check(key[0], key[1], old.check.type)
-        for key, check in wanted.items():
-            state = self.checks.get(key)
-            if state is None:
-                cid = self.store.check_id(key[0], key[1], check.type)
-                state = _CheckState(
-                    cid, check, Tracker(check.failures_to_down, self.store.restore_run(cid))
-                )
-                self.checks[key] = state
-                if state.tracker.run is not None:
-                    log.info(
-                        "outage.restored" if state.tracker.in_outage else "failure_run.restored",
-                        service=key[0],
-                        check=key[1],
-                        failed_tests=state.tracker.run.count,
-                    )
-            state.check = check
-            state.tracker.failures_to_down = check.failures_to_down
-            self.metrics.init_check(key[0], key[1], check.type, up=not state.tracker.in_outage)
-        self._down = {}
-        self._size = {}  # checks per service, for the severity of an event
-        for (service, _), state in self.checks.items():
-            self._down[service] = self._down.get(service, 0) + state.tracker.in_outage
-            self._size[service] = self._size.get(service, 0) + 1
-
-    def service_up(self) -> dict[str, bool]:
-        up: dict[str, bool] = {}
-        for (service, _), state in self.checks.items():
-            up[service] = up.get(service, True) and not state.tracker.in_outage
-        return up
-
-    def open_outages(self, service: str) -> list[tuple[str, FailureRun]]:
-        return [
-            (key[1], s.tracker.run)
-            for key, s in self.checks.items()
-            if key[0] == service and s.tracker.in_outage and s.tracker.run is not None
-        ]
-
-    async def on_outcome(
-        self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
-    ) -> None:
-        state = self.checks[(service, check.name)]
-        result = outcome.result
-        was_up = self._down.get(service, 0) == 0
-        was_in_outage = state.tracker.in_outage
-        change = state.tracker.observe(outcome.started_at, result.ok, result.reason)
-        if state.tracker.in_outage != was_in_outage:
-            self._down[service] = self._down.get(service, 0) + (
-                1 if state.tracker.in_outage else -1
-            )
-        if result.ok:
-            self.store.record_pass(state.check_id, outcome.started_at, check.interval)
-        else:
-            tail = "\n".join(transcript.lines[-TRANSCRIPT_TAIL:])
-            self.store.record_failure(
-                state.check_id,
-                outcome.started_at,
-                check.interval,
-                FailedTest(check.name, outcome.started_at, outcome.duration, result.reason, tail),
-            )
-            log.info(
-                "probe.failed",
-                service=service,
-                check=check.name,
-                reason=result.reason,
-                duration=round(outcome.duration, 3),
-            )
-        if change is not None:
-            self._apply(service, state, change)
-        delivery = result.details.get("delivery_seconds")
-        self.metrics.observe_test(
-            service,
-            check.name,
-            check.type,
-            result.ok,
-            outcome.duration,
-            float(delivery) if isinstance(delivery, int | float) else None,
-        )
-        self.metrics.set_check_up(service, check.name, check.type, not state.tracker.in_outage)
-        is_up = self._down.get(service, 0) == 0
-        if was_up != is_up:
-            self._service_changed(service, is_up, outcome.started_at)
-
-    def _apply(self, service: str, state: _CheckState, change: OutageChange) -> None:
-        run = change.run
-        if run.outage_id is None:  # opened now, or a restored run that crossed the threshold
-            oid = self.store.open_outage(state.check_id, run)
-            state.tracker.bind_outage(oid)
-            run = replace(run, outage_id=oid)
-        if change.kind == "closed":
-            self.store.close_outage(run.outage_id or 0, run, change.at)
-            self.store.end_pass_run_now(state.check_id)
-        elif change.kind == "extended":
-            self.store.update_outage(run.outage_id or 0, run)
-        if (
-            change.kind != "extended"
-        ):  # an open outage's growth is picked up by the periodic refresh
-            self.changed.set()
-        name = state.check.name
-        event = Event(
-            "outage_opened",
-            service,
-            change.at,
-            check=name,
-            severity=self._severity(service),
-            outage_id=run.outage_id,
-            start=run.first_at,
-            end=run.last_at,
-            failed_tests=run.count,
-            reasons=run.reasons,
-            summary=f"{service}/{name} is down: {run.reasons[-1] if run.reasons else 'failed'}",
-        )
-        if change.kind == "opened":
-            log.warning(
-                "outage.opened",
-                service=service,
-                check=name,
-                start=run.first_at,
-                reasons=list(run.reasons),
-            )
-            self.emit(event)
-        elif change.kind == "closed":
-            downtime = run.last_at - run.first_at
-            log.warning(
-                "outage.closed",
-                service=service,
-                check=name,
-                downtime_seconds=round(downtime, 3),
-                failed_tests=run.count,
-            )
-            self.emit(
-                replace(
-                    event,
-                    kind="outage_closed",
-                    downtime_seconds=downtime,
-                    summary=f"{service}/{name} is up again after {downtime:.0f}s of downtime",
-                )
-            )
-
-    def _severity(self, service: str) -> Severity:
-        """P1 (global) when a majority of the service's checks are down, else P2 (isolated)."""
-        down, size = self._down.get(service, 0), self._size.get(service, 0)
-        return "P1" if size and down * 2 > size else "P2"
-
-    def _service_changed(self, service: str, up: bool, at: float) -> None:
-        kind: EventKind = "service_up" if up else "service_down"
-        log.warning(f"service.{'up' if up else 'down'}", service=service)
-        self.emit(
-            Event(
-                kind,
-                service,
-                at,
-                severity=self._severity(service) if not up else "P2",
-                summary=f"service {service} is {'up' if up else 'down'}",
-            )
-        )
-
-
-class Accountant:
-    """Recomputes month-to-date and previous-month figures into a snapshot."""
+class Daemon:
+    """Create it with :meth:`open` (it opens the store), then ``await run()``."""
 
     def __init__(
-        self, store: SqliteStore, monitor: Monitor, clock: Callable[[], float] = time.time
+        self, config_path: str, config: Config, store: Store, *, location: str | None = None
     ) -> None:
-        self.store = store
-        self.monitor = monitor
-        self.clock = clock
-        self._figures: dict[str, ServiceSnapshot] = {}
-        self.generation = -1
-        self.refreshed_at = 0.0
-        # hooks: told the month-to-date figures after each refresh (budget events)
-        self.on_refresh: Callable[[list[accounting.ServiceFigures]], None] | None = None
-
-    def refresh(self, config: Config) -> None:
-        now = self.clock()
-        month = accounting.month_of(now, config.timezone)
-        prev = previous_month(month)
-        figures: dict[str, ServiceSnapshot] = {}
-        for service in config.services.values():
-            figures[service.name] = ServiceSnapshot(
-                objective=service.policy.objective,
-                month_to_date=service_month(self.store, service, month, config.timezone, now),
-                previous_month=service_month(self.store, service, prev, config.timezone, now),
-            )
-        self._figures = figures
-        self.generation = self.store.generation()
-        self.refreshed_at = now
-        if self.on_refresh is not None:
-            self.on_refresh([s.month_to_date for s in figures.values() if s.month_to_date])
-
-    def stale(self) -> bool:
-        """True when exclusions changed (e.g. by ``probed exclude`` from another process)."""
-        return self.store.generation() != self.generation
-
-    def snapshot(self) -> Snapshot:
-        return Snapshot(services=self._figures, service_up=self.monitor.service_up())
-
-
-class Daemon:
-    def __init__(self, config_path: str, config: Config) -> None:
         self.config_path = config_path
-        self.config = config
+        self.location_override = location  # probed run --location: wins over the config
+        self.config = config = self._located(config)
         self.notifier = Notifier()
         self._stop = asyncio.Event()
-        self._reload = asyncio.Event()
+        self.reloads = ReloadState()  # what GET /-/reload and `probed reload` see
+        self._reloading = asyncio.Lock()  # one reload at a time (SIGHUP and the API)
+        self._tasks: set[asyncio.Task[bool]] = set()
         self.registry = CollectorRegistry()
-        self.store = SqliteStore(config.storage_path)
-        self.sinks: list[Callable[[Event], None]] = []
+        self.store = store
+        self.storage_problem: str | None = None  # the last failed write, for /healthz
         self.metrics = Metrics(self.registry, lambda: self.accountant.snapshot())
-        self.monitor = Monitor(self.store, self.metrics, self._emit)
-        self.accountant = Accountant(self.store, self.monitor)
+        self.recorder = Recorder(self.store, self._emit, self.metrics)
+        self.accountant = Accountant(self.store, self.recorder.service_up, self.recorder.down_clock)
         # hooks: events go to a durable outbox in the store; delivery runs in run()
-        self.dispatcher = Dispatcher(self.store, config.hooks)
-        self.sinks.append(self.dispatcher.submit)
-        self.accountant.on_refresh = BudgetWatch(self.dispatcher.outbox, self._emit).observe
+        self.dispatcher = Dispatcher(self.store, config.hooks, muted=self._muted)
+        self.sinks = [self.dispatcher.submit]
+        self.accountant.on_refresh = BudgetWatch(self.store, self.dispatcher).observe
         # called after the monitor handled a test, so outage state includes it (the demo's live view)
         self.observers: list[Callable[[str, CheckBase, TestOutcome], None]] = []
         self.scheduler = Scheduler(
@@ -284,37 +70,54 @@ class Daemon:
             on_lag=self.metrics.schedule_lag.observe,
         )
 
+    @classmethod
+    async def open(cls, config_path: str, config: Config, *, location: str | None = None) -> Daemon:
+        """Open the store the config names (raises StorageError) and build the daemon."""
+        store = await open_store(config, location=location or config.location)
+        return cls(config_path, config, store, location=location)
+
     async def _on_outcome(
         self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
     ) -> None:
-        await self.monitor.on_outcome(service, check, outcome, transcript)
+        try:
+            await self.recorder.record(service, check, outcome, transcript)
+        except StorageError as exc:
+            self._storage_failed("store.write_failed", exc)
+            raise
         for observe in self.observers:
             observe(service, check, outcome)
 
-    def _emit(self, event: Event) -> None:
+    def _muted(self, event: Event) -> frozenset[str]:
+        return self.accountant.active_kinds(event.service, event.at)
+
+    def _storage_failed(self, event: str, exc: StorageError) -> None:
+        self.storage_problem = str(exc)
+        log.error(event, reason=str(exc))
+
+    async def _emit(self, event: Event) -> None:
         for sink in self.sinks:
-            sink(event)
+            await sink(event)
 
     def request_stop(self) -> None:
         self._stop.set()
 
     async def run(self) -> int:
-        from probed.api import ApiServer  # local: the API imports the daemon's types
-
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
-        self.monitor.configure(self.config)
-        self.accountant.refresh(self.config)
+        # acted on at once, not at the next tick: `probed reload` waits for the result
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+        await self.recorder.start(self._checks(self.config))
+        await self.accountant.refresh(self.config)
         api = ApiServer(self)
         await api.start(self.config.listen_host, self.config.listen_port)
         self.scheduler.set_checks((s.name, c) for s, c in self.config.all_checks())
         log.info(
             "daemon.started",
-            checks=len(self.monitor.checks),
+            checks=len(self.recorder.checks),
             listen=f"{self.config.listen_host}:{api.port}",
-            storage=str(self.config.storage_path),
+            storage=self.store.describe,
+            location=self.store.location,
         )
         await self.dispatcher.start()  # hooks
         self.notifier.ready()
@@ -327,7 +130,10 @@ class Daemon:
             await self.scheduler.stop(grace)
             await api.stop()
             await self.dispatcher.stop(HOOKS_STOP_DEADLINE)  # hooks
-            self.store.close()
+            try:
+                await self.store.close()
+            except StorageError as exc:
+                self._storage_failed("store.close_failed", exc)
             log.info("daemon.stopped")
         return 0
 
@@ -340,34 +146,84 @@ class Daemon:
                 await asyncio.wait_for(self._stop.wait(), timeout=tick)
             except TimeoutError:
                 pass
-            if self._reload.is_set():
-                self._reload.clear()
-                self.reload()
             now = time.monotonic()
             if now - last_flush >= FLUSH_EVERY:
-                self.store.flush()
+                await self._flush()
                 last_flush = now
-            if (
-                self.monitor.changed.is_set()
-                or now - last_refresh >= REFRESH_EVERY
-                or self.accountant.stale()
-            ):
-                self.monitor.changed.clear()
-                self.accountant.refresh(self.config)
-                last_refresh = now
+            try:
+                if (
+                    self.recorder.changed.is_set()
+                    or now - last_refresh >= REFRESH_EVERY
+                    or await self.accountant.stale()
+                ):
+                    self.recorder.changed.clear()
+                    await self.accountant.refresh(self.config)
+                    last_refresh = now
+            except StorageError as exc:
+                self._storage_failed("store.read_failed", exc)
             if self.scheduler.running or not self.scheduler.jobs:
                 self.notifier.watchdog()  # only while tests really run: systemd restarts a stuck daemon
             self.notifier.status(self.status_line())
 
-    def status_line(self) -> str:
-        down = sum(s.tracker.in_outage for s in self.monitor.checks.values())
-        return f"{len(self.monitor.checks)} checks, {down} in outage"
+    def _located(self, config: Config) -> Config:
+        if self.location_override is None:
+            return config
+        return replace(config, location=self.location_override)
 
-    def reload(self) -> bool:
-        """SIGHUP: apply a new config, or keep the old one when it is bad."""
-        self.notifier.reloading()
+    async def _flush(self) -> None:
         try:
-            new = config_mod.load(self.config_path)
+            await self.store.flush()
+        except StorageError as exc:
+            self._storage_failed("store.flush_failed", exc)
+        else:
+            self.storage_problem = None
+
+    def health_problems(self) -> list[str]:
+        problems = []
+        if not self.scheduler.running and self.scheduler.jobs:
+            problems.append("scheduler is not running")
+        if self.storage_problem:
+            problems.append(self.storage_problem)
+        return problems
+
+    async def exclusions_changed(self) -> None:
+        await self.accountant.refresh(self.config)
+
+    @staticmethod
+    def _checks(config: Config) -> list[tuple[str, CheckBase]]:
+        return [(s.name, c) for s, c in config.all_checks()]
+
+    def status_line(self) -> str:
+        down = sum(s.tracker.in_outage for s in self.recorder.checks.values())
+        return f"{len(self.recorder.checks)} checks, {down} in outage"
+
+    def _reload_soon(self) -> None:
+        task = asyncio.create_task(self.reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _reload_refused(self, problems: list[str]) -> tuple[str, ...]:
+        log.error("config.reload_failed", problems=problems)
+        self.metrics.reload_ok.set(0)
+        return tuple(problems)
+
+    async def reload(self) -> bool:
+        """SIGHUP or POST /-/reload: apply a new config, or keep the old one when it is bad."""
+        async with self._reloading:
+            self.notifier.reloading()
+            try:
+                problems = await self._reload()
+            finally:
+                self.notifier.ready()
+            self.reloads = ReloadState(self.reloads.generation + 1, not problems, problems)
+        return not problems
+
+    async def _reload(self) -> tuple[str, ...]:
+        """The problems that refused the new config; none when it was applied."""
+        try:
+            new = self._located(config_mod.load(self.config_path))
+            if new.location != self.config.location:
+                raise config_mod.ConfigError(["location cannot change on reload; restart probed"])
             if new.storage_path != self.config.storage_path or (
                 new.listen_host,
                 new.listen_port,
@@ -376,20 +232,25 @@ class Daemon:
                     ["storage and listen cannot change on reload; restart probed"]
                 )
         except config_mod.ConfigError as exc:
-            log.error("config.reload_failed", problems=exc.problems)
-            self.metrics.reload_ok.set(0)
-            self.notifier.ready()
-            return False
+            return self._reload_refused(exc.problems)
+        except Exception as exc:  # a loader bug must not kill a daemon that is measuring
+            log.exception("config.reload_crashed")
+            return self._reload_refused([f"{self.config_path}: {type(exc).__name__}: {exc}"])
+        try:
+            await self.recorder.configure(self._checks(new))
+        except StorageError as exc:
+            return self._reload_refused([str(exc)])
         self.config = new
-        self.monitor.configure(new)
         self.dispatcher.configure(new.hooks)  # hooks
         added, removed = self.scheduler.set_checks((s.name, c) for s, c in new.all_checks())
-        self.accountant.refresh(new)
-        self.metrics.reload_ok.set(1)
+        try:
+            await self.accountant.refresh(new)
+        except StorageError as exc:
+            self._storage_failed("store.read_failed", exc)
+        self.metrics.config_applied()
         log.info(
             "config.reloaded",
             added=[f"{s}/{c}" for s, c in added],
             removed=[f"{s}/{c}" for s, c in removed],
         )
-        self.notifier.ready()
-        return True
+        return ()

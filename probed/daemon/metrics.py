@@ -13,17 +13,20 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from probed import __version__
-from probed.core.accounting import ServiceFigures
+from probed.core.accounting import EXCLUSION_KINDS, ServiceFigures
 
 CHECK_LABELS = ("service", "check", "type")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -44,6 +47,8 @@ class Snapshot:
 
     services: Mapping[str, ServiceSnapshot] = field(default_factory=dict)
     service_up: Mapping[str, bool] = field(default_factory=dict)
+    down_seconds: Mapping[str, float] = field(default_factory=dict)  # since start, per service
+    exclusion_active: Mapping[str, frozenset[str]] = field(default_factory=dict)  # kinds, now
 
 
 class Metrics:
@@ -51,6 +56,9 @@ class Metrics:
         # *_created series add ~12 % to a 10 000-check scrape and nobody graphs them
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
         self.registry = registry
+        # process_* and python_gc_*/python_info, as every Prometheus client exports them
+        for collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+            registry.register(collector)
         self.probe_success = Gauge(
             "probed_probe_success",
             "1 if the latest test of the check passed, else 0",
@@ -89,17 +97,39 @@ class Metrics:
             buckets=DELIVERY_BUCKETS,
             registry=registry,
         )
+        self.cert_expiry = Gauge(
+            "probed_tls_certificate_expiry_timestamp_seconds",
+            "The server certificate's notAfter (Unix time), for checks that use TLS",
+            CHECK_LABELS,
+            registry=registry,
+        )
+        self.probe_errors = Counter(
+            "probed_probe_errors",
+            "Tests discarded because the probe crashed (a bug in probed), by exception type",
+            (*CHECK_LABELS, "error"),
+            registry=registry,
+        )
+        self._error_labels: set[tuple[str, str, str, str]] = set()
         self.reload_ok = Gauge(
             "probed_config_last_reload_successful",
             "1 if the last config (re)load was applied",
             registry=registry,
         )
-        self.reload_ok.set(1)
+        self.reload_at = Gauge(
+            "probed_config_last_reload_success_timestamp_seconds",
+            "When the config in use was applied",
+            registry=registry,
+        )
+        self.config_applied()
         self.build_info = Gauge(
             "probed_build_info", "probed's version", ("version",), registry=registry
         )
         self.build_info.labels(__version__).set(1)
         registry.register(SnapshotCollector(snapshot))
+
+    def config_applied(self) -> None:
+        self.reload_ok.set(1)
+        self.reload_at.set_to_current_time()
 
     def observe_test(
         self,
@@ -109,13 +139,21 @@ class Metrics:
         ok: bool,
         duration: float,
         delivery_seconds: float | None = None,
+        cert_not_after: float | None = None,
     ) -> None:
         labels = (service, check, type_)
+        if cert_not_after is not None:
+            self.cert_expiry.labels(*labels).set(cert_not_after)
         self.probe_success.labels(*labels).set(1 if ok else 0)
         self.probe_duration.labels(*labels).observe(duration)
         self.probes.labels(*labels, "pass" if ok else "fail").inc()
         if delivery_seconds is not None:
             self.mailflow_delivery.labels(*labels).observe(delivery_seconds)
+
+    def count_probe_error(self, service: str, check: str, type_: str, error: str) -> None:
+        labels = (service, check, type_, error)
+        self._error_labels.add(labels)
+        self.probe_errors.labels(*labels).inc()
 
     def init_check(self, service: str, check: str, type_: str, up: bool) -> None:
         """Export a check from startup on, so absent series never hide it."""
@@ -130,11 +168,15 @@ class Metrics:
 
     def remove_check(self, service: str, check: str, type_: str) -> None:
         labels = (service, check, type_)
+        for error_labels in [k for k in self._error_labels if k[:3] == labels]:
+            self._error_labels.discard(error_labels)
+            self.probe_errors.remove(*error_labels)
         for metric in (
             self.probe_success,
             self.probe_duration,
             self.check_up,
             self.mailflow_delivery,
+            self.cert_expiry,
         ):
             try:
                 metric.remove(*labels)
@@ -192,8 +234,22 @@ class SnapshotCollector(Collector):
             "This month's whole error budget",
             labels=["service"],
         )
+        down_total = CounterMetricFamily(
+            "probed_service_down_seconds",
+            "Seconds this daemon has seen the service in an outage since it started",
+            labels=["service"],
+        )
+        active = GaugeMetricFamily(
+            "probed_service_exclusion_active",
+            "1 while a live exclusion or maintenance window of this kind covers now",
+            labels=["service", "kind"],
+        )
         for name, is_up in snap.service_up.items():
             up.add_metric([name], 1.0 if is_up else 0.0)
+            down_total.add_metric([name], snap.down_seconds.get(name, 0.0))
+            kinds = snap.exclusion_active.get(name, frozenset())
+            for kind in EXCLUSION_KINDS:
+                active.add_metric([name, kind], 1.0 if kind in kinds else 0.0)
         for name, svc in snap.services.items():
             objective.add_metric([name], svc.objective)
             for window, fig in (
@@ -210,3 +266,4 @@ class SnapshotCollector(Collector):
                 budget.add_metric([name], svc.month_to_date.error_budget_remaining_seconds)
                 budget_total.add_metric([name], svc.month_to_date.error_budget_seconds)
         yield from (up, objective, avail, down, excluded, unmonitored, budget, budget_total)
+        yield from (down_total, active)

@@ -6,7 +6,14 @@ import asyncio
 import time
 from dataclasses import dataclass, replace
 
-from probes.base import CheckBase, ProbeResult, ProbeType, Transcript, describe_error
+from probes.base import (
+    EXPECTED_ERRORS,
+    CheckBase,
+    ProbeResult,
+    ProbeType,
+    Transcript,
+    describe_error,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +25,7 @@ class TestOutcome:
     started_at: float
     duration: float
     result: ProbeResult
+    error: Exception | None = None  # set when the probe crashed: a bug in probed, not a verdict
 
     @property
     def ok(self) -> bool:
@@ -44,11 +52,15 @@ async def run_test(
 ) -> TestOutcome:
     """Run ``probe`` on ``check`` once, cut off at ``check.timeout``.
 
-    Running out of time is a failed test (``timeout after 10.0s``); any other
-    exception becomes a failed test with a short reason. Cancellation from
-    outside (shutdown) propagates.
+    Running out of time is a failed test (``timeout after 10.0s``), and so is
+    an expected I/O error (:data:`probes.base.EXPECTED_ERRORS`), with a short
+    reason. Any other exception is a bug in probed: the outcome carries it in
+    ``error`` so that the daemon logs and counts it instead of billing it
+    (docs/sla-rules.md, "A bug in probed"). Cancellation from outside
+    (shutdown) propagates.
     """
     transcript = transcript if transcript is not None else Transcript(check.secrets())
+    error: Exception | None = None
     started_at = time.time()
     t0 = time.monotonic()
     try:
@@ -61,10 +73,13 @@ async def run_test(
             result = ProbeResult.failed(f"timeout after {seconds(check.timeout)}")
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # every probe error is a verdict, never a crash
+    except EXPECTED_ERRORS as exc:
         result = ProbeResult.failed(describe_error(exc))
+    except Exception as exc:  # a bug in a probe: never a crash of the daemon, never a verdict
+        result = ProbeResult.failed(f"probe error (a bug in probed): {describe_error(exc)}")
+        error = exc
     duration = time.monotonic() - t0
     if not result.ok:
         result = _masked(result, check.secrets())
         transcript.note(f"FAIL {result.reason}")
-    return TestOutcome(started_at=started_at, duration=duration, result=result)
+    return TestOutcome(started_at=started_at, duration=duration, result=result, error=error)

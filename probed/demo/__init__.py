@@ -36,7 +36,7 @@ from probed.demo.mail import DOMAIN, ImapServer, Mailbox, Pop3Server, Script, Sm
 from probed.logs import configure as configure_logs
 from probed.reports.figures import month_report
 from probed.reports.render import MonthReport, render_json, render_text
-from probed.store.sqlite import SqliteStore
+from probed.store.base import NewExclusion, Store, open_store
 
 INTERVAL = 0.5  # seconds between tests of each demo check
 FLOW_INTERVAL = 1.0  # the mail round trip's interval; its timeout is its delivery deadline
@@ -235,7 +235,7 @@ class LiveView:
         )
 
     def record(self, key: CheckKey, ok: bool) -> None:
-        tracker = self.daemon.monitor.checks[key].tracker
+        tracker = self.daemon.recorder.checks[key].tracker
         marks = self.marks.setdefault(key, [])
         marks.append("." if ok else "x")
         if tracker.in_outage and tracker.run is not None:
@@ -267,7 +267,7 @@ class LiveView:
             f"live view at {elapsed:4.1f}s of {until - self.started:.1f}s;"
             " one mark per test: . passed, x failed, # failed in an outage"
         ]
-        checks = self.daemon.monitor.checks
+        checks = self.daemon.recorder.checks
         timelines = {  # a check tested every second gets two columns per mark
             key: "".join(
                 m.ljust(round(s.check.interval / INTERVAL)) for m in self.marks.get(key, [])
@@ -331,7 +331,7 @@ async def run_demo(
         run_for = duration if duration is not None else RUN_SECONDS
         print(legend())
         print(f"\nconfig: {cfg_path}; running for {run_for:.0f}s\n", flush=True)
-        daemon = Daemon(str(cfg_path), config)
+        daemon = await Daemon.open(str(cfg_path), config)
         view = LiveView(daemon)
         task = asyncio.create_task(daemon.run())
         try:
@@ -339,7 +339,8 @@ async def run_demo(
         finally:
             daemon.request_stop()
             await task
-        return _report(config, cfg_path, json_report, whole=ran_out and run_for >= RUN_SECONDS)
+        report = await _report(config, cfg_path)
+        return _show(report, json_report, whole=ran_out and run_for >= RUN_SECONDS)
     finally:
         await platform.stop()
         if tmp is not None:
@@ -361,19 +362,16 @@ def _write_config(platform: Platform, base: Path) -> Path:
     return cfg_path
 
 
-def _flag_dos(store: SqliteStore, cfg_path: Path) -> None:
+async def _flag_dos(store: Store, cfg_path: Path) -> None:
     """Flag the DoS window the way an operator would, after the fact."""
     for scene in (s for s in SCENES if s.dos):
-        found = [
-            o for o in store.outages(scene.service, (0, time.time() + 1)) if o.check == scene.check
-        ]
+        outages = await store.outages(scene.service, (0, time.time() + 1))
+        found = [o for o in outages if o.check == scene.check]
         if not found:
             continue
         start, end = found[-1].start - INTERVAL / 2, found[-1].end + INTERVAL / 2
         reason = f"SYN flood against {scene.check} (scripted)"
-        store.add_exclusion(
-            service=scene.service, start=start, end=end, kind="dos", reason=reason, by="demo"
-        )
+        await store.add_exclusion(NewExclusion(scene.service, start, end, "dos", reason, "demo"))
         print(
             f"\nThe operator flags the {scene.check} outage as a DoS window, as this command would:\n"
             f"  probed exclude add -c {cfg_path} --service {scene.service} --start {_iso(start)}"
@@ -402,22 +400,24 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 
 
-def _report(
-    config: config_mod.Config, cfg_path: Path, json_report: Path | None, *, whole: bool
-) -> int:
-    store = SqliteStore(config.storage_path)
+async def _report(config: config_mod.Config, cfg_path: Path) -> MonthReport:
+    store = await open_store(config)
     try:
-        _flag_dos(store, cfg_path)
+        await _flag_dos(store, cfg_path)
         now = time.time()
         month = accounting.month_of(now, config.timezone)
         report = MonthReport(
             month=month,
             timezone=config.timezone,
             generated_at=now,
-            services=tuple(month_report(store, config, month, now)),
+            services=tuple(await month_report(store, config, month, now)),
         )
     finally:
-        store.close()
+        await store.close()
+    return report
+
+
+def _show(report: MonthReport, json_report: Path | None, *, whole: bool) -> int:
     print()
     print(render_text(report), end="")
     if whole:  # a shorter run has not played the whole script

@@ -21,15 +21,20 @@ from probed.core.times import iso
 from probed.hooks.base import Envelope, HookConfig, HookType, HttpUrl, post_json
 from probes.base import Duration
 
+# Names of their own: the Prometheus rules' alerts (ProbedServiceDown, ...) page, these
+# feed tickets with what the rules cannot carry (reasons, outage id). One vocabulary:
+# severity is "ticket" as in the rules; probed's P1/P2/P3 is the "priority" label.
 _ALERTNAMES: dict[EventKind, str] = {
-    "outage_opened": "ProbedCheckDown",
-    "outage_extended": "ProbedCheckDown",
-    "outage_closed": "ProbedCheckDown",
-    "service_down": "ProbedServiceDown",
-    "service_up": "ProbedServiceDown",
-    "budget_threshold": "ProbedErrorBudgetUsed",
-    "objective_missed": "ProbedObjectiveMissed",
+    "outage_opened": "ProbedEventCheckDown",
+    "outage_extended": "ProbedEventCheckDown",
+    "outage_closed": "ProbedEventCheckDown",
+    "service_down": "ProbedEventServiceDown",
+    "service_up": "ProbedEventServiceDown",
+    "budget_threshold": "ProbedEventBudgetUsed",
+    "objective_missed": "ProbedEventObjectiveMissed",
 }
+SEVERITY = "ticket"
+SOURCE = "probed"
 _FIRING = frozenset({"outage_opened", "outage_extended", "service_down"})
 _RESOLVING = frozenset({"outage_closed", "service_up"})
 RESEND_HORIZON = 4  # firing alerts expire after this many missed resends
@@ -70,7 +75,13 @@ class Alertmanager:
         name = _ALERTNAMES[event.kind]
         key: Key = (name, event.service, event.check or "")
         remembered = self.active.get(key)
-        labels = {"alertname": name, "service": event.service, "severity": event.severity}
+        labels = {
+            "alertname": name,
+            "service": event.service,
+            "severity": SEVERITY,
+            "priority": event.severity,
+            "source": SOURCE,
+        }
         if event.check:
             labels["check"] = event.check
         if event.kind == "budget_threshold":

@@ -42,7 +42,7 @@ class HookError(Exception):
 class HookConfig(BaseModel):
     """Fields every hook has: which events reach it, and how long a delivery may take."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     type: str
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")

@@ -2,9 +2,9 @@
 
 ``budget_news`` is pure: a service's month-to-date figures and what was
 already announced for that service and month in, what to announce out.
-:class:`BudgetWatch` is the shell: it keeps the announcements in the outbox
-database (so a restart repeats none) and emits the events in the same
-transaction as the announcement.
+:class:`BudgetWatch` is the shell: it keeps the announcements in the store
+(so a restart repeats none) and queues the events in the same transaction as
+the announcement (:meth:`probed.store.base.Store.announce`).
 
 - ``budget_threshold``: downtime reached 50, 80 or 100 % of the month's error
   budget. Only the highest threshold newly reached is told (a jump from 10 to
@@ -18,15 +18,17 @@ transaction as the announcement.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass
+from typing import Protocol
 
 from probed.core import accounting
 from probed.core.accounting import ServiceFigures
 from probed.core.events import Event
 from probed.core.times import iso
-from probed.hooks.outbox import Outbox
 from probed.logs import log
+from probed.store.base import OutboxEntry, Store
 
 THRESHOLDS = (50, 80, 100)  # percent of the month's error budget
 MISSED = "objective_missed"
@@ -111,22 +113,35 @@ def _missed_event(f: ServiceFigures) -> Event:
     )
 
 
+class Router(Protocol):
+    """Where events go: the hooks' dispatcher."""
+
+    def route(self, event: Event) -> OutboxEntry | None: ...
+    def wake(self, hooks: Iterable[str]) -> None: ...
+
+
 class BudgetWatch:
     """Called with the month-to-date figures after every refresh of the figures."""
 
-    def __init__(self, outbox: Outbox, emit: Callable[[Event], None]) -> None:
-        self.outbox = outbox
-        self.emit = emit
+    def __init__(
+        self, store: Store, router: Router, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store = store
+        self.router = router
+        self.clock = clock
 
-    def observe(self, figures: Iterable[ServiceFigures]) -> None:
+    async def observe(self, figures: Iterable[ServiceFigures]) -> None:
         for f in figures:
-            news = budget_news(f, self.outbox.announced(f.service, f.month))
+            news = budget_news(f, await self.store.announced(f.service, f.month))
             if not news.announce:
                 continue
-            with self.outbox.store._tx():  # told and queued together, or neither
-                self.outbox.announce(f.service, f.month, sorted(news.announce), f.period_end)
-                for event in news.events:
-                    self.emit(event)
+            entries = [e for e in map(self.router.route, news.events) if e is not None]
+            # told and queued together, or neither (and once, whichever instance is first)
+            if not await self.store.announce(
+                f.service, f.month, sorted(news.announce), self.clock(), entries
+            ):
+                continue
+            self.router.wake(h for e in entries for h in e.hooks)
             for event in news.events:
                 log.warning(
                     _LOG_NAMES[event.kind],

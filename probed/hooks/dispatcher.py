@@ -4,7 +4,8 @@ A hook's next event waits until the previous one is delivered (order matters:
 an "up" must never overtake its "down"); hooks do not wait for each other.
 Failures are retried with exponential backoff up to ``backoff_cap``, forever:
 a dropped page is worse than a late one. Probing never waits for delivery:
-``submit`` only commits rows and wakes the tasks.
+``submit`` only commits rows and wakes the tasks. Rows are claimed with a
+lease, so several daemons sharing one store deliver each row once.
 """
 
 from __future__ import annotations
@@ -13,21 +14,23 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 
 from probed.core.events import Event
 from probed.hooks.base import Envelope, Hook, HookConfig, Resending, describe
-from probed.hooks.outbox import Outbox, Row
+from probed.hooks.outbox import Outbox, Row, entry
 from probed.hooks.registry import HOOK_TYPES
 from probed.logs import log
-from probed.store.sqlite import SqliteStore
+from probed.store.base import OutboxEntry, Store
 from probes.base import describe_error
 
 BACKOFF_BASE = 2.0  # seconds before the first retry; doubles per failed attempt
 BACKOFF_CAP = 300.0
+LEASE_MARGIN = 30.0  # seconds a claimed row stays ours beyond the hook's timeout
+RESOLVING = frozenset({"outage_closed", "service_up"})  # never muted: they close what opened
 
 
 @dataclass(slots=True)
@@ -42,14 +45,16 @@ class _Slot:
 class Dispatcher:
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         hooks: Sequence[HookConfig],
         *,
         clock: Callable[[], float] = time.time,
         backoff_base: float = BACKOFF_BASE,
         backoff_cap: float = BACKOFF_CAP,
+        muted: Callable[[Event], frozenset[str]] = lambda event: frozenset(),
     ) -> None:
         self.outbox = Outbox(store)
+        self.muted = muted  # exclusion kinds covering an event's service at its time
         self.clock = clock
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -60,13 +65,27 @@ class Dispatcher:
 
     # ------------------------------------------------------------ the sink
 
-    def submit(self, event: Event) -> None:
-        """Commit the event for every hook that wants it; never blocks, never raises."""
+    def route(self, event: Event) -> OutboxEntry | None:
+        """The outbox entry for every hook that wants the event (None when none does)."""
         names = [c.name for c in self.configs.values() if c.accepts(event)]
-        if not names:
+        if names and event.kind not in RESOLVING:  # good news always goes out: nothing stays open
+            kinds = self.muted(event)
+            names = [n for n in names if not kinds.intersection(self.configs[n].mute_during)]
+        return entry(names, Envelope(uuid.uuid4().hex, event)) if names else None
+
+    def wake(self, hooks: Iterable[str]) -> None:
+        for name in hooks:
+            slot = self.slots.get(name)
+            if slot is not None:
+                slot.wake.set()
+
+    async def submit(self, event: Event) -> None:
+        """Commit the event for every hook that wants it; never raises."""
+        routed = self.route(event)
+        if routed is None:
             return
         try:
-            self.outbox.add(names, Envelope(uuid.uuid4().hex, event), self.clock())
+            await self.outbox.store.enqueue([routed], self.clock())
         except Exception as exc:  # a sink must never break the outcome path that calls it
             log.error(
                 "hook.outbox_failed",
@@ -75,16 +94,13 @@ class Dispatcher:
                 reason=describe_error(exc),
             )
             return
-        for name in names:
-            slot = self.slots.get(name)
-            if slot is not None:
-                slot.wake.set()
+        self.wake(routed.hooks)
 
     # ------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-        orphaned = {k: v for k, v in self.outbox.pending().items() if k not in self.configs}
+        orphaned = {k: v for k, v in (await self.outbox.pending()).items() if k not in self.configs}
         if orphaned:  # renamed or removed hooks: their rows wait for a hook of that name
             log.warning("hook.orphaned_events", undelivered=orphaned)
         for config in self.configs.values():
@@ -119,7 +135,11 @@ class Dispatcher:
                 task.cancel()
             if late:
                 await asyncio.wait(late)
-        pending = self.outbox.pending()
+        try:
+            pending = await self.outbox.pending()
+        except Exception as exc:  # the store failed: shutdown goes on
+            pending = {}
+            log.error("hook.error", reason=describe_error(exc))
         if pending:
             log.info("hook.undelivered", undelivered=pending)
         if self._session is not None:
@@ -148,7 +168,7 @@ class Dispatcher:
         try:
             hook = HOOK_TYPES[slot.config.type].build(slot.config, self._session)
             if isinstance(hook, Resending):
-                hook.restore(self.outbox.history(slot.config.name))
+                hook.restore(await self.outbox.history(slot.config.name))
         except Exception as exc:  # validated at config load: only a bug or a vanished file
             log.error("hook.broken", hook=slot.config.name, reason=describe_error(exc))
             return
@@ -162,8 +182,9 @@ class Dispatcher:
     async def _step(self, slot: _Slot, hook: Hook) -> None:
         slot.wake.clear()  # before reading: a submit from now on wakes the wait below
         now = self.clock()
-        row = self.outbox.next(slot.config.name)
-        if row is not None and row.next_attempt_at <= now:
+        lease = slot.config.timeout + LEASE_MARGIN
+        row = await self.outbox.claim(slot.config.name, now, lease)
+        if row is not None and row.claimed:
             await self._deliver(slot.config, hook, row)
             return
         due = row.next_attempt_at if row is not None else math.inf
@@ -189,12 +210,12 @@ class Dispatcher:
         except Exception as exc:  # CancelledError is not an Exception: shutdown passes through
             reason = describe(exc, config.timeout)
             delay = min(self.backoff_cap, self.backoff_base * 2 ** min(row.attempts, 32))
-            self.outbox.failed(row.id, reason, self.clock() + delay)
+            await self.outbox.failed(row.id, reason, self.clock() + delay)
             log.warning(
                 "hook.failed", **fields, attempt=row.attempts + 1, reason=reason, retry_in=delay
             )
             return
-        self.outbox.delivered(row.id, self.clock())
+        await self.outbox.delivered(row.id, self.clock())
         log.info("hook.delivered", **fields, attempt=row.attempts + 1)
 
     async def _resend(self, slot: _Slot, hook: Resending) -> None:

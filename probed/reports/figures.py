@@ -5,11 +5,11 @@ from __future__ import annotations
 from probed.config import Config, Service
 from probed.core import accounting
 from probed.core.maintenance import expand
-from probed.store.sqlite import SqliteStore
+from probed.store.base import Store
 
 
-def service_month(
-    store: SqliteStore, service: Service, month: str, tz: str, now: float
+async def service_month(
+    store: Store, service: Service, month: str, tz: str, now: float
 ) -> accounting.ServiceFigures:
     window = accounting.month_period(month, tz)
     return accounting.service_figures(
@@ -17,29 +17,29 @@ def service_month(
         policy=service.policy,
         month=month,
         tz=tz,
-        outages=store.outages(service.name, window),
-        exclusions=service_exclusions(store, service, tz, window),
-        coverage=store.coverage(service.name, window, now),
-        first_test_at=store.first_test_at(service.name),
+        outages=await store.outages(service.name, window),
+        exclusions=await service_exclusions(store, service, tz, window),
+        coverage=await store.coverage(service.name, window, now),
+        first_test_at=await store.first_test_at(service.name),
         now=now,
     )
 
 
-def service_exclusions(
-    store: SqliteStore, service: Service, tz: str, window: accounting.Interval
+async def service_exclusions(
+    store: Store, service: Service, tz: str, window: accounting.Interval
 ) -> list[accounting.ExclusionSpan]:
     """Stored exclusions (live or revoked) and the config's recurring windows touching
     ``window``: config windows count exactly like flagged ones."""
-    stored = [e for e in store.exclusions(window) if e.applies_to(service.name)]
+    stored = [e for e in await store.exclusions(window) if e.applies_to(service.name)]
     return stored + expand(service.maintenance, service=service.name, tz=tz, span=window)
 
 
-def month_report(
-    store: SqliteStore, config: Config, month: str, now: float, only: str | None = None
+async def month_report(
+    store: Store, config: Config, month: str, now: float, only: str | None = None
 ) -> list[accounting.ServiceFigures]:
     """Figures of every configured service (or ``only``) for one month."""
     return [
-        service_month(store, service, month, config.timezone, now)
+        await service_month(store, service, month, config.timezone, now)
         for name, service in config.services.items()
         if only is None or name == only
     ]

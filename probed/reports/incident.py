@@ -20,7 +20,7 @@ from probed.core.times import iso
 from probed.exclusions import to_json as exclusion_json
 from probed.reports.figures import service_month
 from probed.reports.render import AVAILABILITY_DIGITS, _availability_percent, _percent, _status
-from probed.store.sqlite import FailedTest, SqliteStore
+from probed.store.base import FailedTest, Store
 
 MAX_FAILED_TESTS = 10_000  # a month-long outage at 60 s is ~45 000 tests; keep output bounded
 
@@ -38,18 +38,18 @@ class Evidence:
     months: tuple[accounting.ServiceFigures, ...] = ()  # the billing months it touches
 
 
-def incident_evidence(
-    store: SqliteStore, config: Config, outage_id: int, now: float
+async def incident_evidence(
+    store: Store, config: Config, outage_id: int, now: float
 ) -> Evidence | None:
-    found = store.outage(outage_id)
+    found = await store.outage(outage_id)
     if found is None:
         return None
-    service, span, closed_at = found
+    service, span, closed_at = found.service, found.span, found.closed_at
     window = (span.start, span.end)
     # The same exclusions the month's figures use, config windows included, so the
     # incident's downtime agrees with the report's.
     around = (span.start, span.end + 1e-6)  # a one-test outage still has an instant
-    exclusions = [e for e in store.exclusions(around) if e.applies_to(service)]
+    exclusions = [e for e in await store.exclusions(around) if e.applies_to(service)]
     configured = config.services.get(service)
     if configured is not None:
         exclusions += expand(
@@ -57,8 +57,8 @@ def incident_evidence(
         )
     live = accounting.union(e.interval for e in exclusions if e.live)
     excluded = accounting.total(accounting.intersection([window], live))
-    concurrent = [o for o in store.outages(service, around) if o.id != span.id]
-    tests = store.failed_tests(service, span.check, window)[:MAX_FAILED_TESTS]
+    concurrent = [o for o in await store.outages(service, around) if o.id != span.id]
+    tests = (await store.failed_tests(service, span.check, window))[:MAX_FAILED_TESTS]
     return Evidence(
         service=service,
         outage=span,
@@ -68,17 +68,22 @@ def incident_evidence(
         failed_tests=tuple(tests),
         concurrent=tuple(concurrent),
         exclusions=tuple(sorted(exclusions, key=lambda x: (x.start, x.id))),
-        months=() if configured is None else _months(store, configured, config.timezone, span, now),
+        months=()
+        if configured is None
+        else await _months(store, configured, config.timezone, span, now),
     )
 
 
-def _months(
-    store: SqliteStore, service: Service, tz: str, span: OutageSpan, now: float
+async def _months(
+    store: Store, service: Service, tz: str, span: OutageSpan, now: float
 ) -> tuple[accounting.ServiceFigures, ...]:
     """The figures of every billing month the outage touches: what the credit is owed on."""
     first, last = accounting.month_of(span.start, tz), accounting.month_of(span.end, tz)
     return tuple(
-        service_month(store, service, m, tz, now) for m in accounting.months_between(first, last)
+        [
+            await service_month(store, service, m, tz, now)
+            for m in accounting.months_between(first, last)
+        ]
     )
 
 

@@ -19,8 +19,11 @@ from typing import TypeAlias
 from zoneinfo import ZoneInfo
 
 from probed.core.accounting import (
+    Advisory,
     ExclusionSpan,
+    LocationFigures,
     OutageFigures,
+    OutageSpan,
     RangeTotals,
     ServiceFigures,
     combine,
@@ -123,9 +126,9 @@ def _one_line(text: str) -> str:
 # --- JSON ----------------------------------------------------------------------
 
 
-def _outage_json(row: OutageFigures) -> JSONObject:
+def _outage_json(row: OutageFigures, *, several: bool = False) -> JSONObject:
     span = row.span
-    return {
+    found: JSONObject = {
         "check": span.check,
         "start": iso_utc(span.start),
         "end": None if span.open else iso_utc(span.end),
@@ -134,6 +137,53 @@ def _outage_json(row: OutageFigures) -> JSONObject:
         "excluded_seconds": row.excluded_seconds,
         "reasons": list(span.reasons),
     }
+    if several:  # a quorum outage: who agreed, and each one's own outage
+        found["locations"] = list(span.locations)
+        found["location_outages"] = [_location_outage_json(m) for m in span.members]
+    return found
+
+
+def _location_outage_json(span: OutageSpan) -> JSONObject:
+    return {
+        "location": span.location,
+        "start": iso_utc(span.start),
+        "end": None if span.open else iso_utc(span.end),
+        "failed_tests": span.failed_tests,
+    }
+
+
+def _location_json(f: LocationFigures) -> JSONObject:
+    return {
+        "location": f.location,
+        "downtime_seconds": f.downtime_seconds,
+        "excluded_seconds": f.excluded_seconds,
+        "unmonitored_seconds": f.unmonitored_seconds,
+        "availability": None
+        if f.availability is None
+        else round(f.availability, AVAILABILITY_DIGITS),
+        "outages": [_outage_json(row) for row in f.outages],
+    }
+
+
+def _advisory_json(a: Advisory) -> JSONObject:
+    return {
+        "location": a.location,
+        "check": a.check,
+        "start": iso_utc(a.start),
+        "end": None if a.open else iso_utc(a.end),
+        "downtime_seconds": a.downtime_seconds,
+    }
+
+
+def _locations_json(f: ServiceFigures) -> JSONObject:
+    """docs/contract.md, several locations: only when there is something to say, so a
+    single location's report stays exactly as it was."""
+    found: JSONObject = {}
+    if f.locations:
+        found["locations"] = [_location_json(loc) for loc in f.locations]
+    if f.locations or f.advisories:
+        found["advisories"] = [_advisory_json(a) for a in f.advisories]
+    return found
 
 
 def _exclusion_json(x: ExclusionSpan) -> JSONObject:
@@ -167,7 +217,7 @@ def _service_json(f: ServiceFigures) -> JSONObject:
         "availability": round(f.availability, AVAILABILITY_DIGITS),
         "met": f.met,
         "credit_percent": _whole(f.credit_percent),
-        "outages": [_outage_json(row) for row in f.outages],
+        "outages": [_outage_json(row, several=bool(f.locations)) for row in f.outages],
     }
     extra: JSONObject = {
         "period_start": iso_utc(f.period_start),
@@ -177,7 +227,7 @@ def _service_json(f: ServiceFigures) -> JSONObject:
         "error_budget_remaining_seconds": f.error_budget_remaining_seconds,
         "exclusions": [_exclusion_json(x) for x in f.exclusions],
     }
-    return contract | extra
+    return contract | _locations_json(f) | extra
 
 
 def _totals_json(t: RangeTotals) -> JSONObject:
@@ -290,6 +340,7 @@ def _summary_table(services: Iterable[ServiceFigures]) -> _Table:
 
 
 def _outage_table(f: ServiceFigures) -> _Table:
+    several = bool(f.locations)
     rows = tuple(
         (
             row.span.check,
@@ -298,12 +349,63 @@ def _outage_table(f: ServiceFigures) -> _Table:
             str(row.span.failed_tests),
             _minutes(row.downtime_seconds),
             _minutes(row.excluded_seconds),
+            *((_agreeing(row.span, f.timezone),) if several else ()),
             _one_line("; ".join(row.span.reasons)),
         )
         for row in f.outages
     )
-    headers = ("check", "start", "end", "failed tests", "downtime min", "excluded min", "reasons")
-    return _Table(headers, rows, numeric=frozenset({3, 4, 5}))
+    headers: tuple[str, ...] = ("check", "start", "end", "failed tests", "downtime min")
+    headers += ("excluded min", *(("locations (own outage)",) if several else ()))
+    return _Table((*headers, "reasons"), rows, numeric=frozenset({3, 4, 5}))
+
+
+def _agreeing(span: OutageSpan, tz: str) -> str:
+    """The locations that agreed on a quorum outage, each with its own outage."""
+    return "; ".join(
+        f"{m.location} {_local(m.start, tz)} – {'open' if m.open else _local(m.end, tz)}"
+        for m in span.members
+    )
+
+
+def _location_table(f: ServiceFigures) -> _Table:
+    rows = tuple(
+        (
+            loc.location,
+            "no data" if loc.availability is None else _availability_percent(loc.availability),
+            _minutes(loc.downtime_seconds),
+            _minutes(loc.excluded_seconds),
+            _minutes(loc.unmonitored_seconds),
+            str(len(loc.outages)),
+        )
+        for loc in f.locations
+    )
+    headers = (
+        "location",
+        "availability",
+        "downtime min",
+        "excluded min",
+        "unmonitored min",
+        "outages",
+    )
+    return _Table(headers, rows, numeric=frozenset({1, 2, 3, 4, 5}))
+
+
+def _advisory_table(f: ServiceFigures) -> _Table:
+    rows = tuple(
+        (
+            a.location,
+            a.check,
+            _local(a.start, f.timezone),
+            "open" if a.open else _local(a.end, f.timezone),
+            _minutes(a.downtime_seconds),
+        )
+        for a in f.advisories
+    )
+    return _Table(("location", "check", "start", "end", "downtime min"), rows, frozenset({4}))
+
+
+_BY_LOCATION = "by location (evidence, not billed)"
+_ADVISORIES = "advisories: location outages that never reached the quorum (not billed)"
 
 
 def _exclusion_state(x: ExclusionSpan, tz: str) -> str:
@@ -373,6 +475,10 @@ def _service_detail_text(f: ServiceFigures) -> list[str]:
         lines += _text_table(_outage_table(f), indent="  ")
     if f.exclusions:
         lines += ["", f"  {f.service}: exclusions", *_text_table(_exclusion_table(f), "  ")]
+    if f.locations:
+        lines += ["", f"  {f.service}: {_BY_LOCATION}", *_text_table(_location_table(f), "  ")]
+    if f.advisories:
+        lines += ["", f"  {f.service}: {_ADVISORIES}", *_text_table(_advisory_table(f), "  ")]
     return lines
 
 
@@ -411,6 +517,10 @@ def _service_detail_markdown(f: ServiceFigures) -> list[str]:
         lines.append("No outages.")
     if f.exclusions:
         lines += ["", "Exclusions:", "", *_markdown_table(_exclusion_table(f))]
+    if f.locations:
+        lines += ["", f"{_BY_LOCATION.capitalize()}:", "", *_markdown_table(_location_table(f))]
+    if f.advisories:
+        lines += ["", f"{_ADVISORIES.capitalize()}:", "", *_markdown_table(_advisory_table(f))]
     return lines
 
 
@@ -460,6 +570,10 @@ CSV_COLUMNS = (
     "outages",
 )
 
+# Only when a service was probed from several locations: ``location`` is empty on the
+# billed row, and each location's own figures follow it as evidence rows.
+LOCATION_CSV_COLUMNS = ("location", "advisories")
+
 CsvValue: TypeAlias = str | int | float | bool | None
 
 
@@ -493,7 +607,36 @@ def _csv_row(f: ServiceFigures) -> dict[str, CsvValue]:
         "error_budget_seconds": f.error_budget_seconds,
         "error_budget_remaining_seconds": f.error_budget_remaining_seconds,
         "outages": len(f.outages),
+        "location": "",
+        "advisories": len(f.advisories),
     }
+
+
+def _csv_location_rows(f: ServiceFigures) -> list[dict[str, CsvValue]]:
+    return [
+        {
+            "month": f.month,
+            "timezone": f.timezone,
+            "service": f.service,
+            "period_start": iso_utc(f.period_start),
+            "period_end": iso_utc(f.period_end),
+            "period_seconds": _whole(f.period_seconds),
+            "downtime_seconds": loc.downtime_seconds,
+            "downtime_minutes": loc.downtime_seconds / 60,
+            "excluded_seconds": loc.excluded_seconds,
+            "unmonitored_seconds": loc.unmonitored_seconds,
+            "availability": None
+            if loc.availability is None
+            else round(loc.availability, AVAILABILITY_DIGITS),
+            "outages": len(loc.outages),
+            "location": loc.location,
+        }
+        for loc in f.locations
+    ]
+
+
+def _csv_services(services: Iterable[ServiceFigures]) -> list[dict[str, CsvValue]]:
+    return [row for f in services for row in (_csv_row(f), *_csv_location_rows(f))]
 
 
 def _csv_totals_row(t: RangeTotals) -> dict[str, CsvValue]:
@@ -516,20 +659,22 @@ def _csv_totals_row(t: RangeTotals) -> dict[str, CsvValue]:
     }
 
 
-def _csv(rows: Iterable[dict[str, CsvValue]]) -> str:
+def _csv(rows: Sequence[dict[str, CsvValue]]) -> str:
+    several = any(row.get("location") for row in rows)
+    columns = CSV_COLUMNS + LOCATION_CSV_COLUMNS if several else CSV_COLUMNS
     out = io.StringIO()
     # "\n" rather than RFC 4180's "\r\n": the report is printed to a terminal
     # or piped into Unix tools far more often than opened on Windows.
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_csv_text(row.get(column)) for column in CSV_COLUMNS])
+        writer.writerow([_csv_text(row.get(column)) for column in columns])
     return out.getvalue()
 
 
 def _range_csv(report: RangeReport) -> str:
     # One row per service and month, then one totals row per service.
-    rows = [_csv_row(f) for month in report.months for f in month.services]
+    rows = [row for month in report.months for row in _csv_services(month.services)]
     return _csv([*rows, *(_csv_totals_row(t) for t in report.totals)])
 
 
@@ -560,7 +705,7 @@ def render_csv(report: Report) -> str:
     """One row per service (per service and month, then totals rows, for a range)."""
     if isinstance(report, RangeReport):
         return _range_csv(report)
-    return _csv(_csv_row(f) for f in report.services)
+    return _csv(_csv_services(report.services))
 
 
 def render_markdown(report: Report) -> str:

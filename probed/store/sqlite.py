@@ -1,326 +1,615 @@
-"""Storage: what was tested, what failed and why, outages, coverage, exclusions.
+"""The embedded store: one SQLite file in WAL mode (``storage: sqlite:///path``).
 
-The store grows with failures and state changes, not with passing tests:
+:class:`SqliteStore` implements :class:`probed.store.base.Store`. Its
+connection lives in one dedicated thread (a single-worker executor) and every
+statement runs there, so the event loop never blocks on the disk; each call
+is a short transaction. Passing tests and coverage are buffered in memory on
+the event loop and written by ``flush``; failed tests, the pass that ends a
+failure run and outage changes are committed before the call returns.
 
-- ``failed_tests``: every failed test, one row, with its reason (evidence);
-- ``pass_runs``: consecutive passing tests of a check, one row updated in batches;
-- ``segments``: when the daemon was testing a check (one row per check and
-  daemon session, extended in batches); monitoring gaps are what lies between;
-- ``outages``: one row per outage, maintained from the outage state machine;
-- ``exclusions``: flagged windows, revoked but never deleted.
-
-A failed test is committed before the next test of its check starts, together
-with the pending pass run it ends, so a crash or ``kill -9`` loses no recorded
-failure and cannot merge two failure runs. Passes are flushed every few
-seconds; a crash loses at most that much coverage, never a verdict that
-changes downtime.
-
-SQLite in WAL mode lets ``probed report`` and ``probed exclude`` use the file
-while the daemon runs. Everything sits behind :class:`Store` so a shared
-PostgreSQL store can come later.
+WAL lets ``probed report`` and ``probed exclude`` use the file while the
+daemon runs. The store refuses, without writing anything, a file that is not
+a probed store or is damaged (:class:`DamagedStore`), and stops writing when
+its file was deleted or replaced under it (it would write into an unlinked
+inode and lose everything at exit).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sqlite3
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
 from probed.core.accounting import ExclusionSpan, Interval, OutageSpan
 from probed.core.outages import FailureRun
+from probed.store import migrations
+from probed.store.base import (
+    LIVE_AFTER_FLUSH,
+    AlreadyRevoked,
+    DamagedStore,
+    FailedTest,
+    NewExclusion,
+    OutboxEntry,
+    OutboxRow,
+    StorageError,
+    StoredOutage,
+    UnknownExclusion,
+)
 
-SCHEMA_VERSION = 1
-
-_MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE checks (
-        id INTEGER PRIMARY KEY,
-        service TEXT NOT NULL,
-        name TEXT NOT NULL,
-        type TEXT NOT NULL,
-        UNIQUE (service, name)
-    );
-    CREATE TABLE pass_runs (
-        id INTEGER PRIMARY KEY,
-        check_id INTEGER NOT NULL REFERENCES checks(id),
-        first_at REAL NOT NULL,
-        last_at REAL NOT NULL,
-        count INTEGER NOT NULL
-    );
-    CREATE INDEX pass_runs_check ON pass_runs (check_id, last_at);
-    CREATE TABLE failed_tests (
-        id INTEGER PRIMARY KEY,
-        check_id INTEGER NOT NULL REFERENCES checks(id),
-        at REAL NOT NULL,
-        duration REAL NOT NULL,
-        reason TEXT NOT NULL,
-        transcript TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX failed_tests_check ON failed_tests (check_id, at);
-    CREATE TABLE segments (
-        id INTEGER PRIMARY KEY,
-        check_id INTEGER NOT NULL REFERENCES checks(id),
-        first_at REAL NOT NULL,
-        last_at REAL NOT NULL,
-        interval REAL NOT NULL,
-        tests INTEGER NOT NULL
-    );
-    CREATE INDEX segments_check ON segments (check_id, last_at);
-    CREATE TABLE outages (
-        id INTEGER PRIMARY KEY,
-        check_id INTEGER NOT NULL REFERENCES checks(id),
-        start REAL NOT NULL,
-        last_failed REAL NOT NULL,
-        failed_tests INTEGER NOT NULL,
-        reasons TEXT NOT NULL,
-        closed_at REAL
-    );
-    CREATE INDEX outages_time ON outages (last_failed, start);
-    CREATE TABLE exclusions (
-        id INTEGER PRIMARY KEY,
-        service TEXT NOT NULL,
-        start REAL NOT NULL,
-        "end" REAL NOT NULL,
-        kind TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        by TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        revoked_at REAL,
-        revoked_by TEXT,
-        revoke_reason TEXT
-    );
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    """,
-}
+T = TypeVar("T")
+_HEADER = b"SQLite format 3\x00"
 
 
-class StorageError(Exception):
-    """The store cannot be opened or written; the message says why."""
+# ----------------------------------------------------------- pending state
 
 
-@dataclass(frozen=True, slots=True)
-class FailedTest:
-    check: str
-    at: float
-    duration: float
-    reason: str
-    transcript: str = ""
+@dataclass(slots=True)
+class _Segment:
+    """Coverage of one check by this daemon session: consecutive tests at one cadence."""
+
+    first: float
+    last: float
+    interval: float
+    timeout: float
+    tests: int = 1
+    id: int | None = None
 
 
 @dataclass(slots=True)
 class _Pending:
-    """Unflushed state of one check: its pass run and coverage segment."""
+    """Unflushed state of one check, kept on the event loop."""
 
-    run_id: int | None = None
     run_first: float = 0.0
     run_last: float = 0.0
     run_count: int = 0
+    run_id: int | None = None
     run_dirty: bool = False
-    seg_id: int | None = None
-    seg_first: float = 0.0
-    seg_last: float = 0.0
-    seg_tests: int = 0
-    seg_interval: float = 0.0
+    segment: _Segment | None = None
     seg_dirty: bool = False
+    finished: list[_Segment] = field(default_factory=list)  # cadence changed, not written yet
 
 
-class Store(Protocol):
-    """What the daemon, the report and the API need from storage."""
+@dataclass(frozen=True, slots=True)
+class _RunWrite:
+    check_id: int
+    id: int | None
+    first: float
+    last: float
+    count: int
 
-    def check_id(self, service: str, check: str, type_: str) -> int: ...
-    def record_pass(self, check_id: int, at: float, interval: float) -> None: ...
-    def record_failure(
-        self, check_id: int, at: float, interval: float, test: FailedTest
-    ) -> None: ...
-    def open_outage(self, check_id: int, run: FailureRun) -> int: ...
-    def update_outage(self, outage_id: int, run: FailureRun) -> None: ...
-    def close_outage(self, outage_id: int, run: FailureRun, closed_at: float) -> None: ...
-    def flush(self) -> None: ...
-    def restore_run(self, check_id: int) -> FailureRun | None: ...
-    def outages(self, service: str, window: Interval) -> list[OutageSpan]: ...
-    def coverage(self, service: str, window: Interval, now: float) -> list[Interval]: ...
-    def first_test_at(self, service: str) -> float | None: ...
-    def exclusions(self, window: Interval | None = None) -> list[ExclusionSpan]: ...
-    def close(self) -> None: ...
+
+@dataclass(frozen=True, slots=True)
+class _SegWrite:
+    check_id: int
+    id: int | None
+    first: float
+    last: float
+    interval: float
+    timeout: float
+    tests: int
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one transaction writes for buffered checks; ids come back in the same order."""
+
+    runs: list[_RunWrite] = field(default_factory=list)
+    segments: list[_SegWrite] = field(default_factory=list)
+    run_owners: list[_Pending] = field(default_factory=list)
+    seg_owners: list[_Segment] = field(default_factory=list)
+    finished: list[tuple[_Pending, int]] = field(default_factory=list)  # taken per check
+
+
+def _take(check_id: int, p: _Pending, batch: _Batch) -> None:
+    """Move one check's dirty state into ``batch`` (the caller holds the write lock)."""
+    for seg in p.finished:
+        batch.segments.append(_seg_write(check_id, seg))
+        batch.seg_owners.append(seg)
+    batch.finished.append((p, len(p.finished)))  # dropped once written
+    if p.run_dirty and p.run_count:
+        batch.runs.append(_RunWrite(check_id, p.run_id, p.run_first, p.run_last, p.run_count))
+        batch.run_owners.append(p)
+    p.run_dirty = False
+    s = p.segment
+    if p.seg_dirty and s is not None:
+        batch.segments.append(_seg_write(check_id, s))
+        batch.seg_owners.append(s)
+    p.seg_dirty = False
+
+
+def _seg_write(check_id: int, s: _Segment) -> _SegWrite:
+    return _SegWrite(check_id, s.id, s.first, s.last, s.interval, s.timeout, s.tests)
+
+
+# ------------------------------------------------------------- the store
 
 
 class SqliteStore:
-    """The embedded store. One instance per thread; all calls are synchronous and short."""
+    """The async store over one SQLite file; create it with :meth:`open`."""
 
-    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
-        self.path = Path(path)
-        self.readonly = readonly
+    def __init__(
+        self, db: _Db, executor: ThreadPoolExecutor, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._db = db
+        self.clock = clock
+        self._executor = executor
         self._pending: dict[int, _Pending] = {}
-        self._names: dict[int, str] = {}
+        self._services: dict[int, str] = {}  # check id -> service, for pending coverage
+        self._lock = asyncio.Lock()  # buffered state handed to the thread: one writer at a time
+        self.path = db.path
+        self.readonly = db.readonly
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path,
+        *,
+        location: str,
+        readonly: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> SqliteStore:
+        executor = ThreadPoolExecutor(1, thread_name_prefix="probed-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            db = await loop.run_in_executor(
+                executor, partial(_Db, path, location=location, readonly=readonly)
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(db, executor, clock)
+
+    @property
+    def location(self) -> str:
+        return self._db.location
+
+    @property
+    def describe(self) -> str:
+        return str(self.path)
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+        except sqlite3.OperationalError as exc:  # locked, read-only, disk full, I/O error
+            raise StorageError(f"store {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:  # malformed pages and the like
+            raise _damaged(self.path, exc) from None
+
+    # ---------------------------------------------------- test results
+
+    async def check_id(self, service: str, check: str, type_: str) -> int:
+        cid = await self._call(self._db.check_id, service, check, type_)
+        self._services[cid] = service
+        return cid
+
+    def _extend(self, check_id: int, at: float, interval: float, timeout: float) -> _Pending:
+        p = self._pending.get(check_id)
+        if p is None:
+            p = self._pending[check_id] = _Pending()
+        s = p.segment
+        if s is None or (s.interval, s.timeout) != (interval, timeout):
+            if s is not None and p.seg_dirty:
+                p.finished.append(s)
+            p.segment = _Segment(at, at, interval, timeout)
+        else:
+            s.last = max(s.last, at)
+            s.tests += 1
+        p.seg_dirty = True
+        return p
+
+    async def record_pass(
+        self,
+        check_id: int,
+        at: float,
+        *,
+        interval: float,
+        test_timeout: float = 0.0,
+        durable: bool = False,
+    ) -> None:
+        p = self._extend(check_id, at, interval, test_timeout)
+        if p.run_count == 0:
+            p.run_id, p.run_first = None, at
+        p.run_last = at
+        p.run_count += 1
+        p.run_dirty = True
+        if durable:
+            await self._write([check_id])
+
+    async def record_failure(
+        self, check_id: int, test: FailedTest, *, interval: float, test_timeout: float = 0.0
+    ) -> None:
+        p = self._extend(check_id, test.at, interval, test_timeout)
+        await self._write([check_id], failure=(check_id, test))
+        p.run_count, p.run_id, p.run_dirty = 0, None, False
+
+    async def flush(self) -> None:
+        dirty = [c for c, p in self._pending.items() if p.run_dirty or p.seg_dirty or p.finished]
+        await self._write(dirty)
+
+    async def _write(
+        self, check_ids: Sequence[int], *, failure: tuple[int, FailedTest] | None = None
+    ) -> None:
+        async with self._lock:
+            batch = _Batch()
+            for cid in check_ids:
+                _take(cid, self._pending[cid], batch)
+            if not (batch.runs or batch.segments or failure):
+                return
+            try:
+                run_ids, seg_ids = await self._call(
+                    self._db.write, batch.runs, batch.segments, failure, self.clock()
+                )
+            except BaseException:
+                for owner in batch.run_owners:  # written again by the next attempt
+                    owner.run_dirty = True
+                for cid in check_ids:
+                    self._pending[cid].seg_dirty = self._pending[cid].segment is not None
+                raise
+            for owner, run_id in zip(batch.run_owners, run_ids, strict=True):
+                owner.run_id = run_id
+            for seg, seg_id in zip(batch.seg_owners, seg_ids, strict=True):
+                seg.id = seg_id
+            for p, written in batch.finished:
+                del p.finished[:written]
+
+    async def start_session(self) -> None:
+        await self._call(self._db.stopped, None)
+
+    async def restore_run(self, check_id: int) -> FailureRun | None:
+        return await self._call(self._db.restore_run, check_id)
+
+    # --------------------------------------------------------- outages
+
+    async def open_outage(self, check_id: int, run: FailureRun) -> int:
+        return await self._call(self._db.open_outage, check_id, run)
+
+    async def update_outage(self, outage_id: int, run: FailureRun) -> None:
+        await self._call(self._db.update_outage, outage_id, run, None)
+
+    async def close_outage(self, outage_id: int, run: FailureRun, closed_at: float) -> None:
+        await self._call(self._db.update_outage, outage_id, run, closed_at)
+
+    async def outages(
+        self, service: str, window: Interval, *, location: str | None = None
+    ) -> list[OutageSpan]:
+        return await self._call(self._db.outages, service, window, location)
+
+    async def outage(self, outage_id: int) -> StoredOutage | None:
+        return await self._call(self._db.outage, outage_id)
+
+    async def failed_tests(
+        self, service: str, check: str, window: Interval, *, location: str | None = None
+    ) -> list[FailedTest]:
+        return await self._call(self._db.failed_tests, service, check, window, location)
+
+    async def coverage(
+        self, service: str, window: Interval, now: float, *, location: str | None = None
+    ) -> list[Interval]:
+        spans = await self._call(self._db.coverage, service, window, now, location)
+        if location in (None, self.location):
+            spans += [
+                (s.first, min(s.last + s.interval + s.timeout, now))
+                for s in self._pending_segments(service)
+            ]
+        return [(a, b) for a, b in spans if b > a]
+
+    def _written_segments(self) -> list[int]:
+        return [p.segment.id for p in self._pending.values() if p.segment and p.segment.id]
+
+    def _pending_segments(self, service: str) -> Iterator[_Segment]:
+        for cid, p in self._pending.items():
+            if self._services.get(cid) != service:
+                continue
+            yield from p.finished
+            if p.segment is not None and p.seg_dirty:
+                yield p.segment
+
+    async def first_test_at(self, service: str, *, location: str | None = None) -> float | None:
+        stored = await self._call(self._db.first_test_at, service, location)
+        pending = (
+            [s.first for s in self._pending_segments(service)]
+            if location in (None, self.location)
+            else []
+        )
+        candidates = [x for x in [stored, *pending] if x is not None]
+        return min(candidates) if candidates else None
+
+    async def locations(self) -> list[str]:
+        return await self._call(self._db.locations)
+
+    # ------------------------------------------------------ exclusions
+
+    async def add_exclusion(
+        self, new: NewExclusion, *, created_at: float | None = None
+    ) -> ExclusionSpan:
+        return await self._call(self._db.add_exclusion, new, created_at)
+
+    async def revoke_exclusion(
+        self, exclusion_id: int, *, by: str, reason: str, at: float | None = None
+    ) -> ExclusionSpan:
+        return await self._call(self._db.revoke_exclusion, exclusion_id, by, reason, at)
+
+    async def exclusion(self, exclusion_id: int) -> ExclusionSpan | None:
+        return await self._call(self._db.exclusion, exclusion_id)
+
+    async def exclusions(self, window: Interval | None = None) -> list[ExclusionSpan]:
+        return await self._call(self._db.exclusions, window)
+
+    async def generation(self) -> int:
+        return await self._call(self._db.generation)
+
+    # ---------------------------------------------------------- outbox
+
+    async def enqueue(self, entries: Sequence[OutboxEntry], now: float) -> None:
+        await self._call(self._db.enqueue, entries, now)
+
+    async def claim(self, hook: str, now: float, lease: float) -> OutboxRow | None:
+        return await self._call(self._db.claim, hook, now, lease)
+
+    async def delivered(self, row_id: int, at: float) -> None:
+        await self._call(self._db.delivered, row_id, at)
+
+    async def failed(self, row_id: int, reason: str, next_attempt_at: float) -> None:
+        await self._call(self._db.failed, row_id, reason, next_attempt_at)
+
+    async def history(self, hook: str) -> list[OutboxRow]:
+        return await self._call(self._db.history, hook)
+
+    async def undelivered(self) -> dict[str, int]:
+        return await self._call(self._db.undelivered)
+
+    async def announced(self, service: str, month: str) -> frozenset[str]:
+        return await self._call(self._db.announced, service, month)
+
+    async def announce(
+        self,
+        service: str,
+        month: str,
+        whats: Sequence[str],
+        at: float,
+        entries: Sequence[OutboxEntry],
+    ) -> bool:
+        return await self._call(self._db.announce, service, month, whats, at, entries)
+
+    # ------------------------------------------------------- lifecycle
+
+    async def writable(self) -> str | None:
+        return await self._call(self._db.writable)
+
+    async def close(self) -> None:
+        try:
+            if not self.readonly:
+                await self.flush()
+                await self._call(self._db.stopped, self._written_segments())
+        finally:
+            await self._call(self._db.close)
+            self._executor.shutdown(wait=True)
+
+
+# ------------------------------------------------- the connection's thread
+
+
+class _Db:
+    """The connection and every statement; used only from the store's thread."""
+
+    def __init__(self, path: Path, *, location: str, readonly: bool) -> None:
+        self.path = Path(path)
+        self.location = location
+        self.readonly = readonly
+        self.broken: str | None = None  # why writes are refused (file deleted or replaced)
+        if readonly and not self.path.exists():
+            raise StorageError(f"no store at {self.path}: has the daemon run yet?")
+        _check_header(self.path)
         try:
             if not readonly:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
-            self.db = sqlite3.connect(uri, uri=True, timeout=10.0, isolation_level=None)
-            self.db.execute("PRAGMA busy_timeout = 10000")
+            self.db = sqlite3.connect(
+                uri, uri=True, timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+            self.inode = _inode(self.path)  # writes stop if the file is deleted or replaced
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open store {self.path}: {exc}") from None
+        try:
+            self._identify()
             if not readonly:
                 self.db.execute("PRAGMA journal_mode = WAL")
                 # WAL + NORMAL: a commit survives a process crash (kill -9);
                 # only an OS crash or power loss can drop the last commits.
                 self.db.execute("PRAGMA synchronous = NORMAL")
                 self._migrate()
-            self._check_version()
-        except (sqlite3.Error, OSError) as exc:
-            raise StorageError(f"cannot open store {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise _damaged(self.path, exc) from None
+        except BaseException:
+            self.db.close()
+            raise
 
-    # ---------------------------------------------------------- schema
+    # -------------------------------------------------------- schema
 
-    def _migrate(self) -> None:
+    def _identify(self) -> None:
+        """Refuse, before any write, a file that is not a probed store or is damaged."""
+        self.db.execute("PRAGMA busy_timeout = 10000")
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._tx():
-                self._script(_MIGRATIONS[target])
-                self.db.execute(f"PRAGMA user_version = {target}")
-
-    def _script(self, script: str) -> None:
-        # executescript() would COMMIT our transaction; run statements one by one
-        for statement in script.split(";"):
-            if statement.strip():
-                self.db.execute(statement)
-
-    def _check_version(self) -> None:
-        version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
+        app = int(self.db.execute("PRAGMA application_id").fetchone()[0])
+        tables = {
+            str(r[0])
+            for r in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        ok = app == migrations.APPLICATION_ID or (
+            app == 0 and version == 1 and {"checks", "meta"} <= tables  # written before version 2
+        )
+        if not ok and (tables or version or app):
+            raise DamagedStore(
+                f"the file at {self.path} is not a probed store (no probed schema); "
+                "point storage: at a new file"
+            )
+        if version > migrations.SCHEMA_VERSION:
             raise StorageError(
-                f"store {self.path} has schema {version}, newer than this probed ({SCHEMA_VERSION})"
+                f"store {self.path} has schema {version}, newer than this probed"
+                f" ({migrations.SCHEMA_VERSION})"
             )
         if self.readonly and version == 0:
             raise StorageError(f"store {self.path} is empty: has the daemon run yet?")
+        row = self.db.execute("PRAGMA quick_check(1)").fetchone()
+        if row is None or row[0] != "ok":
+            raise _damaged(self.path, row[0] if row else "quick_check gave no answer")
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self.db)
+    def _migrate(self) -> None:
+        version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        for target, statements in migrations.pending("sqlite", version, self.location):
+            with self._tx():
+                for statement in statements:
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {target}")
 
-    # ---------------------------------------------------------- writes
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT; refuses to write into a deleted or replaced file."""
+        if not self.readonly:
+            self._check_file()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _check_file(self) -> None:
+        if self.broken is None and _inode(self.path) != self.inode:
+            self.broken = (
+                f"the store file {self.path} was deleted or replaced while probed ran;"
+                " nothing more is written to it: restart probed"
+            )
+        if self.broken is not None:
+            raise StorageError(self.broken)
+
+    # -------------------------------------------------------- writes
 
     def check_id(self, service: str, check: str, type_: str) -> int:
         row = self.db.execute(
             "SELECT id, type FROM checks WHERE service = ? AND name = ?", (service, check)
         ).fetchone()
-        if row is None:
-            cur = self.db.execute(
-                "INSERT INTO checks (service, name, type) VALUES (?, ?, ?)", (service, check, type_)
-            )
-            row = (cur.lastrowid, type_)
-        elif row[1] != type_:
-            self.db.execute("UPDATE checks SET type = ? WHERE id = ?", (type_, row[0]))
-        self._names[int(row[0])] = check
-        return int(row[0])
-
-    def _extend_segment(self, p: _Pending, at: float, interval: float) -> None:
-        if p.seg_tests == 0 or interval != p.seg_interval:
-            p.seg_id, p.seg_first, p.seg_interval, p.seg_tests = None, at, interval, 0
-        p.seg_last = max(p.seg_last, at) if p.seg_tests else at
-        p.seg_tests += 1
-        p.seg_dirty = True
-
-    def record_pass(self, check_id: int, at: float, interval: float) -> None:
-        p = self._pending.setdefault(check_id, _Pending())
-        if p.seg_dirty and interval != p.seg_interval:
-            self._flush_one(check_id, p)
-        self._extend_segment(p, at, interval)
-        if p.run_count == 0:
-            p.run_id, p.run_first = None, at
-        p.run_last = at
-        p.run_count += 1
-        p.run_dirty = True
-
-    def record_failure(self, check_id: int, at: float, interval: float, test: FailedTest) -> None:
-        p = self._pending.setdefault(check_id, _Pending())
+        if row is not None and row[1] == type_:
+            return int(row[0])
         with self._tx():
-            if p.seg_dirty and interval != p.seg_interval:
-                self._flush_one(check_id, p)
-            self._extend_segment(p, at, interval)
-            self._flush_one(check_id, p)  # the pass run this failure ends, and coverage
-            p.run_count, p.run_id = 0, None
             self.db.execute(
-                "INSERT INTO failed_tests (check_id, at, duration, reason, transcript) VALUES (?, ?, ?, ?, ?)",
-                (check_id, at, test.duration, test.reason, test.transcript),
+                "INSERT INTO checks (service, name, type) VALUES (?, ?, ?) "
+                "ON CONFLICT (service, name) DO UPDATE SET type = excluded.type",
+                (service, check, type_),
             )
+            found = self.db.execute(
+                "SELECT id FROM checks WHERE service = ? AND name = ?", (service, check)
+            ).fetchone()
+        return int(found[0])
 
-    def end_pass_run_now(self, check_id: int) -> None:
-        """Persist the pass that closed a failure run before anything else happens."""
-        p = self._pending.get(check_id)
-        if p is not None:
-            with self._tx():
-                self._flush_one(check_id, p)
-
-    def _flush_one(self, check_id: int, p: _Pending) -> None:
-        if p.run_dirty and p.run_count:
-            if p.run_id is None:
-                cur = self.db.execute(
-                    "INSERT INTO pass_runs (check_id, first_at, last_at, count) VALUES (?, ?, ?, ?)",
-                    (check_id, p.run_first, p.run_last, p.run_count),
-                )
-                p.run_id = cur.lastrowid
-            else:
-                self.db.execute(
-                    "UPDATE pass_runs SET last_at = ?, count = ? WHERE id = ?",
-                    (p.run_last, p.run_count, p.run_id),
-                )
-        p.run_dirty = False
-        if p.seg_dirty:
-            if p.seg_id is None:
-                cur = self.db.execute(
-                    "INSERT INTO segments (check_id, first_at, last_at, interval, tests) VALUES (?, ?, ?, ?, ?)",
-                    (check_id, p.seg_first, p.seg_last, p.seg_interval, p.seg_tests),
-                )
-                p.seg_id = cur.lastrowid
-            else:
-                self.db.execute(
-                    "UPDATE segments SET last_at = ?, tests = ? WHERE id = ?",
-                    (p.seg_last, p.seg_tests, p.seg_id),
-                )
-        p.seg_dirty = False
-
-    def flush(self) -> None:
-        """Write every pending pass run and segment in one transaction."""
-        dirty = [(cid, p) for cid, p in self._pending.items() if p.run_dirty or p.seg_dirty]
-        if not dirty:
-            return
+    def write(
+        self,
+        runs: Sequence[_RunWrite],
+        segments: Sequence[_SegWrite],
+        failure: tuple[int, FailedTest] | None,
+        seen_at: float,
+    ) -> tuple[list[int], list[int]]:
+        """One transaction: pass runs, segments, and the failed test they end."""
         with self._tx():
-            for check_id, p in dirty:
-                self._flush_one(check_id, p)
+            run_ids = [self._run(r) for r in runs]
+            seg_ids = [self._segment(s, seen_at) for s in segments]
+            if failure is not None:
+                check_id, t = failure
+                self.db.execute(
+                    "INSERT INTO failed_tests (check_id, at, duration, reason, transcript, location)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (check_id, t.at, t.duration, t.reason, t.transcript, self.location),
+                )
+        return run_ids, seg_ids
+
+    def _run(self, r: _RunWrite) -> int:
+        if r.id is not None:
+            self.db.execute(
+                "UPDATE pass_runs SET last_at = ?, count = ? WHERE id = ?", (r.last, r.count, r.id)
+            )
+            return r.id
+        cur = self.db.execute(
+            "INSERT INTO pass_runs (check_id, first_at, last_at, count, location)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (r.check_id, r.first, r.last, r.count, self.location),
+        )
+        return int(cur.lastrowid or 0)
+
+    def _segment(self, s: _SegWrite, seen_at: float) -> int:
+        if s.id is not None:
+            self.db.execute(
+                "UPDATE segments SET last_at = ?, tests = ?, seen_at = ? WHERE id = ?",
+                (s.last, s.tests, seen_at, s.id),
+            )
+            return s.id
+        cur = self.db.execute(
+            "INSERT INTO segments (check_id, first_at, last_at, interval, timeout, tests,"
+            " seen_at, location) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (s.check_id, s.first, s.last, s.interval, s.timeout, s.tests, seen_at, self.location),
+        )
+        return int(cur.lastrowid or 0)
+
+    def stopped(self, segment_ids: Sequence[int] | None) -> None:
+        """These segments (None: all of this location's) are no longer live."""
+        with self._tx():
+            if segment_ids is None:
+                self.db.execute(
+                    "UPDATE segments SET seen_at = NULL WHERE location = ? AND seen_at IS NOT NULL",
+                    (self.location,),
+                )
+            else:
+                self.db.executemany(
+                    "UPDATE segments SET seen_at = NULL WHERE id = ?", [(i,) for i in segment_ids]
+                )
 
     def open_outage(self, check_id: int, run: FailureRun) -> int:
-        cur = self.db.execute(
-            "INSERT INTO outages (check_id, start, last_failed, failed_tests, reasons) VALUES (?, ?, ?, ?, ?)",
-            (check_id, run.first_at, run.last_at, run.count, json.dumps(list(run.reasons))),
-        )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        with self._tx():
+            cur = self.db.execute(
+                "INSERT INTO outages (check_id, start, last_failed, failed_tests, reasons, location)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    check_id,
+                    run.first_at,
+                    run.last_at,
+                    run.count,
+                    json.dumps(list(run.reasons)),
+                    self.location,
+                ),
+            )
+        return int(cur.lastrowid or 0)
 
-    def update_outage(self, outage_id: int, run: FailureRun) -> None:
-        self.db.execute(
-            "UPDATE outages SET last_failed = ?, failed_tests = ?, reasons = ? WHERE id = ?",
-            (run.last_at, run.count, json.dumps(list(run.reasons)), outage_id),
-        )
+    def update_outage(self, outage_id: int, run: FailureRun, closed_at: float | None) -> None:
+        with self._tx():
+            self.db.execute(
+                "UPDATE outages SET last_failed = ?, failed_tests = ?, reasons = ?,"
+                " closed_at = COALESCE(?, closed_at) WHERE id = ?",
+                (run.last_at, run.count, json.dumps(list(run.reasons)), closed_at, outage_id),
+            )
 
-    def close_outage(self, outage_id: int, run: FailureRun, closed_at: float) -> None:
-        self.db.execute(
-            "UPDATE outages SET last_failed = ?, failed_tests = ?, reasons = ?, closed_at = ? WHERE id = ?",
-            (run.last_at, run.count, json.dumps(list(run.reasons)), closed_at, outage_id),
-        )
-
-    # ----------------------------------------------------------- reads
+    # --------------------------------------------------------- reads
 
     def restore_run(self, check_id: int) -> FailureRun | None:
-        """The check's failure run that had not ended when the daemon stopped."""
         row = self.db.execute(
-            "SELECT MAX(last_at) FROM pass_runs WHERE check_id = ?", (check_id,)
+            "SELECT MAX(last_at) FROM pass_runs WHERE check_id = ? AND location = ?",
+            (check_id, self.location),
         ).fetchone()
         last_pass = row[0] if row and row[0] is not None else float("-inf")
         fails = self.db.execute(
-            "SELECT at, reason FROM failed_tests WHERE check_id = ? AND at > ? ORDER BY at",
-            (check_id, last_pass),
+            "SELECT at, reason FROM failed_tests WHERE check_id = ? AND location = ? AND at > ?"
+            " ORDER BY at",
+            (check_id, self.location, last_pass),
         ).fetchall()
         if not fails:
             return None
@@ -328,168 +617,116 @@ class SqliteStore:
         for at, reason in fails[1:]:
             run = run.with_failure(at, reason)
         outage = self.db.execute(
-            "SELECT id FROM outages WHERE check_id = ? AND closed_at IS NULL AND start = ?",
-            (check_id, run.first_at),
+            "SELECT id FROM outages WHERE check_id = ? AND location = ? AND closed_at IS NULL"
+            " AND start = ?",
+            (check_id, self.location, run.first_at),
         ).fetchone()
         return FailureRun(
             run.first_at, run.last_at, run.count, run.reasons, outage[0] if outage else None
         )
 
-    def _check_ids(self, service: str) -> dict[int, str]:
+    _OUTAGE = (
+        "SELECT o.id, c.name, o.start, o.last_failed, o.failed_tests, o.reasons, o.closed_at,"
+        " o.location, c.service FROM outages o JOIN checks c ON c.id = o.check_id"
+    )
+
+    def outages(self, service: str, window: Interval, location: str | None) -> list[OutageSpan]:
         rows = self.db.execute(
-            "SELECT id, name FROM checks WHERE service = ?", (service,)
+            self._OUTAGE + " WHERE c.service = ? AND o.last_failed >= ? AND o.start < ?"
+            " AND (? IS NULL OR o.location = ?) ORDER BY o.start, o.id",
+            (service, window[0], window[1], location, location),
         ).fetchall()
-        return {int(r[0]): str(r[1]) for r in rows}
+        return [_outage(r) for r in rows]
 
-    def services(self) -> list[str]:
-        return [
-            str(r[0])
-            for r in self.db.execute("SELECT DISTINCT service FROM checks ORDER BY service")
-        ]
+    def outage(self, outage_id: int) -> StoredOutage | None:
+        r = self.db.execute(self._OUTAGE + " WHERE o.id = ?", (outage_id,)).fetchone()
+        return None if r is None else StoredOutage(str(r[8]), _outage(r), r[6])
 
-    def outages(self, service: str, window: Interval) -> list[OutageSpan]:
+    def failed_tests(
+        self, service: str, check: str, window: Interval, location: str | None
+    ) -> list[FailedTest]:
         rows = self.db.execute(
-            """SELECT o.id, c.name, o.start, o.last_failed, o.failed_tests, o.reasons, o.closed_at
-               FROM outages o JOIN checks c ON c.id = o.check_id
-               WHERE c.service = ? AND o.last_failed >= ? AND o.start < ? ORDER BY o.start, o.id""",
-            (service, window[0], window[1]),
-        ).fetchall()
-        return [
-            OutageSpan(
-                check=r[1],
-                start=r[2],
-                end=r[3],
-                failed_tests=r[4],
-                reasons=tuple(json.loads(r[5])),
-                open=r[6] is None,
-                id=r[0],
-            )
-            for r in rows
-        ]
-
-    def outage(self, outage_id: int) -> tuple[str, OutageSpan, float | None] | None:
-        """One outage by id: (service, span, closed_at)."""
-        r = self.db.execute(
-            """SELECT o.id, c.name, o.start, o.last_failed, o.failed_tests, o.reasons, o.closed_at, c.service
-               FROM outages o JOIN checks c ON c.id = o.check_id WHERE o.id = ?""",
-            (outage_id,),
-        ).fetchone()
-        if r is None:
-            return None
-        span = OutageSpan(
-            check=r[1],
-            start=r[2],
-            end=r[3],
-            failed_tests=r[4],
-            reasons=tuple(json.loads(r[5])),
-            open=r[6] is None,
-            id=r[0],
-        )
-        return str(r[7]), span, r[6]
-
-    def failed_tests(self, service: str, check: str, window: Interval) -> list[FailedTest]:
-        rows = self.db.execute(
-            """SELECT f.at, f.duration, f.reason, f.transcript FROM failed_tests f
+            """SELECT f.at, f.duration, f.reason, f.transcript, f.location FROM failed_tests f
                JOIN checks c ON c.id = f.check_id
-               WHERE c.service = ? AND c.name = ? AND f.at >= ? AND f.at <= ? ORDER BY f.at""",
-            (service, check, window[0], window[1]),
+               WHERE c.service = ? AND c.name = ? AND f.at >= ? AND f.at <= ?
+               AND (? IS NULL OR f.location = ?) ORDER BY f.at, f.id""",
+            (service, check, window[0], window[1], location, location),
         ).fetchall()
-        return [
-            FailedTest(check=check, at=r[0], duration=r[1], reason=r[2], transcript=r[3])
-            for r in rows
-        ]
+        return [FailedTest(check, r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
-    def coverage(self, service: str, window: Interval, now: float) -> list[Interval]:
-        """When the daemon was testing this service: each test covers one interval."""
+    def coverage(
+        self, service: str, window: Interval, now: float, location: str | None
+    ) -> list[Interval]:
+        """Stored segments. A segment that a live daemon flushed while its check was on
+        time (``seen_at``, at most LIVE_AFTER_FLUSH ago) reaches to ``now``: its tail is
+        tests not flushed yet, not a gap."""
         rows = self.db.execute(
-            """SELECT s.first_at, s.last_at + s.interval FROM segments s
+            """SELECT s.first_at, s.last_at + s.interval + s.timeout, s.seen_at FROM segments s
                JOIN checks c ON c.id = s.check_id
-               WHERE c.service = ? AND s.last_at + s.interval > ? AND s.first_at < ?""",
-            (service, window[0], window[1]),
+               WHERE c.service = ? AND s.first_at < ?
+               AND (s.last_at + s.interval + s.timeout > ? OR s.seen_at >= ?)
+               AND (? IS NULL OR s.location = ?)""",
+            (service, window[1], window[0], now - LIVE_AFTER_FLUSH, location, location),
         ).fetchall()
-        spans = [(float(a), min(float(b), now)) for a, b in rows]
-        spans += self._pending_coverage(set(self._check_ids(service)), now)
-        return [(a, b) for a, b in spans if b > a]
+        return [(float(a), _covered_until(float(b), seen, now)) for a, b, seen in rows]
 
-    def _pending_coverage(self, check_ids: set[int], now: float) -> list[Interval]:
-        return [
-            (p.seg_first, min(p.seg_last + p.seg_interval, now))
-            for cid, p in self._pending.items()
-            if cid in check_ids and p.seg_tests and p.seg_dirty  # flushed ones are in the table
-        ]
-
-    def first_test_at(self, service: str) -> float | None:
+    def first_test_at(self, service: str, location: str | None) -> float | None:
         row = self.db.execute(
-            "SELECT MIN(s.first_at) FROM segments s JOIN checks c ON c.id = s.check_id WHERE c.service = ?",
-            (service,),
+            "SELECT MIN(s.first_at) FROM segments s JOIN checks c ON c.id = s.check_id"
+            " WHERE c.service = ? AND (? IS NULL OR s.location = ?)",
+            (service, location, location),
         ).fetchone()
-        stored = row[0] if row else None
-        ids = self._check_ids(service)  # once: it is a query
-        pending = [p.seg_first for cid, p in self._pending.items() if p.seg_tests and cid in ids]
-        candidates = [x for x in [stored, *pending] if x is not None]
-        return min(candidates) if candidates else None
+        return None if row is None or row[0] is None else float(row[0])
 
-    def raw_verdicts(self, service: str, check: str) -> list[tuple[float, bool, str]]:
-        """The check's test history rebuilt from failures and pass runs (for verification)."""
-        cid = self.db.execute(
-            "SELECT id FROM checks WHERE service = ? AND name = ?", (service, check)
-        ).fetchone()
-        if cid is None:
-            return []
-        fails = [
-            (a, False, r)
-            for a, r in self.db.execute(
-                "SELECT at, reason FROM failed_tests WHERE check_id = ?", (cid[0],)
-            )
-        ]
-        passes: list[tuple[float, bool, str]] = []
-        for first, last in self.db.execute(
-            "SELECT first_at, last_at FROM pass_runs WHERE check_id = ?", (cid[0],)
-        ):
-            passes += [(first, True, ""), (last, True, "")]
-        return sorted(fails + passes)
+    def locations(self) -> list[str]:
+        rows = self.db.execute(
+            "SELECT DISTINCT location FROM segments UNION SELECT DISTINCT location FROM failed_tests"
+        )
+        return sorted(str(r[0]) for r in rows)
 
-    # ------------------------------------------------------ exclusions
+    # ---------------------------------------------------- exclusions
 
-    def add_exclusion(
-        self,
-        *,
-        service: str,
-        start: float,
-        end: float,
-        kind: str,
-        reason: str,
-        by: str,
-        created_at: float | None = None,
-    ) -> ExclusionSpan:
+    _EXCLUSION = (
+        'SELECT id, service, start, "end", kind, reason, by, created_at, revoked_at,'
+        " revoked_by, revoke_reason FROM exclusions"
+    )
+
+    def add_exclusion(self, new: NewExclusion, created_at: float | None) -> ExclusionSpan:
         created = time.time() if created_at is None else created_at
         with self._tx():
             cur = self.db.execute(
-                """INSERT INTO exclusions (service, start, "end", kind, reason, by, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                (service, start, end, kind, reason, by, created),
+                """INSERT INTO exclusions (service, start, "end", kind, reason, by, created_at,
+                   location) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    new.service,
+                    new.start,
+                    new.end,
+                    new.kind,
+                    new.reason,
+                    new.by,
+                    created,
+                    self.location,
+                ),
             )
             self._bump("exclusions_generation")
-        assert cur.lastrowid is not None
-        found = self.exclusion(cur.lastrowid)
+        found = self.exclusion(int(cur.lastrowid or 0))
         assert found is not None
         return found
 
     def revoke_exclusion(
-        self, exclusion_id: int, *, by: str, reason: str, at: float | None = None
+        self, exclusion_id: int, by: str, reason: str, at: float | None
     ) -> ExclusionSpan:
         when = time.time() if at is None else at
         with self._tx():
             cur = self.db.execute(
-                "UPDATE exclusions SET revoked_at = ?, revoked_by = ?, revoke_reason = ? WHERE id = ? AND revoked_at IS NULL",
+                "UPDATE exclusions SET revoked_at = ?, revoked_by = ?, revoke_reason = ?"
+                " WHERE id = ? AND revoked_at IS NULL",
                 (when, by, reason, exclusion_id),
             )
             if cur.rowcount != 1:
-                existing = self.exclusion(exclusion_id)
-                raise KeyError(
-                    f"exclusion {exclusion_id} "
-                    + ("is already revoked" if existing else "does not exist")
-                )
+                if self.exclusion(exclusion_id) is None:
+                    raise UnknownExclusion(f"exclusion {exclusion_id} does not exist")
+                raise AlreadyRevoked(f"exclusion {exclusion_id} is already revoked")
             self._bump("exclusions_generation")
         found = self.exclusion(exclusion_id)
         assert found is not None
@@ -502,49 +739,199 @@ class SqliteStore:
             (key,),
         )
 
-    def generation(self, key: str = "exclusions_generation") -> int:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    def generation(self) -> int:
+        row = self.db.execute(
+            "SELECT value FROM meta WHERE key = 'exclusions_generation'"
+        ).fetchone()
         return int(row[0]) if row else 0
 
-    _EXCLUSION_COLUMNS = 'id, service, start, "end", kind, reason, by, created_at, revoked_at, revoked_by, revoke_reason'
-
     def exclusion(self, exclusion_id: int) -> ExclusionSpan | None:
-        row = self.db.execute(
-            f"SELECT {self._EXCLUSION_COLUMNS} FROM exclusions WHERE id = ?", (exclusion_id,)
-        ).fetchone()
+        row = self.db.execute(self._EXCLUSION + " WHERE id = ?", (exclusion_id,)).fetchone()
         return _exclusion(row) if row else None
 
-    def exclusions(self, window: Interval | None = None) -> list[ExclusionSpan]:
+    def exclusions(self, window: Interval | None) -> list[ExclusionSpan]:
         if window is None:
-            rows = self.db.execute(
-                f"SELECT {self._EXCLUSION_COLUMNS} FROM exclusions ORDER BY start, id"
-            )
+            rows = self.db.execute(self._EXCLUSION + " ORDER BY start, id")
         else:
             rows = self.db.execute(
-                f'SELECT {self._EXCLUSION_COLUMNS} FROM exclusions WHERE "end" > ? AND start < ? ORDER BY start, id',
-                window,
+                self._EXCLUSION + ' WHERE "end" > ? AND start < ? ORDER BY start, id', window
             )
         return [_exclusion(r) for r in rows]
 
-    def close(self) -> None:
-        if not self.readonly:
-            self.flush()
-        self.db.close()
+    # -------------------------------------------------------- outbox
+
+    def enqueue(self, entries: Sequence[OutboxEntry], now: float) -> None:
+        with self._tx():
+            self._enqueue(entries, now)
+
+    def _enqueue(self, entries: Sequence[OutboxEntry], now: float) -> None:
+        self.db.executemany(
+            "INSERT INTO outbox (hook, event_json, created_at, next_attempt_at, location)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(hook, e.payload, now, now, self.location) for e in entries for hook in e.hooks],
+        )
+
+    _ROW = "SELECT id, hook, event_json, created_at, attempts, next_attempt_at, location"
+
+    def claim(self, hook: str, now: float, lease: float) -> OutboxRow | None:
+        with self._tx():
+            r = self.db.execute(
+                self._ROW + ", claimed_by, claimed_until FROM outbox"
+                " WHERE hook = ? AND delivered_at IS NULL ORDER BY id LIMIT 1",
+                (hook,),
+            ).fetchone()
+            if r is None:
+                return None
+            due = float(r[5])
+            if r[7] not in (None, self.location) and r[8] is not None and r[8] > now:
+                due = max(due, float(r[8]))  # another instance holds it
+            if due > now:
+                return _row(r, due, claimed=False)
+            self.db.execute(
+                "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id = ?",
+                (self.location, now + lease, r[0]),
+            )
+        return _row(r, due, claimed=True)
+
+    def delivered(self, row_id: int, at: float) -> None:
+        with self._tx():
+            self.db.execute(
+                "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL,"
+                " claimed_by = NULL, claimed_until = NULL WHERE id = ? AND delivered_at IS NULL",
+                (at, row_id),
+            )
+
+    def failed(self, row_id: int, reason: str, next_attempt_at: float) -> None:
+        with self._tx():
+            self.db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+                " claimed_by = NULL, claimed_until = NULL WHERE id = ?",
+                (reason, next_attempt_at, row_id),
+            )
+
+    def history(self, hook: str) -> list[OutboxRow]:
+        rows = self.db.execute(
+            self._ROW + " FROM outbox WHERE hook = ? AND delivered_at IS NOT NULL ORDER BY id",
+            (hook,),
+        )
+        return [_row(r, float(r[5]), claimed=False) for r in rows]
+
+    def undelivered(self) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT hook, COUNT(*) FROM outbox WHERE delivered_at IS NULL GROUP BY hook"
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def announced(self, service: str, month: str) -> frozenset[str]:
+        rows = self.db.execute(
+            "SELECT what FROM hook_announcements WHERE service = ? AND month = ?", (service, month)
+        )
+        return frozenset(str(r[0]) for r in rows)
+
+    def announce(
+        self,
+        service: str,
+        month: str,
+        whats: Sequence[str],
+        at: float,
+        entries: Sequence[OutboxEntry],
+    ) -> bool:
+        with self._tx():
+            before = self.db.total_changes
+            self.db.executemany(
+                "INSERT OR IGNORE INTO hook_announcements (service, month, what, at, location)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(service, month, what, at, self.location) for what in whats],
+            )
+            if self.db.total_changes == before:
+                return False
+            self._enqueue(entries, at)
+        return True
+
+    # ----------------------------------------------------- lifecycle
 
     def writable(self) -> str | None:
-        """None when a write succeeds now, else the reason (for /healthz)."""
+        if self.readonly:
+            return "store opened read-only"
         try:
             with self._tx():
                 self.db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('healthz', ?)",
                     (str(time.time()),),
                 )
+        except StorageError as exc:
+            return str(exc)
         except sqlite3.Error as exc:
             return f"store not writable: {exc}"
         return None
 
+    def close(self) -> None:
+        self.db.close()
 
-def _exclusion(r: Sequence[Any]) -> ExclusionSpan:  # sqlite rows are untyped
+
+# ------------------------------------------------------------- helpers
+
+
+def _covered_until(end: float, seen_at: float | None, now: float) -> float:
+    live = seen_at is not None and seen_at <= end and 0.0 <= now - seen_at <= LIVE_AFTER_FLUSH
+    return now if live else min(end, now)
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _check_header(path: Path) -> None:
+    """A non-empty file that does not start like an SQLite database is refused unread."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StorageError(f"cannot open store {path}: {exc.strerror or exc}") from None
+    if head and head != _HEADER:
+        raise DamagedStore(
+            f"the store at {path} is damaged or not an SQLite database (bad header);"
+            f" try sqlite3 {path} '.recover'"
+        )
+
+
+def _damaged(path: Path, problem: object) -> DamagedStore:
+    return DamagedStore(f"the store at {path} is damaged: {problem}; try sqlite3 {path} '.recover'")
+
+
+def _outage(r: Sequence[Any]) -> OutageSpan:  # sqlite rows are untyped
+    return OutageSpan(
+        check=str(r[1]),
+        start=float(r[2]),
+        end=float(r[3]),
+        failed_tests=int(r[4]),
+        reasons=tuple(json.loads(r[5])),
+        open=r[6] is None,
+        id=int(r[0]),
+        location=str(r[7]),
+    )
+
+
+def _row(r: Sequence[Any], due: float, *, claimed: bool) -> OutboxRow:
+    return OutboxRow(
+        id=int(r[0]),
+        hook=str(r[1]),
+        payload=str(r[2]),
+        created_at=float(r[3]),
+        attempts=int(r[4]),
+        next_attempt_at=due,
+        location=str(r[6]),
+        claimed=claimed,
+    )
+
+
+def _exclusion(r: Sequence[Any]) -> ExclusionSpan:
     return ExclusionSpan(
         id=int(r[0]),
         service=str(r[1]),
@@ -558,28 +945,3 @@ def _exclusion(r: Sequence[Any]) -> ExclusionSpan:  # sqlite rows are untyped
         revoked_by=None if r[9] is None else str(r[9]),
         revoke_reason=None if r[10] is None else str(r[10]),
     )
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, nesting-safe (an inner block joins the outer one)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-        self.outer = False
-
-    def __enter__(self) -> None:
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.outer = True
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if not self.outer:
-            return
-        if exc_type is None:
-            self.db.execute("COMMIT")
-        else:
-            self.db.execute("ROLLBACK")
-
-
-def open_store(path: Path | str, *, readonly: bool = False) -> SqliteStore:
-    return SqliteStore(path, readonly=readonly)

@@ -1,0 +1,270 @@
+"""The one path from a test's outcome to stored verdicts, outage state and events.
+
+For each test, in this order: the check's :class:`~probed.core.outages.Tracker`
+sees the verdict; the store records it (a failed test, and the pass that ends
+a failure run, durable before the next test of the check); the outage row is
+opened, extended or closed; metrics are updated; events go to the sinks
+(the hooks' durable outbox). The daemon and the tests use this same class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+
+from probed.core.events import Event, EventKind, Severity
+from probed.core.outages import FailureRun, OutageChange, Tracker
+from probed.daemon.downclock import DownClock
+from probed.daemon.metrics import Metrics
+from probed.daemon.runner import TestOutcome
+from probed.daemon.scheduler import CheckKey
+from probed.logs import log
+from probed.store.base import FailedTest, Store
+from probes.base import CheckBase, Transcript
+
+TRANSCRIPT_TAIL = 20  # lines of a failed test's transcript kept as evidence
+
+
+@dataclass(slots=True)
+class CheckState:
+    check_id: int
+    check: CheckBase
+    tracker: Tracker
+
+
+class Recorder:
+    """Outcome handling: store first (durable), then metrics, then events."""
+
+    def __init__(
+        self,
+        store: Store,
+        emit: Callable[[Event], Awaitable[None]],
+        metrics: Metrics | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.down_clock = DownClock(monotonic)  # the burn-rate counter
+        self.emit = emit
+        self.metrics = metrics
+        self.checks: dict[CheckKey, CheckState] = {}
+        self._down: dict[str, int] = {}  # checks in outage, per service: O(1) service state
+        self._size: dict[str, int] = {}
+        self.changed = asyncio.Event()  # an outage opened or closed: figures are stale
+        self._bugs_logged: set[tuple[str, str, str]] = set()  # (service, check, exception type)
+
+    async def start(self, wanted: Iterable[tuple[str, CheckBase]]) -> None:
+        """A new probing session: the store learns it, then the checks are adopted."""
+        await self.store.start_session()
+        await self.configure(wanted)
+
+    async def configure(self, wanted: Iterable[tuple[str, CheckBase]]) -> None:
+        """Adopt a (new) set of checks: keep the failure runs of unchanged checks,
+        restore new ones from the store."""
+        by_key: dict[CheckKey, CheckBase] = {(s, c.name): c for s, c in wanted}
+        for key in [k for k in self.checks if k not in by_key]:
+            old = self.checks.pop(key)
+            if self.metrics is not None:
+                self.metrics.remove_check(key[0], key[1], old.check.type)
+        for key, check in by_key.items():
+            state = self.checks.get(key)
+            if state is None:
+                state = self.checks[key] = await self._restore(key, check)
+            state.check = check
+            state.tracker.failures_to_down = check.failures_to_down
+            if self.metrics is not None:
+                self.metrics.init_check(key[0], key[1], check.type, up=not state.tracker.in_outage)
+        self._down, self._size = {}, {}  # checks per service, for the severity of an event
+        for (service, _), state in self.checks.items():
+            self._down[service] = self._down.get(service, 0) + state.tracker.in_outage
+            self._size[service] = self._size.get(service, 0) + 1
+        for service, down in self._down.items():
+            self.down_clock.set_down(service, bool(down))
+
+    async def _restore(self, key: CheckKey, check: CheckBase) -> CheckState:
+        cid = await self.store.check_id(key[0], key[1], check.type)
+        state = CheckState(
+            cid, check, Tracker(check.failures_to_down, await self.store.restore_run(cid))
+        )
+        if state.tracker.run is not None:
+            log.info(
+                "outage.restored" if state.tracker.in_outage else "failure_run.restored",
+                service=key[0],
+                check=key[1],
+                failed_tests=state.tracker.run.count,
+            )
+        return state
+
+    def service_up(self) -> dict[str, bool]:
+        up: dict[str, bool] = {}
+        for (service, _), state in self.checks.items():
+            up[service] = up.get(service, True) and not state.tracker.in_outage
+        return up
+
+    def open_outages(self, service: str) -> list[tuple[str, FailureRun]]:
+        return [
+            (key[1], s.tracker.run)
+            for key, s in self.checks.items()
+            if key[0] == service and s.tracker.in_outage and s.tracker.run is not None
+        ]
+
+    async def record(
+        self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
+    ) -> None:
+        if outcome.error is not None:
+            self._probe_bug(service, check, outcome.error)
+            return
+        state = self.checks[(service, check.name)]
+        result = outcome.result
+        was_up = self._down.get(service, 0) == 0
+        was_in_outage = state.tracker.in_outage
+        ended_run = result.ok and state.tracker.run is not None
+        change = state.tracker.observe(outcome.started_at, result.ok, result.reason)
+        if state.tracker.in_outage != was_in_outage:
+            self._down[service] = self._down.get(service, 0) + (
+                1 if state.tracker.in_outage else -1
+            )
+        await self._store(state, outcome, transcript, durable=ended_run)
+        if not result.ok:
+            log.info(
+                "probe.failed",
+                service=service,
+                check=check.name,
+                reason=result.reason,
+                duration=round(outcome.duration, 3),
+            )
+        if change is not None:
+            await self._apply(service, state, change)
+        if self.metrics is not None:
+            delivery = result.details.get("delivery_seconds")
+            expiry = result.details.get("cert_not_after")
+            self.metrics.observe_test(
+                service,
+                check.name,
+                check.type,
+                result.ok,
+                outcome.duration,
+                float(delivery) if isinstance(delivery, int | float) else None,
+                float(expiry) if isinstance(expiry, int | float) else None,
+            )
+            self.metrics.set_check_up(service, check.name, check.type, not state.tracker.in_outage)
+        is_up = self._down.get(service, 0) == 0
+        if was_up != is_up:
+            self.down_clock.set_down(service, not is_up)
+            await self._service_changed(service, is_up, outcome.started_at)
+
+    def _probe_bug(self, service: str, check: CheckBase, error: Exception) -> None:
+        """Not a verdict: nothing is stored (the time shows as unmonitored), the failure run
+        neither grows nor ends, and the operator sees "probed is broken", once per type."""
+        kind = type(error).__name__
+        if self.metrics is not None:
+            self.metrics.count_probe_error(service, check.name, check.type, kind)
+        key = (service, check.name, kind)
+        if key in self._bugs_logged:
+            log.debug("probe.bug", service=service, check=check.name, error=kind)
+            return
+        self._bugs_logged.add(key)
+        log.error(
+            "probe.bug",
+            service=service,
+            check=check.name,
+            type=check.type,
+            error=kind,
+            exc_info=error,
+            note="a bug in probed: the test is discarded, not billed",
+        )
+
+    async def _store(
+        self, state: CheckState, outcome: TestOutcome, transcript: Transcript, *, durable: bool
+    ) -> None:
+        check = state.check
+        if outcome.result.ok:
+            # the pass that ends a failure run is durable: after a crash the run must not
+            # continue into the next failure (two runs would merge into one outage)
+            await self.store.record_pass(
+                state.check_id,
+                outcome.started_at,
+                interval=check.interval,
+                test_timeout=check.timeout,
+                durable=durable,
+            )
+            return
+        tail = "\n".join(transcript.lines[-TRANSCRIPT_TAIL:])
+        failed = FailedTest(
+            check.name, outcome.started_at, outcome.duration, outcome.result.reason, tail
+        )
+        await self.store.record_failure(
+            state.check_id, failed, interval=check.interval, test_timeout=check.timeout
+        )
+
+    async def _apply(self, service: str, state: CheckState, change: OutageChange) -> None:
+        run = change.run
+        if run.outage_id is None:  # opened now, or a restored run that crossed the threshold
+            oid = await self.store.open_outage(state.check_id, run)
+            state.tracker.bind_outage(oid)
+            run = replace(run, outage_id=oid)
+        if change.kind == "closed":
+            await self.store.close_outage(run.outage_id or 0, run, change.at)
+        elif change.kind == "extended":
+            await self.store.update_outage(run.outage_id or 0, run)
+            return  # an open outage's growth is picked up by the periodic refresh
+        self.changed.set()
+        name = state.check.name
+        event = Event(
+            "outage_opened",
+            service,
+            change.at,
+            check=name,
+            severity=self._severity(service),
+            outage_id=run.outage_id,
+            start=run.first_at,
+            end=run.last_at,
+            failed_tests=run.count,
+            reasons=run.reasons,
+            summary=f"{service}/{name} is down: {run.reasons[-1] if run.reasons else 'failed'}",
+        )
+        if change.kind == "opened":
+            log.warning(
+                "outage.opened",
+                service=service,
+                check=name,
+                start=run.first_at,
+                reasons=list(run.reasons),
+            )
+            await self.emit(event)
+            return
+        downtime = run.last_at - run.first_at
+        log.warning(
+            "outage.closed",
+            service=service,
+            check=name,
+            downtime_seconds=round(downtime, 3),
+            failed_tests=run.count,
+        )
+        await self.emit(
+            replace(
+                event,
+                kind="outage_closed",
+                downtime_seconds=downtime,
+                summary=f"{service}/{name} is up again after {downtime:.0f}s of downtime",
+            )
+        )
+
+    def _severity(self, service: str) -> Severity:
+        """P1 (global) when a majority of the service's checks are down, else P2 (isolated)."""
+        down, size = self._down.get(service, 0), self._size.get(service, 0)
+        return "P1" if size and down * 2 > size else "P2"
+
+    async def _service_changed(self, service: str, up: bool, at: float) -> None:
+        kind: EventKind = "service_up" if up else "service_down"
+        log.warning(f"service.{'up' if up else 'down'}", service=service)
+        await self.emit(
+            Event(
+                kind,
+                service,
+                at,
+                severity=self._severity(service) if not up else "P2",
+                summary=f"service {service} is {'up' if up else 'down'}",
+            )
+        )
