@@ -87,6 +87,11 @@ class PgCluster:
         """The role's password alone, as ``storage_password_file:`` expects it."""
         return self.base / "password"
 
+    @property
+    def pgpass(self) -> Path:
+        """A libpq password file for this cluster (``PGPASSFILE``)."""
+        return self.base / "pgpass"
+
     def dsn(self, database: str = "postgres") -> str:
         """The ``storage:`` URL (no password: that comes from the password file)."""
         return f"postgresql://{ROLE}@{HOST}:{self.port}/{database}"
@@ -111,6 +116,8 @@ class PgCluster:
         superpw = self.base / "superpw"
         superpw.write_text(self.password + "\n", encoding="utf-8")
         self.password_file.write_text(self.password + "\n", encoding="utf-8")
+        self.pgpass.write_text(f"{HOST}:*:*:{ROLE}:{self.password}\n", encoding="utf-8")
+        self.pgpass.chmod(0o600)  # libpq ignores a password file others can read
         if self.run_as:
             entry = pwd.getpwnam(self.run_as)
             for path in (self.base, self.socket_dir, superpw):
@@ -222,10 +229,18 @@ def pg_cluster() -> Iterator[PgCluster]:
     require(bindir is not None, "PostgreSQL (initdb, pg_ctl) is not installed")
     assert bindir is not None
     cluster = PgCluster(bindir, Path(tempfile.mkdtemp(prefix="probed-pg-")), run_as=_service_user())
+    saved = os.environ.get("PGPASSFILE")
     try:
         cluster.init()
+        # stores opened from a bare URL (the contract suite, daemons the tests start)
+        # find the password the way libpq does: PGPASSFILE
+        os.environ["PGPASSFILE"] = str(cluster.pgpass)
         yield cluster
     finally:
+        if saved is None:
+            os.environ.pop("PGPASSFILE", None)
+        else:
+            os.environ["PGPASSFILE"] = saved
         cluster.destroy()
 
 

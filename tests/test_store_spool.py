@@ -90,17 +90,17 @@ async def test_failures_during_a_fault_are_written_in_order_once_the_store_is_ba
     faulty = FaultyStore(store)
     spool = Spool(faulty, retry_first=0.01, retry_max=0.05)  # type: ignore[arg-type]
     cid = await spool.check_id("svc", "web", "http")
-    await spool.record_pass(cid, T0, interval=1, timeout=0.5)
+    await spool.record_pass(cid, T0, interval=1, test_timeout=0.5)
     faulty.fault = "disk I/O error"
     for i in range(1, 4):
-        await spool.record_failure(cid, failed(T0 + i), interval=1, timeout=0.5)
+        await spool.record_failure(cid, failed(T0 + i), interval=1, test_timeout=0.5)
     run = FailureRun(T0 + 1, T0 + 2, 2, ("HTTP 503",))
     provisional = await spool.open_outage(cid, run)
     assert provisional < 0
     payload = json.dumps({"id": "e1", "event": {"kind": "outage_opened", "outage_id": provisional}})
     await spool.enqueue([OutboxEntry(("hook",), payload)], T0 + 2)
     await spool.update_outage(provisional, run.with_failure(T0 + 3, "HTTP 503"))
-    await spool.record_pass(cid, T0 + 4, interval=1, timeout=0.5, durable=True)
+    await spool.record_pass(cid, T0 + 4, interval=1, test_timeout=0.5, durable=True)
     await spool.close_outage(provisional, run.with_failure(T0 + 3, "HTTP 503"), T0 + 4)
 
     reason = await spool.writable()
@@ -136,11 +136,11 @@ async def test_past_the_limit_plain_passes_go_first_and_are_counted(
     spool = Spool(faulty, limit=5, retry_first=0.01, retry_max=0.05)  # type: ignore[arg-type]
     cid = await spool.check_id("svc", "web", "http")
     faulty.fault = "database or disk is full"
-    await spool.record_failure(cid, failed(T0), interval=1, timeout=0.5)
-    await spool.record_pass(cid, T0 + 1, interval=1, timeout=0.5, durable=True)  # ends the run
+    await spool.record_failure(cid, failed(T0), interval=1, test_timeout=0.5)
+    await spool.record_pass(cid, T0 + 1, interval=1, test_timeout=0.5, durable=True)  # ends the run
     for i in range(2, 10):
-        await spool.record_pass(cid, T0 + i, interval=1, timeout=0.5)
-    await spool.record_failure(cid, failed(T0 + 10), interval=1, timeout=0.5)
+        await spool.record_pass(cid, T0 + i, interval=1, test_timeout=0.5)
+    await spool.record_failure(cid, failed(T0 + 10), interval=1, test_timeout=0.5)
     assert spool.records == 5
     assert dict(spool.dropped) == {"pass": 6}  # 11 records, 5 kept: F, the run end, P, P, F
 
@@ -160,7 +160,7 @@ async def test_with_nothing_droppable_left_the_oldest_record_goes(
     cid = await spool.check_id("svc", "web", "http")
     faulty.fault = "read-only file system"
     for i in range(5):
-        await spool.record_failure(cid, failed(T0 + i), interval=1, timeout=0.5)
+        await spool.record_failure(cid, failed(T0 + i), interval=1, test_timeout=0.5)
     assert (spool.records, dict(spool.dropped)) == (3, {"failure": 2})
     faulty.fault = None
     await wait_for(lambda: spool.records == 0, 10, "the spool to be written")
@@ -177,7 +177,7 @@ async def test_retries_back_off(real_store: tuple[Store, str, PgCluster | None])
     spool = Spool(faulty, retry_first=0.05, retry_max=0.2)  # type: ignore[arg-type]
     cid = await spool.check_id("svc", "web", "http")
     faulty.fault = "disk I/O error"
-    await spool.record_failure(cid, failed(T0), interval=1, timeout=0.5)
+    await spool.record_failure(cid, failed(T0), interval=1, test_timeout=0.5)
     await asyncio.sleep(1.0)
     # 0.05 + 0.1 + 0.2 + 0.2 + 0.2 + 0.2 = 0.95 s: about 7 attempts, not one per loop turn
     assert 3 <= faulty.attempts <= 10
@@ -192,7 +192,7 @@ async def test_close_writes_out_what_waits(real_store: tuple[Store, str, PgClust
     spool = Spool(faulty, retry_first=30, retry_max=30)  # type: ignore[arg-type]
     cid = await spool.check_id("svc", "web", "http")
     faulty.fault = "disk I/O error"
-    await spool.record_failure(cid, failed(T0), interval=1, timeout=0.5)
+    await spool.record_failure(cid, failed(T0), interval=1, test_timeout=0.5)
     faulty.fault = None
     await spool.close()  # does not wait out the 30 s backoff
     assert [f.at for f in await store.failed_tests("svc", "web", WINDOW)] == [T0]
@@ -207,11 +207,11 @@ async def test_postgresql_stopped_and_started_loses_nothing(
     spool = Spool(store, retry_first=0.05, retry_max=0.2)
     try:
         cid = await spool.check_id("svc", "web", "http")
-        await spool.record_failure(cid, failed(T0), interval=1, timeout=0.5)
+        await spool.record_failure(cid, failed(T0), interval=1, test_timeout=0.5)
         pg_cluster.stop()
         try:
             for i in range(1, 6):
-                await spool.record_failure(cid, failed(T0 + i), interval=1, timeout=0.5)
+                await spool.record_failure(cid, failed(T0 + i), interval=1, test_timeout=0.5)
             reason = await spool.writable()
             assert reason is not None and "5 records spooled" in reason
         finally:

@@ -224,7 +224,7 @@ class Daemon:
             new = self._located(config_mod.load(self.config_path))
             if new.location != self.config.location:
                 raise config_mod.ConfigError(["location cannot change on reload; restart probed"])
-            if new.storage_path != self.config.storage_path or (
+            if new.storage_url != self.config.storage_url or (
                 new.listen_host,
                 new.listen_port,
             ) != (self.config.listen_host, self.config.listen_port):

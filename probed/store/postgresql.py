@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -47,6 +47,7 @@ from probed.core.accounting import ExclusionSpan, Interval, OutageSpan
 from probed.core.outages import FailureRun
 from probed.store import migrations
 from probed.store.base import (
+    LIVE_AFTER_FLUSH,
     AlreadyRevoked,
     DamagedStore,
     FailedTest,
@@ -57,7 +58,7 @@ from probed.store.base import (
     StoredOutage,
     UnknownExclusion,
 )
-from probed.store.pending import Pending, PendingChecks
+from probed.store.buffered import BufferedStore, RunWrite, SegWrite, covered_until
 
 if TYPE_CHECKING:
     from probed.config import Config
@@ -94,15 +95,23 @@ def _reason(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-class PostgresStore:
+class PostgresStore(BufferedStore):
     """A :class:`~probed.store.base.Store` on PostgreSQL (see the module docstring)."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any], url: str, *, location: str, readonly: bool):
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        url: str,
+        *,
+        location: str,
+        readonly: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(clock)
         self.pool = pool
         self.url = url
         self.readonly = readonly
         self._location = location
-        self._pending = PendingChecks()
 
     @property
     def location(self) -> str:
@@ -116,7 +125,13 @@ class PostgresStore:
 
     @classmethod
     async def open(
-        cls, url: str, *, location: str, readonly: bool = False, password: str | None = None
+        cls,
+        url: str,
+        *,
+        location: str,
+        readonly: bool = False,
+        password: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> PostgresStore:
         try:
             params = check_url(url)
@@ -136,7 +151,7 @@ class PostgresStore:
             name="probed-store",
             open=False,
         )
-        store = cls(pool, url, location=location, readonly=readonly)
+        store = cls(pool, url, location=location, readonly=readonly, clock=clock)
         try:
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT + 1)
         except PoolTimeout:
@@ -227,7 +242,7 @@ class PostgresStore:
 
     # ----------------------------------------------------- test results
 
-    async def check_id(self, service: str, check: str, type_: str) -> int:
+    async def _check_id(self, service: str, check: str, type_: str) -> int:
         async with self._cursor() as cur:
             await cur.execute(
                 "INSERT INTO checks (service, name, type) VALUES (%s, %s, %s)"
@@ -244,121 +259,92 @@ class PostgresStore:
         assert row is not None
         return int(row[0])
 
-    @asynccontextmanager
-    async def _durable(self, check_ids: Sequence[int]) -> AsyncIterator[Cursor]:
-        """A transaction over some checks' buffers: when it fails, the buffers are as before."""
-        snapshot = self._pending.snapshot(check_ids)
-        try:
-            async with self._cursor() as cur:
-                yield cur
-        except BaseException:
-            self._pending.restore(snapshot, check_ids)
-            raise
-
-    async def _new_segment(
+    async def _write_batch(
         self,
-        check_id: int,
-        p: Pending,
-        interval: float,
-        timeout: float,  # noqa: ASYNC109 - see record_pass
-    ) -> None:
-        """Write the old segment before a changed interval or timeout starts a new one."""
-        if p.seg_dirty and p.new_segment_needed(interval, timeout):
-            async with self._durable([check_id]) as cur:
-                await self._write([(check_id, p)], cur)
+        runs: Sequence[RunWrite],
+        segments: Sequence[SegWrite],
+        failure: tuple[int, FailedTest] | None,
+        seen_at: float,
+    ) -> tuple[list[int], list[int]]:
+        """One transaction; updates and inserts each as one pipelined batch."""
+        async with self._cursor() as cur:
+            run_ids = await self._runs(cur, runs)
+            seg_ids = await self._segments(cur, segments, seen_at)
+            if failure is not None:
+                check_id, t = failure
+                await cur.execute(
+                    "INSERT INTO failed_tests (check_id, at, duration, reason, transcript, location)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (check_id, location, at) DO NOTHING",
+                    (check_id, t.at, t.duration, t.reason, t.transcript, self.location),
+                )
+        return run_ids, seg_ids
 
-    async def record_pass(
-        self,
-        check_id: int,
-        at: float,
-        *,
-        interval: float,
-        timeout: float,  # noqa: ASYNC109 - the check's timeout (coverage), not ours
-        durable: bool = False,
-    ) -> None:
-        p = self._pending.get(check_id)
-        await self._new_segment(check_id, p, interval, timeout)
-        if not durable:
-            p.extend(at, interval, timeout)
-            p.passed(at)
-            return
-        async with self._durable([check_id]) as cur:
-            p = self._pending.get(check_id)
-            p.extend(at, interval, timeout)
-            p.passed(at)
-            await self._write([(check_id, p)], cur)
-
-    async def record_failure(
-        self,
-        check_id: int,
-        test: FailedTest,
-        *,
-        interval: float,
-        timeout: float,  # noqa: ASYNC109 - see record_pass
-    ) -> None:
-        await self._new_segment(check_id, self._pending.get(check_id), interval, timeout)
-        async with self._durable([check_id]) as cur:
-            p = self._pending.get(check_id)
-            p.extend(test.at, interval, timeout)
-            await self._write([(check_id, p)], cur)  # the pass run this failure ends, coverage
-            p.failed()
-            await cur.execute(
-                "INSERT INTO failed_tests (check_id, at, duration, reason, transcript, location)"
-                " VALUES (%s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (check_id, location, at) DO NOTHING",
-                (check_id, test.at, test.duration, test.reason, test.transcript, self.location),
-            )
-
-    async def flush(self) -> None:
-        """Every buffered pass run and segment in one transaction; marks this location live."""
-        dirty = self._pending.dirty()
-        async with self._durable([cid for cid, _ in dirty]) as cur:
-            await self._write(dirty, cur)
-
-    async def _write(self, dirty: Sequence[tuple[int, Pending]], cur: Cursor) -> None:
-        """Buffered pass runs and segments: updates, then inserts, each kind as one batch."""
-        runs = [(cid, p) for cid, p in dirty if p.run_dirty and p.run_count]
-        segs = [(cid, p) for cid, p in dirty if p.seg_dirty]
-        now = time.time()
-        run_updates = [(p.run_last, p.run_count, p.run_id) for _, p in runs if p.run_id is not None]
-        if run_updates:
+    async def _runs(self, cur: Cursor, runs: Sequence[RunWrite]) -> list[int]:
+        updates = [(r.last, r.count, r.id) for r in runs if r.id is not None]
+        if updates:
             await cur.executemany(
-                "UPDATE pass_runs SET last_at = %s, count = %s WHERE id = %s", run_updates
+                "UPDATE pass_runs SET last_at = %s, count = %s WHERE id = %s", updates
             )
-        seg_updates = [
-            (p.seg_last, p.seg_tests, now, p.seg_id) for _, p in segs if p.seg_id is not None
+        inserts = [
+            (r.check_id, r.first, r.last, r.count, self.location) for r in runs if r.id is None
         ]
-        if seg_updates:
+        new = await self._insert(
+            cur,
+            "INSERT INTO pass_runs (check_id, first_at, last_at, count, location)"
+            " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            inserts,
+        )
+        return [r.id if r.id is not None else next(new) for r in runs]
+
+    async def _segments(
+        self, cur: Cursor, segments: Sequence[SegWrite], seen_at: float
+    ) -> list[int]:
+        updates = [(s.last, s.tests, seen_at, s.id) for s in segments if s.id is not None]
+        if updates:
             await cur.executemany(
                 "UPDATE segments SET last_at = %s, tests = %s, seen_at = %s WHERE id = %s",
-                seg_updates,
+                updates,
             )
-        new_runs = [(cid, p) for cid, p in runs if p.run_id is None]
-        if new_runs:
-            await cur.executemany(
-                "INSERT INTO pass_runs (check_id, first_at, last_at, count, location)"
-                " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                [(c, p.run_first, p.run_last, p.run_count, self.location) for c, p in new_runs],
-                returning=True,
-            )
-            for _, p in new_runs:
-                p.run_id = await _returned_id(cur)
-        new_segs = [(cid, p) for cid, p in segs if p.seg_id is None]
-        if new_segs:
-            tail = (self.location, now)
-            await cur.executemany(
-                "INSERT INTO segments (check_id, first_at, last_at, interval, timeout, tests,"
-                " location, seen_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                [
-                    (c, p.seg_first, p.seg_last, p.seg_interval, p.seg_timeout, p.seg_tests, *tail)
-                    for c, p in new_segs
-                ],
-                returning=True,
-            )
-            for _, p in new_segs:
-                p.seg_id = await _returned_id(cur)
-        for _, p in dirty:
-            p.written()
+        inserts = [
+            (s.check_id, s.first, s.last, s.interval, s.timeout, s.tests, seen_at, self.location)
+            for s in segments
+            if s.id is None
+        ]
+        new = await self._insert(
+            cur,
+            "INSERT INTO segments (check_id, first_at, last_at, interval, timeout, tests,"
+            " seen_at, location) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            inserts,
+        )
+        return [s.id if s.id is not None else next(new) for s in segments]
+
+    @staticmethod
+    async def _insert(cur: Cursor, sql: str, rows: Sequence[tuple[Any, ...]]) -> Iterator[int]:
+        """Insert rows in one pipelined batch; the new ids, in order."""
+        if not rows:
+            return iter(())
+        await cur.executemany(sql, rows, returning=True)
+        ids: list[int] = []
+        while True:
+            row = await cur.fetchone()
+            assert row is not None
+            ids.append(int(row[0]))
+            if not cur.nextset():
+                break
+        return iter(ids)
+
+    async def _stopped(self, segment_ids: Sequence[int] | None) -> None:
+        async with self._cursor() as cur:
+            if segment_ids is None:
+                await cur.execute(
+                    "UPDATE segments SET seen_at = NULL WHERE location = %s AND seen_at IS NOT NULL",
+                    (self.location,),
+                )
+            elif segment_ids:
+                await cur.execute(
+                    "UPDATE segments SET seen_at = NULL WHERE id = ANY(%s)", (list(segment_ids),)
+                )
 
     async def restore_run(self, check_id: int) -> FailureRun | None:
         row = await self._one(
@@ -447,44 +433,25 @@ class PostgresStore:
 
     # --------------------------------------------------------- coverage
 
-    async def coverage(
-        self, service: str, window: Interval, now: float, *, location: str | None = None
+    async def _stored_coverage(
+        self, service: str, window: Interval, now: float, location: str | None
     ) -> list[Interval]:
         rows = await self._rows(
-            "SELECT s.check_id, s.first_at, s.last_at + s.interval + s.timeout FROM segments s"
-            " JOIN checks c ON c.id = s.check_id WHERE c.service = %s"
-            " AND s.last_at + s.interval + s.timeout > %s AND s.first_at < %s"
+            "SELECT s.first_at, s.last_at + s.interval + s.timeout, s.seen_at FROM segments s"
+            " JOIN checks c ON c.id = s.check_id WHERE c.service = %s AND s.first_at < %s"
+            " AND (s.last_at + s.interval + s.timeout > %s OR s.seen_at >= %s)"
             " AND (%s::text IS NULL OR s.location = %s)",
-            (service, window[0], window[1], location, location),
+            (service, window[1], window[0], now - LIVE_AFTER_FLUSH, location, location),
         )
-        spans = [(float(a), min(float(b), now)) for _, a, b in rows]
-        if location in (None, self.location):
-            ids = {
-                int(r[0])
-                for r in await self._rows("SELECT id FROM checks WHERE service = %s", (service,))
-            }
-            spans += [
-                (p.seg_first, min(p.seg_last + p.seg_interval + p.seg_timeout, now))
-                for p in self._pending.unflushed(ids)
-            ]
-        return [(a, b) for a, b in spans if b > a]
+        return [(float(a), covered_until(float(b), seen, now)) for a, b, seen in rows]
 
-    async def first_test_at(self, service: str, *, location: str | None = None) -> float | None:
+    async def _stored_first_test_at(self, service: str, location: str | None) -> float | None:
         row = await self._one(
-            "SELECT min(s.first_at), array_agg(DISTINCT c.id) FROM checks c"
-            " LEFT JOIN segments s ON s.check_id = c.id AND (%s::text IS NULL OR s.location = %s)"
-            " WHERE c.service = %s",
-            (location, location, service),
+            "SELECT min(s.first_at) FROM segments s JOIN checks c ON c.id = s.check_id"
+            " WHERE c.service = %s AND (%s::text IS NULL OR s.location = %s)",
+            (service, location, location),
         )
-        stored = row[0] if row else None
-        ids = set(row[1] or ()) if row else set()
-        pending = (
-            [p.seg_first for p in self._pending.unflushed(ids)]
-            if location in (None, self.location)
-            else []
-        )
-        candidates = [float(x) for x in [stored, *pending] if x is not None]
-        return min(candidates) if candidates else None
+        return None if row is None or row[0] is None else float(row[0])
 
     async def locations(self) -> list[str]:
         rows = await self._rows(
@@ -693,7 +660,7 @@ class PostgresStore:
     async def close(self) -> None:
         try:
             if not self.readonly:
-                await self.flush()
+                await self._stop_session()
         finally:
             await self.pool.close()
 
@@ -719,7 +686,7 @@ def _outage(r: Sequence[Any]) -> OutageSpan:
         reasons=tuple(json.loads(r[5])),
         open=r[6] is None,
         id=int(r[0]),
-        # location=str(r[7]),  # TODO after merge
+        location=str(r[7]),
     )
 
 
@@ -766,14 +733,18 @@ async def _connect_reason(conninfo: str) -> str:
 
 
 async def open_store(
-    target: str | Path | Config, *, location: str, readonly: bool = False
+    target: str | Path | Config,
+    *,
+    location: str,
+    readonly: bool = False,
+    clock: Callable[[], float] = time.time,
 ) -> PostgresStore:
-    """Open the store of a config (its password file is read there) or of a bare URL."""
+    """Open the store of a config (its password file was read with it) or of a bare URL
+    (then libpq finds the password: PGPASSFILE, ~/.pgpass, PGPASSWORD)."""
     if isinstance(target, str | Path):
-        return await PostgresStore.open(str(target), location=location, readonly=readonly)
+        url, password = str(target), None
+    else:
+        url, password = target.storage_url, target.storage_password
     return await PostgresStore.open(
-        target.storage_url,
-        location=location,
-        readonly=readonly,
-        password=target.storage_password,
+        url, location=location, readonly=readonly, password=password, clock=clock
     )

@@ -225,12 +225,12 @@ class Spool:
         at: float,
         *,
         interval: float,
-        timeout: float,  # noqa: ASYNC109 - the check's timeout (coverage), not ours
+        test_timeout: float = 0.0,
         durable: bool = False,
     ) -> None:
         async def write() -> None:
             await self.inner.record_pass(
-                check_id, at, interval=interval, timeout=timeout, durable=durable
+                check_id, at, interval=interval, test_timeout=test_timeout, durable=durable
             )
 
         # a pass that ends a failure run (durable) keeps two runs apart: never dropped first
@@ -242,10 +242,12 @@ class Spool:
         test: FailedTest,
         *,
         interval: float,
-        timeout: float,  # noqa: ASYNC109
+        test_timeout: float = 0.0,
     ) -> None:
         async def write() -> None:
-            await self.inner.record_failure(check_id, test, interval=interval, timeout=timeout)
+            await self.inner.record_failure(
+                check_id, test, interval=interval, test_timeout=test_timeout
+            )
 
         await self._write("failure", write)
 
