@@ -14,6 +14,7 @@ it. Outside CI a missing PostgreSQL skips; with CI=true it fails
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
@@ -24,9 +25,11 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.conftest import require
@@ -35,6 +38,7 @@ HOST = "127.0.0.1"
 ROLE = "probed"
 SERVICE_USER = "postgres"  # Debian's postgresql-common creates it
 START_SECONDS = 30
+TEMPLATE = "probed_template"  # migrated once per session; test databases are copies
 
 
 def find_bindir() -> Path | None:
@@ -146,6 +150,10 @@ class PgCluster:
             if not self.durable:
                 conf.write("fsync = off\nfull_page_writes = off\n")
         self.start()
+        self.psql(f"CREATE DATABASE {TEMPLATE}")
+        # in a thread: the session fixture may be set up while an event loop runs
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, _migrate(self.dsn(TEMPLATE), self.password)).result()
 
     def start(self) -> None:
         self._run(
@@ -193,9 +201,13 @@ class PgCluster:
             sql,
         )
 
-    def create_database(self) -> str:
+    def create_database(self, *, migrated: bool = True) -> str:
+        """A new database: a copy of an already migrated probed store (fast: no DDL per
+        test), or empty (``migrated=False``, for tests of the migrations themselves)."""
         name = f"t_{uuid.uuid4().hex[:12]}"
-        self.psql(f"CREATE DATABASE {name}")
+        template = f" TEMPLATE {TEMPLATE} STRATEGY FILE_COPY" if migrated else ""
+        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}{template}")
         return name
 
     def destroy(self) -> None:
@@ -203,6 +215,13 @@ class PgCluster:
             if self.running():
                 self.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+async def _migrate(dsn: str, password: str) -> None:
+    from probed.store.postgresql import PostgresStore
+
+    store = await PostgresStore.open(dsn, location="template", password=password)
+    await store.close()
 
 
 def _free_port() -> int:

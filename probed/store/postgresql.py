@@ -218,12 +218,15 @@ class PostgresStore(BufferedStore):
             version = await self._version(cur)
             self._newer(version)
             for target, statements in migrations.pending("postgresql", version, self.location):
-                for statement in statements:
-                    await cur.execute(statement.encode())
+                # one round trip per version (simple query protocol: no parameters)
                 await cur.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', %s)"
-                    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    (str(target),),
+                    ";\n".join(
+                        [
+                            *statements,
+                            "INSERT INTO meta (key, value) VALUES ('schema_version',"
+                            f" '{target:d}') ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                        ]
+                    ).encode()
                 )
 
     async def _check_version(self) -> None:
