@@ -23,7 +23,7 @@ from probed.api import ApiServer
 from probed.config import Config
 from probed.core.events import Event
 from probed.daemon.accountant import Accountant
-from probed.daemon.metrics import Metrics
+from probed.daemon.metrics import Metrics, SpoolCollector
 from probed.daemon.recorder import Recorder
 from probed.daemon.reload import ReloadState
 from probed.daemon.runner import TestOutcome
@@ -32,6 +32,7 @@ from probed.daemon.sdnotify import Notifier
 from probed.hooks import BudgetWatch, Dispatcher
 from probed.logs import log
 from probed.store.base import FLUSH_EVERY, StorageError, Store, open_store
+from probed.store.spool import Spool
 from probes.base import CheckBase, Transcript
 
 REFRESH_EVERY = 10.0  # seconds between recomputations of the month's figures
@@ -53,9 +54,12 @@ class Daemon:
         self._reloading = asyncio.Lock()  # one reload at a time (SIGHUP and the API)
         self._tasks: set[asyncio.Task[bool]] = set()
         self.registry = CollectorRegistry()
-        self.store = store
+        # writes that fail wait in the spool while probing goes on (docs/storage.md)
+        self.spool = store if isinstance(store, Spool) else Spool(store)
+        self.store: Store = self.spool
         self.storage_problem: str | None = None  # the last failed write, for /healthz
         self.metrics = Metrics(self.registry, lambda: self.accountant.snapshot())
+        self.registry.register(SpoolCollector(self.spool))
         self.recorder = Recorder(self.store, self._emit, self.metrics)
         self.accountant = Accountant(self.store, self.recorder.service_up, self.recorder.down_clock)
         # hooks: events go to a durable outbox in the store; delivery runs in run()

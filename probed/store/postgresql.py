@@ -142,8 +142,14 @@ class PostgresStore(BufferedStore):
             extra["connect_timeout"] = CONNECT_TIMEOUT
         if password is not None:
             extra["password"] = password
+        conninfo = make_conninfo(url, **extra)
+        try:  # once directly: libpq's own reason (password, TLS, refused) at once
+            first = await psycopg.AsyncConnection.connect(conninfo)
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot open store {url}: {_reason(exc)}") from None
+        await first.close()
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            make_conninfo(url, **extra),
+            conninfo,
             min_size=1,
             max_size=POOL_SIZE,
             kwargs={"autocommit": True},
@@ -155,9 +161,10 @@ class PostgresStore(BufferedStore):
         try:
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT + 1)
         except PoolTimeout:
-            reason = await _connect_reason(make_conninfo(url, **extra))
             await pool.close()
-            raise StorageError(f"cannot open store {url}: {reason}") from None
+            raise StorageError(
+                f"cannot open store {url}: no connection within {CONNECT_TIMEOUT + 1}s"
+            ) from None
         try:
             await (store._check_version() if readonly else store._migrate())
         except BaseException:
@@ -723,16 +730,6 @@ def _outbox(
         location=str(r[6]),
         claimed=claimed,
     )
-
-
-async def _connect_reason(conninfo: str) -> str:
-    """Why connecting fails: one direct attempt, for a message better than a pool timeout."""
-    try:
-        conn = await psycopg.AsyncConnection.connect(conninfo)
-    except psycopg.Error as exc:
-        return _reason(exc)
-    await conn.close()
-    return f"no connection within {CONNECT_TIMEOUT + 1}s"
 
 
 async def open_store(

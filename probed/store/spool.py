@@ -309,6 +309,9 @@ class Spool:
     async def check_id(self, service: str, check: str, type_: str) -> int:
         return await self.inner.check_id(service, check, type_)
 
+    async def start_session(self) -> None:
+        await self.inner.start_session()
+
     async def restore_run(self, check_id: int) -> FailureRun | None:
         return await self.inner.restore_run(check_id)
 
