@@ -65,6 +65,7 @@ class Daemon:
         # hooks: events go to a durable outbox in the store; delivery runs in run()
         self.dispatcher = Dispatcher(self.store, config.hooks, muted=self._muted)
         self.sinks = [self.dispatcher.submit]
+        self.spool.on_written = lambda: self.dispatcher.wake(list(self.dispatcher.slots))
         self.accountant.on_refresh = BudgetWatch(self.store, self.dispatcher).observe
         # called after the monitor handled a test, so outage state includes it (the demo's live view)
         self.observers: list[Callable[[str, CheckBase, TestOutcome], None]] = []

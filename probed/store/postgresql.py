@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
 POOL_SIZE = 4  # the recorder, flushes, the API and hooks rarely need more at once
 CONNECT_TIMEOUT = 5  # seconds for libpq to connect (unless the URL says otherwise)
-ACQUIRE_TIMEOUT = 5.0  # seconds to wait for a pooled connection before failing the call
+ACQUIRE_TIMEOUT = 2.0  # seconds to wait for a pooled connection: a down server fails fast
 MIGRATION_LOCK = migrations.APPLICATION_ID  # the advisory lock key
 
 Cursor = psycopg.AsyncCursor[tuple[Any, ...]]

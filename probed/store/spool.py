@@ -97,6 +97,8 @@ class Spool:
         self._next_id = -1
         self._drainer: asyncio.Task[None] | None = None
         self._retry_now = asyncio.Event()  # cuts a backoff short (at close)
+        # told when a spool was written out: hook events it held can be delivered now
+        self.on_written: Callable[[], None] | None = None
         self._fault_at = 0.0
         self._warned_drop = False
 
@@ -195,6 +197,8 @@ class Spool:
         self._droppable.clear()
         self._kept.clear()
         self.error = None
+        if self.on_written is not None:
+            self.on_written()
         log.info(
             "store.spool_written",
             store=self.inner.describe,
