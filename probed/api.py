@@ -5,17 +5,15 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from probed.config import Config
 from probed.core import accounting
 from probed.core.times import iso
-from probed.daemon.recorder import Recorder
-from probed.daemon.reload import ReloadState
+from probed.daemon.view import DaemonView
 from probed.exclusions import (
     ExclusionRequest,
     InvalidRequest,
@@ -26,36 +24,12 @@ from probed.exclusions import (
 )
 from probed.logs import log
 from probed.reports.figures import month_report
+from probed.reports.html import gather_extras, render_html
 from probed.reports.render import MonthReport, to_json_dict
-from probed.store.base import AlreadyRevoked, NewExclusion, StorageError, Store, UnknownExclusion
+from probed.store.base import AlreadyRevoked, NewExclusion, StorageError, UnknownExclusion
+from probed.web.routes import StatusRoutes
 
 MAX_BODY = 64 * 1024
-
-
-class DaemonView(Protocol):
-    """What the API needs from the running daemon (the daemon implements it)."""
-
-    config: Config
-    registry: CollectorRegistry
-    store: Store
-    recorder: Recorder
-
-    def health_problems(self) -> list[str]:
-        """Problems other than the store's writability (e.g. a stopped scheduler)."""
-        ...
-
-    @property
-    def reloads(self) -> ReloadState:
-        """The last reload's verdict."""
-        ...
-
-    async def exclusions_changed(self) -> None:
-        """Recompute the figures after an exclusion was added or revoked."""
-        ...
-
-    async def reload(self) -> bool:
-        """Re-read the config file; True when the new config was applied."""
-        ...
 
 
 def _error(status: int, message: str, field: str | None = None) -> web.Response:
@@ -82,6 +56,7 @@ class ApiServer:
                 web.post("/-/reload", self.reload),
             ]
         )
+        StatusRoutes(daemon).install(self.app)  # /status, /badge: the published face
         self.runner = web.AppRunner(self.app, access_log=None)
         self.port = 0
 
@@ -184,6 +159,9 @@ class ApiServer:
         report = MonthReport(
             month=month, timezone=d.config.timezone, generated_at=now, services=tuple(figures)
         )
+        if request.query.get("format") == "html":
+            extras = await gather_extras(d.store, d.config, report, now)
+            return web.Response(text=render_html(report, extras, now), content_type="text/html")
         return web.json_response(to_json_dict(report))
 
     async def list_exclusions(self, request: web.Request) -> web.Response:

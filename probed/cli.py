@@ -22,7 +22,7 @@ from probed.core import accounting
 from probed.logs import configure as configure_logs
 from probed.store.base import NewExclusion, StorageError, Store, open_store
 
-FORMATS = ("text", "json", "csv", "markdown")
+FORMATS = ("text", "json", "csv", "markdown", "html")
 T = TypeVar("T")
 
 
@@ -248,6 +248,11 @@ def report(
         )
         if evidence is None:
             _fail(f"no outage with id {incident}", 1)
+        if fmt == "html":
+            from probed.reports.html import render_incident_html
+
+            click.echo(render_incident_html(evidence, now), nl=False)
+            return
         click.echo(render_incident(evidence, fmt), nl=False)
         return
     if (from_month is None) != (to_month is None):
@@ -263,8 +268,8 @@ def report(
     except ValueError as exc:
         _fail(str(exc), 2)
 
-    async def _reports(store: Store) -> tuple[render.MonthReport, ...]:
-        return tuple(
+    async def _report(store: Store) -> str:
+        reports = tuple(
             [
                 render.MonthReport(
                     month=m,
@@ -275,14 +280,18 @@ def report(
                 for m in months
             ]
         )
+        result: render.Report = (
+            reports[0]
+            if len(reports) == 1
+            else render.RangeReport(months[0], months[-1], config.timezone, reports)
+        )
+        if fmt == "html":
+            from probed.reports.html import gather_extras, render_html
 
-    reports = _with_store(config, _reports, readonly=True)
-    result: render.Report = (
-        reports[0]
-        if len(reports) == 1
-        else render.RangeReport(months[0], months[-1], config.timezone, reports)
-    )
-    click.echo(render.RENDERERS[fmt](result), nl=False)
+            return render_html(result, await gather_extras(store, config, result, now), now)
+        return render.RENDERERS[fmt](result)
+
+    click.echo(_with_store(config, _report, readonly=True), nl=False)
 
 
 @main.group()
@@ -410,7 +419,15 @@ def exclude_revoke(config_path: str, exclusion_id: int, reason: str, by: str | N
     default=None,
     help="also write the report JSON here",
 )
-def demo(duration: float | None, workdir: str | None, json_report: str | None) -> None:
+@click.option(
+    "--html-report",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="write the HTML report here (default: report.html in --workdir, else a temp file)",
+)
+def demo(
+    duration: float | None, workdir: str | None, json_report: str | None, html_report: str | None
+) -> None:
     """Run the whole product on this machine alone, then print the report."""
     from probed.demo import run_demo
 
@@ -422,6 +439,7 @@ def demo(duration: float | None, workdir: str | None, json_report: str | None) -
                 duration=duration,
                 workdir=Path(workdir) if workdir else None,
                 json_report=Path(json_report) if json_report else None,
+                html_report=Path(html_report) if html_report else None,
             )
         )
     )

@@ -141,8 +141,18 @@ class ServiceModel(_Strict):
     credits: list[CreditModel] = []
     excluded_time: Literal["not_downtime", "not_counted"] = "not_downtime"
     maintenance: list[MaintenanceModel] = []
+    public: bool = False  # the status page may show this service's hosts, ports and reasons
     quorum: QuorumSetting | None = None  # for its checks, unless a check sets its own
     checks: list[dict[str, Any]] = Field(min_length=1)
+
+
+class StatusPageModel(_Strict):
+    """``status_page:``: what ``GET /status`` shows (safe to publish)."""
+
+    title: str = Field(default="Service status", min_length=1, max_length=200)
+    logo_text: str = Field(default="", max_length=40)
+    services: list[str] | None = None  # default: every service, in config order
+    refresh: Duration = Field(default=10.0, gt=0)  # how often an open page polls
 
 
 class ConfigModel(_Strict):
@@ -158,6 +168,7 @@ class ConfigModel(_Strict):
     defaults: DefaultsModel = DefaultsModel()
     services: dict[str, ServiceModel] = Field(min_length=1)
     hooks: list[dict[str, Any]] = []  # each hook type validates its own (probed.hooks)
+    status_page: StatusPageModel = StatusPageModel()
 
     @field_validator("timezone")
     @classmethod
@@ -244,9 +255,18 @@ class Service:
     policy: accounting.Policy
     checks: tuple[CheckBase, ...]
     maintenance: tuple[MaintenanceWindow, ...] = ()
+    public: bool = False
 
     def check(self, name: str) -> CheckBase | None:
         return next((c for c in self.checks if c.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusPage:
+    title: str = "Service status"
+    logo_text: str = ""
+    services: tuple[str, ...] = ()  # shown on /status and as badges, in this order
+    refresh: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +280,7 @@ class Config:
     concurrency: int
     services: Mapping[str, Service]
     hooks: tuple[HookConfig, ...] = ()
+    status_page: StatusPage = StatusPage()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     location: str = field(default_factory=default_location)
     storage_dsn: str | None = None  # the postgresql:// URL, without a password
@@ -331,6 +352,7 @@ def _loads(text: str, file: Path) -> Config:
     }
     hooks = _hooks(model, locator, problems)
     token = _token(model, file, locator, problems)
+    status_page = _status_page(model, locator, problems)
     dsn = model.storage if model.storage and is_postgresql(model.storage) else None
     storage_path = None if dsn else _storage_path(model.storage, file)
     if storage_path is not None and storage_path.is_dir():  # what `run` refuses, check-config too
@@ -349,10 +371,26 @@ def _loads(text: str, file: Path) -> Config:
         concurrency=model.concurrency,
         services=services,
         hooks=hooks,
+        status_page=status_page,
         raw=data,
         location=model.location or default_location(),
         storage_dsn=dsn,
         storage_password=password,
+    )
+
+
+def _status_page(model: ConfigModel, locator: _Locator, problems: list[str]) -> StatusPage:
+    page = model.status_page
+    for index, name in enumerate(page.services or ()):
+        if name not in model.services:
+            known = ", ".join(model.services)
+            loc: Loc = ("status_page", "services", index)
+            problems.append(locator.message(loc, f'unknown service "{name}"; configured: {known}'))
+    return StatusPage(
+        title=page.title,
+        logo_text=page.logo_text,
+        services=tuple(page.services if page.services is not None else model.services),
+        refresh=page.refresh,
     )
 
 
@@ -383,6 +421,7 @@ def _service(
         policy=policy,
         checks=tuple(checks),
         maintenance=tuple(m.window() for m in svc.maintenance),
+        public=svc.public,
     )
 
 

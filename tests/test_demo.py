@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from probed.demo import SCENES, Scene
+from tests.browser import parse_strict
 
 pytestmark = pytest.mark.e2e
 
@@ -79,6 +80,22 @@ def test_demo_exits_0_with_legend_live_view_and_report(demo: DemoRun) -> None:
     assert "The script:" in demo.stdout
     assert "live view at" in demo.stdout
     assert "probed report " in demo.stdout
+
+
+def test_demo_prints_the_status_page_url_and_ends_with_the_html_report(demo: DemoRun) -> None:
+    url = re.search(
+        r"^status page while it runs: (http://127\.0\.0\.1:\d+/status)$", demo.stdout, re.M
+    )
+    assert url is not None, demo.stdout
+    last = demo.stdout.rstrip().splitlines()[-1]
+    assert (
+        last
+        == f"HTML report (outage timelines, open it in a browser): {demo.workdir / 'report.html'}"
+    )
+    page = (demo.workdir / "report.html").read_text(encoding="utf-8")
+    parse_strict(page)
+    for scene in (s for s in SCENES if s.outage):
+        assert f'data-check="{scene.check}"' in page  # its outage is a bar on the timeline
 
 
 @pytest.mark.parametrize("scene", SCENES, ids=lambda s: f"{s.service}/{s.check}")

@@ -14,7 +14,7 @@ from probed.daemon.downclock import DownClock
 from probed.daemon.metrics import Metrics, Snapshot
 from probed.hooks.dispatcher import Dispatcher
 from probed.hooks.webhook import WebhookConfig
-from probed.store.sqlite import SqliteStore
+from probed.store.base import open_store
 
 
 class Clock:
@@ -108,8 +108,8 @@ def event(kind: str, service: str = "mail") -> Event:
     return Event(kind, service, 1_790_000_000.0, check="imap")  # type: ignore[arg-type]
 
 
-def test_hooks_stay_quiet_during_maintenance_but_not_during_dos(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "p.db")
+async def test_hooks_stay_quiet_during_maintenance_but_not_during_dos(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "p.db")
     covering = {"mail": frozenset({"maintenance"}), "web": frozenset({"dos"})}
     hooks = [
         webhook("default"),
@@ -117,11 +117,11 @@ def test_hooks_stay_quiet_during_maintenance_but_not_during_dos(tmp_path: Path) 
         webhook("dos", mute_during=["dos"]),
     ]
     dispatcher = Dispatcher(store, hooks, muted=lambda e: covering.get(e.service, frozenset()))
-    dispatcher.submit(event("outage_opened", "mail"))
-    assert dispatcher.outbox.pending() == {"loud": 1, "dos": 1}
-    dispatcher.submit(event("outage_opened", "web"))
-    assert dispatcher.outbox.pending() == {"loud": 2, "dos": 1, "default": 1}
+    await dispatcher.submit(event("outage_opened", "mail"))
+    assert await dispatcher.outbox.pending() == {"loud": 1, "dos": 1}
+    await dispatcher.submit(event("outage_opened", "web"))
+    assert await dispatcher.outbox.pending() == {"loud": 2, "dos": 1, "default": 1}
     # good news always goes out, so that nothing a hook opened stays open
-    dispatcher.submit(event("outage_closed", "mail"))
-    assert dispatcher.outbox.pending() == {"loud": 3, "dos": 2, "default": 2}
-    store.close()
+    await dispatcher.submit(event("outage_closed", "mail"))
+    assert await dispatcher.outbox.pending() == {"loud": 3, "dos": 2, "default": 2}
+    await store.close()

@@ -118,14 +118,14 @@ class Recorder:
         state = self.checks[(service, check.name)]
         result = outcome.result
         was_up = self._down.get(service, 0) == 0
-        was_in_outage = state.tracker.in_outage
-        ended_run = result.ok and state.tracker.run is not None
-        change = state.tracker.observe(outcome.started_at, result.ok, result.reason)
-        if state.tracker.in_outage != was_in_outage:
-            self._down[service] = self._down.get(service, 0) + (
-                1 if state.tracker.in_outage else -1
-            )
-        await self._store(state, outcome, transcript, durable=ended_run)
+        # the new state is worked out on a copy and shown (status, metrics) only once the
+        # store holds it: nobody sees an outage that has no row, or no id, yet
+        before = state.tracker
+        tracker = Tracker(before.failures_to_down, before.run)
+        change = tracker.observe(outcome.started_at, result.ok, result.reason)
+        if tracker.in_outage != before.in_outage:
+            self._down[service] = self._down.get(service, 0) + (1 if tracker.in_outage else -1)
+        await self._store(state, outcome, transcript, durable=result.ok and before.run is not None)
         if not result.ok:
             log.info(
                 "probe.failed",
@@ -135,7 +135,9 @@ class Recorder:
                 duration=round(outcome.duration, 3),
             )
         if change is not None:
-            await self._apply(service, state, change)
+            await self._apply(service, state, tracker, change)
+        tracker.failures_to_down = state.tracker.failures_to_down  # a reload may have changed it
+        state.tracker = tracker
         if self.metrics is not None:
             delivery = result.details.get("delivery_seconds")
             expiry = result.details.get("cert_not_after")
@@ -198,11 +200,13 @@ class Recorder:
             state.check_id, failed, interval=check.interval, test_timeout=check.timeout
         )
 
-    async def _apply(self, service: str, state: CheckState, change: OutageChange) -> None:
+    async def _apply(
+        self, service: str, state: CheckState, tracker: Tracker, change: OutageChange
+    ) -> None:
         run = change.run
         if run.outage_id is None:  # opened now, or a restored run that crossed the threshold
             oid = await self.store.open_outage(state.check_id, run)
-            state.tracker.bind_outage(oid)
+            tracker.bind_outage(oid)
             run = replace(run, outage_id=oid)
         if change.kind == "closed":
             await self.store.close_outage(run.outage_id or 0, run, change.at)

@@ -12,8 +12,10 @@ the month report follows. Nothing leaves the machine and nothing needs root.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 import textwrap
@@ -35,6 +37,7 @@ from probed.daemon.scheduler import CheckKey
 from probed.demo.mail import DOMAIN, ImapServer, Mailbox, Pop3Server, Script, SmtpServer
 from probed.logs import configure as configure_logs
 from probed.reports.figures import month_report
+from probed.reports.html import gather_extras, render_html
 from probed.reports.render import MonthReport, render_json, render_text
 from probed.store.base import NewExclusion, Store, open_store
 
@@ -201,14 +204,25 @@ class Platform:
         return {
             "timezone": "UTC",
             "storage": f"sqlite://{db}",
-            "listen": "127.0.0.1:0",
+            "listen": f"127.0.0.1:{_free_port()}",  # known before start: the status page URL
             "defaults": {
                 "interval": f"{INTERVAL:g}s",
                 "timeout": f"{TIMEOUT * 1000:.0f}ms",
                 "failures_to_down": FAILURES_TO_DOWN,
             },
-            "services": {"mail": {**policy, "checks": mail}, "web": {**policy, "checks": site}},
+            "status_page": {"title": "probed demo: example hosting status", "logo_text": "demo"},
+            "services": {
+                "mail": {**policy, "checks": mail},
+                "web": {**policy, "public": True, "checks": site},
+            },
         }
+
+
+def _free_port() -> int:
+    """A free loopback port, so that the status page URL can be printed before the run."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 # ---------------------------------------------------------------- the live view
@@ -316,7 +330,11 @@ def _change(before: FailureRun | None, after: FailureRun | None, failures_to_dow
 
 
 async def run_demo(
-    *, duration: float | None, workdir: Path | None, json_report: Path | None
+    *,
+    duration: float | None,
+    workdir: Path | None,
+    json_report: Path | None,
+    html_report: Path | None = None,
 ) -> int:
     # The live view tells what happens; the daemon's warnings would only tear it apart.
     configure_logs("console", "error")
@@ -330,7 +348,9 @@ async def run_demo(
         config = config_mod.load(cfg_path)
         run_for = duration if duration is not None else RUN_SECONDS
         print(legend())
-        print(f"\nconfig: {cfg_path}; running for {run_for:.0f}s\n", flush=True)
+        print(f"\nconfig: {cfg_path}; running for {run_for:.0f}s")
+        status_url = f"http://{config.listen_host}:{config.listen_port}/status"
+        print(f"status page while it runs: {status_url}\n", flush=True)
         daemon = await Daemon.open(str(cfg_path), config)
         view = LiveView(daemon)
         task = asyncio.create_task(daemon.run())
@@ -339,12 +359,22 @@ async def run_demo(
         finally:
             daemon.request_stop()
             await task
-        report = await _report(config, cfg_path)
-        return _show(report, json_report, whole=ran_out and run_for >= RUN_SECONDS)
+        report, html = await _report(config, cfg_path)
+        html_path = html_report or _html_path(workdir)
+        return _show(report, html, json_report, html_path, whole=ran_out and run_for >= RUN_SECONDS)
     finally:
         await platform.stop()
         if tmp is not None:
             tmp.cleanup()
+
+
+def _html_path(workdir: Path | None) -> Path:
+    """Where the HTML report goes: the workdir, or a file that outlives the demo's tmp dir."""
+    if workdir is not None:
+        return workdir / "report.html"
+    fd, name = tempfile.mkstemp(prefix="probed-demo-report-", suffix=".html")
+    os.close(fd)
+    return Path(name)
 
 
 def _write_config(platform: Platform, base: Path) -> Path:
@@ -400,7 +430,8 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 
 
-async def _report(config: config_mod.Config, cfg_path: Path) -> MonthReport:
+async def _report(config: config_mod.Config, cfg_path: Path) -> tuple[MonthReport, str]:
+    """Flag the DoS window, then the month's report and its HTML page."""
     store = await open_store(config)
     try:
         await _flag_dos(store, cfg_path)
@@ -412,12 +443,15 @@ async def _report(config: config_mod.Config, cfg_path: Path) -> MonthReport:
             generated_at=now,
             services=tuple(await month_report(store, config, month, now)),
         )
+        html = render_html(report, await gather_extras(store, config, report, now), now)
     finally:
         await store.close()
-    return report
+    return report, html
 
 
-def _show(report: MonthReport, json_report: Path | None, *, whole: bool) -> int:
+def _show(
+    report: MonthReport, html: str, json_report: Path | None, html_report: Path, *, whole: bool
+) -> int:
     print()
     print(render_text(report), end="")
     if whole:  # a shorter run has not played the whole script
@@ -426,4 +460,6 @@ def _show(report: MonthReport, json_report: Path | None, *, whole: bool) -> int:
             print(_foreseen(figures))
     if json_report is not None:
         json_report.write_text(render_json(report), encoding="utf-8")
+    html_report.write_text(html, encoding="utf-8")
+    print(f"\nHTML report (outage timelines, open it in a browser): {html_report}")
     return 0
