@@ -41,7 +41,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
@@ -338,6 +338,8 @@ class MetricFigures:
     lag_buckets: list[tuple[float, float]] = field(default_factory=list)  # (le, cumulative)
     lag_count: float = 0.0
     lag_sum: float = 0.0
+    loop_buckets: list[tuple[float, float]] = field(default_factory=list)  # the 20 ms heartbeat
+    discarded: float = 0.0
     series: int = 0
 
 
@@ -357,11 +359,17 @@ def parse_metrics(text: str) -> MetricFigures:
         elif line.startswith("probed_schedule_lag_seconds_bucket{"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             m.lag_buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+        elif line.startswith("probed_event_loop_lag_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            m.loop_buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+        elif line.startswith("probed_tests_discarded_total{"):
+            m.discarded += float(line.rsplit(" ", 1)[1])
         elif line.startswith("probed_schedule_lag_seconds_count"):
             m.lag_count = float(line.rsplit(" ", 1)[1])
         elif line.startswith("probed_schedule_lag_seconds_sum"):
             m.lag_sum = float(line.rsplit(" ", 1)[1])
     m.lag_buckets.sort()
+    m.loop_buckets.sort()
     return m
 
 
@@ -470,17 +478,21 @@ class Pinger(threading.Thread):
 class Scraper(threading.Thread):
     """Emulates Prometheus: GET /metrics every ``every`` seconds during the window."""
 
-    def __init__(self, port: int, every: float, until: float) -> None:
+    def __init__(
+        self, port: int, every: float, until: float, cpu: Callable[[], float] = lambda: 0.0
+    ) -> None:
         super().__init__(daemon=True)
-        self.port, self.every, self.until = port, every, until
+        self.port, self.every, self.until, self.cpu = port, every, until, cpu
         self.stopped = threading.Event()
         self.durations: list[float] = []
+        self.cpu_used: list[float] = []  # the daemon's CPU during each scrape (probing included)
 
     def run(self) -> None:
         while not self.stopped.wait(self.every) and time.monotonic() < self.until:
-            start = time.monotonic()
+            start, cpu0 = time.monotonic(), self.cpu()
             scrape(self.port, self.until + SCRAPE_DEADLINE)
             self.durations.append(time.monotonic() - start)
+            self.cpu_used.append(self.cpu() - cpu0)
 
     def summary(self) -> str:
         if not self.durations:
@@ -582,7 +594,14 @@ def mib(n: float) -> str:
 
 
 def run(args: argparse.Namespace, table: list[tuple[str, str]] | None = None) -> int:
-    """Measure once and print the figures; ``table`` (when given) receives them too."""
+    return measure(args, table)["rc"]  # type: ignore[return-value]  # an int by construction
+
+
+def measure(
+    args: argparse.Namespace, table: list[tuple[str, str]] | None = None
+) -> dict[str, float | int | None]:
+    """One run: prints the table, returns the figures the scale ladder summarises;
+    ``table`` (when given) receives the printed rows too."""
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="probed-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in workdir.glob("probed.db*"):
@@ -629,7 +648,11 @@ def run(args: argparse.Namespace, table: list[tuple[str, str]] | None = None) ->
             end = t0 + args.duration
             pinger = Pinger(api_port, end)
             pinger.start()
-            scraper = Scraper(api_port, args.scrape_every, end) if args.scrape_every else None
+            scraper = (
+                Scraper(api_port, args.scrape_every, end, sampler.cpu)
+                if args.scrape_every
+                else None
+            )
             if scraper is not None:
                 scraper.start()
             profiler = (
@@ -672,6 +695,7 @@ def run(args: argparse.Namespace, table: list[tuple[str, str]] | None = None) ->
             busy1, load1 = busy_cpu_seconds(), os.getloadavg()[0]
             sampler.sample()
             hwm_window = sampler.vm_hwm
+            rss_window = sampler.proc.memory_info().rss
             s0 = time.monotonic()
             text = scrape(api_port, time.monotonic() + SCRAPE_DEADLINE)
             scrape_s = time.monotonic() - s0
@@ -791,7 +815,33 @@ def run(args: argparse.Namespace, table: list[tuple[str, str]] | None = None) ->
     if args.profile:
         print(f"\nprofile (py-spy, {workdir / 'profile.txt'}):")
         print("\n".join(profile_table(workdir / "profile.txt")))
-    return 0 if daemon_rc == 0 else 1
+    scrapes = list(zip(scraper.durations, scraper.cpu_used, strict=True)) if scraper else []
+    scrapes.append((scrape_s, scrape_cpu))
+    busy_wall = sum(w for w, _ in scrapes[:-1])
+    base_rate = (cpu_run - sum(c for _, c in scrapes[:-1])) / max(1e-9, window - busy_wall)
+    return {
+        "rc": 0 if daemon_rc == 0 else 1,
+        "checks": args.checks,
+        "interval": args.interval,
+        "done_ratio": tests / due if due else 0.0,
+        "tests": tests,
+        "due": due,
+        "lag_p50": histogram_quantile(0.50, m.lag_buckets),
+        "lag_p99": histogram_quantile(0.99, m.lag_buckets),
+        "loop_p99": histogram_quantile(0.99, m.loop_buckets),
+        "cpu_per_1000": 1000 * cpu_run / tests if tests else math.nan,
+        "rss_window": rss_window,
+        "startup": startup_s,
+        # a scrape's own CPU: the daemon's CPU during it, less what probing used meanwhile
+        "scrape_cpu": max(0.0, max(c - base_rate * w for w, c in scrapes)),
+        "scrape_wall": max(w for w, _ in scrapes),
+        "samples_per_check": m.series / args.checks,
+        "failures": m.failed,
+        "failed_rows": rows.get("failed_tests", 0),
+        "discarded": m.discarded,
+        "db_bytes": sum(sizes.values()),
+        "stop": stop_s,
+    }
 
 
 def _seconds(value: float) -> str:

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from probed.core import accounting
@@ -89,7 +89,7 @@ class ApiServer:
     # ------------------------------------------------------------ reads
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.daemon.registry)
+        body = await self.daemon.metrics_body()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(self, request: web.Request) -> web.Response:

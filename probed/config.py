@@ -146,6 +146,10 @@ class ServiceModel(_Strict):
     checks: list[dict[str, Any]] = Field(min_length=1)
 
 
+class MetricsModel(_Strict):
+    per_check_histograms: bool = False  # a duration histogram per check: 17 more samples each
+
+
 class StatusPageModel(_Strict):
     """``status_page:``: what ``GET /status`` shows (safe to publish)."""
 
@@ -165,6 +169,7 @@ class ConfigModel(_Strict):
     listen: str = DEFAULT_LISTEN
     api_token_file: str | None = None
     concurrency: Annotated[int, number_in(1, 1_000_000, whole=True)] = 1000  # tests at once
+    metrics: MetricsModel = MetricsModel()
     defaults: DefaultsModel = DefaultsModel()
     services: dict[str, ServiceModel] = Field(min_length=1)
     hooks: list[dict[str, Any]] = []  # each hook type validates its own (probed.hooks)
@@ -279,6 +284,7 @@ class Config:
     api_token: str | None
     concurrency: int
     services: Mapping[str, Service]
+    per_check_histograms: bool = False
     hooks: tuple[HookConfig, ...] = ()
     status_page: StatusPage = StatusPage()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
@@ -369,6 +375,7 @@ def _loads(text: str, file: Path) -> Config:
         listen_port=port,
         api_token=token,
         concurrency=model.concurrency,
+        per_check_histograms=model.metrics.per_check_histograms,
         services=services,
         hooks=hooks,
         status_page=status_page,

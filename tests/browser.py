@@ -8,6 +8,8 @@ loopback servers sharing the test's event loop keep answering meanwhile.
 
 from __future__ import annotations
 
+import base64
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -86,6 +88,25 @@ class Browser:
         self.driver.save_screenshot(str(path))
         print(f"screenshot: {path}")
         return path
+
+    def color_scheme(self, scheme: str) -> None:
+        """Emulate the user's ``prefers-color-scheme`` (``light`` or ``dark``)."""
+        self.driver.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia",
+            {"features": [{"name": "prefers-color-scheme", "value": scheme}]},
+        )
+
+    def print_pdf(self, path: Path) -> int:
+        """Print the page as the browser's "Save as PDF" would, with the page's own
+        ``@page`` size; writes it, prints where, and returns its page count."""
+        printed = self.driver.execute_cdp_cmd(
+            "Page.printToPDF", {"preferCSSPageSize": True, "printBackground": True}
+        )
+        data = base64.b64decode(printed["data"])
+        path.write_bytes(data)
+        print(f"pdf: {path}")
+        assert data.startswith(b"%PDF-")
+        return len(re.findall(rb"/Type\s*/Page[^s]", data))
 
     def axe_violations(self, impacts: tuple[str, ...] = ("serious", "critical")) -> list[str]:
         """axe-core's violations of the given impacts on the current page."""

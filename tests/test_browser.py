@@ -18,6 +18,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
@@ -29,7 +30,7 @@ from aiohttp import web
 from selenium.webdriver.common.by import By
 
 from tests.browser import Browser, chromium_paths, parse_strict
-from tests.daemon_helpers import DaemonProcess, wait_for
+from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -39,14 +40,13 @@ FAILED_REASON = "<script>window.__pwned=1</script>"  # a server's reason phrase,
 EXCLUSION_REASON = '<img src=x onerror="window.__pwned=2">DoS <script>window.__pwned=3</script>'
 
 
-class Switchboard:
-    """A loopback HTTP server whose paths answer up (200), down (503) or hostile
-    (status 599 with a script as its reason phrase, which the probe reports)."""
+@dataclass
+class Switchboard(ScriptedHTTP):
+    """The loopback HTTP server of the e2e tests, whose paths answer as ``mode`` says:
+    up (200), down (503) or hostile (status 599 with a script as its reason phrase,
+    which the probe reports)."""
 
-    def __init__(self) -> None:
-        self.mode: dict[str, str] = {}
-        self.port = 0
-        self._runner: web.AppRunner | None = None
+    mode: dict[str, str] = field(default_factory=dict)
 
     async def _handle(self, request: web.Request) -> web.Response:
         mode = self.mode.get(request.match_info["name"], "up")
@@ -55,20 +55,6 @@ class Switchboard:
         if mode == "hostile":
             return web.Response(status=599, reason=FAILED_REASON, text="odd")
         return web.Response(text="ok")
-
-    async def __aenter__(self) -> Switchboard:
-        app = web.Application()
-        app.router.add_get("/{name}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
 
 
 def write_config(tmp: Path, port: int) -> Path:
@@ -206,6 +192,7 @@ def check_report_page(browser: Browser, url: str, shot: Path) -> dict[str, Any]:
         "pwned": browser.js("return window.__pwned === undefined ? null : window.__pwned"),
         "reasons": [e.text for e in browser.driver.find_elements(By.CSS_SELECTOR, "td.reason")],
         "axe": browser.axe_violations(),
+        "pdf_pages": browser.print_pdf(shot.with_suffix(".pdf")),
     }
     browser.screenshot(shot)
     return found
@@ -235,8 +222,8 @@ def assert_same_figures(shown: dict[str, Any], report: dict[str, Any]) -> None:
     )
     for service in report["services"]:
         cells = shown["rows"][service["service"]]
-        for field in ("downtime_seconds", "excluded_seconds", "credit_percent", "objective"):
-            assert float(cells[field]["value"]) == pytest.approx(service[field], abs=1e-9), field
+        for key in ("downtime_seconds", "excluded_seconds", "credit_percent", "objective"):
+            assert float(cells[key]["value"]) == pytest.approx(service[key], abs=1e-9), key
         period = float(cells["period"]["value"])
         assert period - service["period_seconds"] == pytest.approx(clock, abs=1e-3)
         availability = float(cells["availability"]["value"])
@@ -293,6 +280,7 @@ async def test_html_report_and_incident_page_in_chromium(tmp_path: Path) -> None
     )
     assert shown["pwned"] is None
     assert shown["axe"] == []
+    assert shown["pdf_pages"] >= 1  # printable: @media print and @page, A4 landscape
     assert_same_figures(shown["figures"], report)
     assert_bars_placed(shown["bars"], report)
     assert any(FAILED_REASON in r for r in shown["reasons"])  # shown as text
@@ -356,6 +344,9 @@ def watch_status_page(browser: Browser, url: str, shot: Path, take_down: Callabl
         "axe": browser.axe_violations(),
     }
     browser.screenshot(shot)
+    browser.color_scheme("dark")
+    found["axe_dark"] = browser.axe_violations()
+    browser.screenshot(shot.with_name(shot.stem + "-dark.png"))
     return found
 
 
@@ -428,7 +419,7 @@ async def test_status_page_and_badge_in_chromium(tmp_path: Path) -> None:
     assert live["overall"] == "Partial outage"
     assert any(text.startswith("Ongoing api down since") for text in live["ongoing"])
     assert live["tip_visible"] and "available" in live["tip"]
-    assert live["axe"] == []
+    assert live["axe"] == [] and live["axe_dark"] == []
     assert no_js["states"] == {"web": "P2", "shop": "up"}
     assert no_js["days"] == 90 and no_js["overall"] == "Partial outage"
     assert no_js["refreshed"] is None  # the refresh script did not run

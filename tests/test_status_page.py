@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,8 +12,11 @@ import pytest
 from probed import config as config_mod
 from probed.config import ConfigError
 from probed.core.accounting import Policy, month_period, service_figures
+from probed.reports.html import duration_text
 from probed.web.badge import COLORS, render_badge, service_badge
 from probed.web.days import day_strip, local_days
+from tests.browser import parse_strict
+from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, wait_for
 
 BASE = """\
 timezone: UTC
@@ -153,3 +156,57 @@ def test_badge_is_floored_and_coloured_against_the_objective() -> None:
     empty = replace(met, period_seconds=0.0)
     assert badge_parts(render_badge(service_badge("mail", empty))) == ("no data", COLORS["nodata"])
     assert badge_parts(render_badge(service_badge("mail", None)))[0] == "no data"
+
+
+def test_durations_read_for_people() -> None:
+    assert [duration_text(s) for s in (0, 0.5, 1.74, 59, 60, 200, 3725)] == [
+        "0 s",
+        "0.5 s",
+        "1.7 s",
+        "59 s",
+        "1 min",
+        "3 min 20 s",
+        "1 h 2 min",
+    ]
+
+
+@pytest.mark.e2e
+async def test_a_maintenance_window_now_shows_and_only_public_services_give_reasons(
+    tmp_path: Path,
+) -> None:
+    start = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%H:%M")
+    window = f'maintenance: [{{every: day, start: "{start}", duration: 1h, reason: "kernel <b>patch</b>"}}]'
+    async with ScriptedHTTP() as http:
+        url = f"http://127.0.0.1:{http.port}"
+        path = tmp_path / "probed.yaml"
+        path.write_text(
+            f"timezone: UTC\nstorage: sqlite://{tmp_path}/probed.db\nlisten: 127.0.0.1:0\n"
+            "defaults: {interval: 0.2s, timeout: 0.15s}\n"
+            "status_page: {title: Maintenance test, services: [private, open]}\n"
+            "services:\n"
+            f"  private:\n    objective: 99.5\n    {window}\n"
+            f'    checks: [{{name: home, type: http, url: "{url}/home"}}]\n'
+            f"  open:\n    objective: 99.5\n    public: true\n    {window}\n"
+            f'    checks: [{{name: shop, type: http, url: "{url}/shop"}}]\n'
+            f"  hidden:\n    objective: 99.5\n"
+            f'    checks: [{{name: back, type: http, url: "{url}/back"}}]\n',
+            encoding="utf-8",
+        )
+        daemon = await DaemonProcess(path).start()
+        try:
+            page = await wait_for(lambda: _page_in_maintenance(daemon), what="maintenance shown")
+            badge, _ = await daemon.get("/badge/hidden.svg")
+        finally:
+            assert await daemon.stop() == 0
+    parse_strict(page)
+    private, public = page.split('data-service="open"')
+    assert "In maintenance" in private and "In maintenance" in public
+    assert "kernel" not in private and f"{url}/home" not in private
+    assert "(kernel &lt;b&gt;patch&lt;/b&gt;)" in public and f"{url}/shop" in public
+    assert 'data-service="hidden"' not in page and badge == 404  # not on the page
+
+
+async def _page_in_maintenance(daemon: DaemonProcess) -> str | None:
+    status, page = await daemon.get("/status")
+    assert status == 200
+    return page if page.count('data-state="maintenance"') == 2 else None

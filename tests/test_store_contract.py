@@ -138,6 +138,20 @@ async def test_coverage_has_a_gap_where_the_daemon_was_stopped(engine: Engine) -
     await second.close()
 
 
+async def test_a_discarded_test_slot_is_unmonitored_not_tested(engine: Engine) -> None:
+    store = await engine.open(engine.url())
+    cid = await store.check_id("web", "home", "http")
+    await store.record_pass(cid, 0.0, interval=10.0, test_timeout=2.0)
+    await store.record_pass(cid, 10.0, interval=10.0, test_timeout=2.0)
+    await store.record_unmonitored(cid)  # the test at 20 s was discarded (a loop stall)
+    await store.record_pass(cid, 30.0, interval=10.0, test_timeout=2.0)
+    before_flush = sorted(await store.coverage("web", (0.0, 1000.0), now=1000.0))
+    await store.flush()
+    after_flush = sorted(await store.coverage("web", (0.0, 1000.0), now=1000.0))
+    await store.close()
+    assert before_flush == after_flush == [(0.0, 22.0), (30.0, 42.0)]
+
+
 async def test_a_late_test_within_its_timeout_leaves_no_gap(engine: Engine) -> None:
     store = await engine.open(engine.url())
     cid = await store.check_id("web", "home", "http")

@@ -11,6 +11,7 @@ the store (:func:`probed.store.base.open_store`) is the only I/O to the database
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -23,12 +24,13 @@ from probed.api import ApiServer
 from probed.config import Config
 from probed.core.events import Event
 from probed.daemon.accountant import Accountant
-from probed.daemon.metrics import Metrics, SpoolCollector
+from probed.daemon.metrics import Metrics, Snapshot, SpoolCollector
 from probed.daemon.recorder import Recorder
 from probed.daemon.reload import ReloadState
 from probed.daemon.runner import TestOutcome
 from probed.daemon.scheduler import Scheduler
 from probed.daemon.sdnotify import Notifier
+from probed.daemon.stalls import StallMeter
 from probed.hooks import BudgetWatch, Dispatcher
 from probed.logs import log
 from probed.store.base import FLUSH_EVERY, StorageError, Store, open_store
@@ -37,6 +39,19 @@ from probes.base import CheckBase, Transcript
 
 REFRESH_EVERY = 10.0  # seconds between recomputations of the month's figures
 HOOKS_STOP_DEADLINE = 5.0  # seconds for hook deliveries in flight at shutdown
+STALL_LOGGED = 0.25  # seconds: a loop stall at least this long is logged
+
+
+def _log_stall(seconds: float) -> None:
+    if seconds >= STALL_LOGGED:
+        log.warning("scheduler.loop_stalled", stalled_seconds=round(seconds, 3))
+
+
+def _install_test_stall(loop: asyncio.AbstractEventLoop) -> None:
+    """Tests only: with PROBED_TEST_STALL_ON_SIGUSR2=SECONDS, SIGUSR2 blocks the loop that long."""
+    seconds = os.environ.get("PROBED_TEST_STALL_ON_SIGUSR2")
+    if seconds:
+        loop.add_signal_handler(signal.SIGUSR2, time.sleep, float(seconds))
 
 
 class Daemon:
@@ -58,8 +73,15 @@ class Daemon:
         self.spool = store if isinstance(store, Spool) else Spool(store)
         self.store: Store = self.spool
         self.storage_problem: str | None = None  # the last failed write, for /healthz
-        self.metrics = Metrics(self.registry, lambda: self.accountant.snapshot())
+        # the snapshot a scrape renders, taken on the loop (taking it updates daemon state)
+        self._scraped = Snapshot()
+        self.metrics = Metrics(
+            self.registry,
+            lambda: self._scraped,
+            per_check_histograms=config.per_check_histograms,
+        )
         self.registry.register(SpoolCollector(self.spool))
+        self._rendering: asyncio.Future[bytes] | None = None
         self.recorder = Recorder(self.store, self._emit, self.metrics)
         self.accountant = Accountant(self.store, self.recorder.service_up, self.recorder.down_clock)
         # hooks: events go to a durable outbox in the store; delivery runs in run()
@@ -69,10 +91,13 @@ class Daemon:
         self.accountant.on_refresh = BudgetWatch(self.store, self.dispatcher).observe
         # called after the monitor handled a test, so outage state includes it (the demo's live view)
         self.observers: list[Callable[[str, CheckBase, TestOutcome], None]] = []
+        self.stalls = StallMeter(on_beat=self.metrics.loop_lag.observe)
         self.scheduler = Scheduler(
             self._on_outcome,
             concurrency=config.concurrency,
             on_lag=self.metrics.schedule_lag.observe,
+            stalls=self.stalls,
+            on_discard=self.recorder.discard,
         )
 
     @classmethod
@@ -91,6 +116,15 @@ class Daemon:
             raise
         for observe in self.observers:
             observe(service, check, outcome)
+
+    async def metrics_body(self) -> bytes:
+        """The /metrics body, rendered in a worker thread; concurrent scrapes share one render."""
+        if self._rendering is None or self._rendering.done():
+            series = list(self.metrics.checks.values())  # the loop owns the dict
+            self._scraped = self.accountant.snapshot()
+            loop = asyncio.get_running_loop()
+            self._rendering = loop.run_in_executor(None, self.metrics.render, series)
+        return await asyncio.shield(self._rendering)
 
     def _muted(self, event: Event) -> frozenset[str]:
         return self.accountant.active_kinds(event.service, event.at)
@@ -112,6 +146,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         # acted on at once, not at the next tick: `probed reload` waits for the result
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+        _install_test_stall(loop)
+        heartbeat = asyncio.create_task(self.stalls.run(_log_stall), name="heartbeat")
         await self.recorder.start(self._checks(self.config))
         await self.accountant.refresh(self.config)
         api = ApiServer(self)
@@ -133,6 +169,7 @@ class Daemon:
             log.info("daemon.stopping")
             grace = max((c.timeout for _, c in self.config.all_checks()), default=1.0) + 1.0
             await self.scheduler.stop(grace)
+            heartbeat.cancel()
             await api.stop()
             await self.dispatcher.stop(HOOKS_STOP_DEADLINE)  # hooks
             try:
@@ -199,7 +236,7 @@ class Daemon:
         return [(s.name, c) for s, c in config.all_checks()]
 
     def status_line(self) -> str:
-        down = sum(s.tracker.in_outage for s in self.recorder.checks.values())
+        down = self.recorder.in_outage()
         return f"{len(self.recorder.checks)} checks, {down} in outage"
 
     def _reload_soon(self) -> None:

@@ -1,14 +1,20 @@
 """Prometheus metrics.
 
-Instruments (counters, histograms, per-check gauges) are updated when a test
-ends. Service-level figures (availability, downtime, budget) are derived
-state: a custom collector yields them from an in-memory snapshot that the
-daemon recomputes off the scrape path, because ``/metrics`` runs
-``collect()`` on the event loop and must never touch the database.
+Per-check series (latest verdict, last duration, test counts, outage state)
+are plain slotted records updated when a test ends and rendered by
+:func:`render_checks`: with 100 000 checks, prometheus_client's children
+(a lock and a value object per sample) would cost ~10 KiB per check and
+seconds per scrape. Durations go to one histogram per service and type
+(per check only with ``metrics: {per_check_histograms: true}``).
+Service-level figures are derived state yielded by a collector from an
+in-memory snapshot. ``/metrics`` renders all of it into bytes in a worker
+thread (:meth:`Metrics.render`), never on the event loop, and never touches
+the database.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -21,6 +27,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
+    generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -33,6 +40,7 @@ from probed.store.spool import Spool
 CHECK_LABELS = ("service", "check", "type")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 DELIVERY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -53,37 +61,80 @@ class Snapshot:
     exclusion_active: Mapping[str, frozenset[str]] = field(default_factory=dict)  # kinds, now
 
 
+def _label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def check_labels(*values: str) -> str:
+    """``service="mail",check="pop3",type="pop3"``, rendered once per check."""
+    return ",".join(
+        f'{name}="{_label_value(value)}"' for name, value in zip(CHECK_LABELS, values, strict=True)
+    )
+
+
+@dataclass(slots=True)
+class CheckSeries:
+    """One check's series: a few numbers, and its label set rendered once."""
+
+    labels: str
+    up: bool = True
+    success: float = math.nan  # no sample before the first test
+    last_duration: float = math.nan
+    passes: int = 0
+    fails: int = 0
+
+
+_CHECK_FAMILIES = (
+    ("probed_probe_success", "gauge", "1 if the latest test of the check passed, else 0"),
+    ("probed_probe_last_duration_seconds", "gauge", "How long the latest test took"),
+    ("probed_probes_total", "counter", "Tests run, by verdict"),
+    ("probed_check_up", "gauge", "0 while the check is in an outage, else 1"),
+)
+
+
+def render_checks(series: list[CheckSeries]) -> bytes:
+    """The per-check families in the Prometheus text format (0.0.4)."""
+    out: list[str] = []
+    for name, kind, help_ in _CHECK_FAMILIES:
+        out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n")
+        if name == "probed_probe_success":
+            out += [f"{name}{{{c.labels}}} {c.success}\n" for c in series if c.success == c.success]
+        elif name == "probed_probe_last_duration_seconds":
+            out += [
+                f"{name}{{{c.labels}}} {c.last_duration}\n"
+                for c in series
+                if c.last_duration == c.last_duration
+            ]
+        elif name == "probed_probes_total":
+            for c in series:
+                out.append(f'{name}{{{c.labels},result="pass"}} {c.passes}\n')
+                out.append(f'{name}{{{c.labels},result="fail"}} {c.fails}\n')
+        else:
+            out += [f"{name}{{{c.labels}}} {1 if c.up else 0}\n" for c in series]
+    return "".join(out).encode()
+
+
 class Metrics:
-    def __init__(self, registry: CollectorRegistry, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        snapshot: Callable[[], Snapshot],
+        *,
+        per_check_histograms: bool = False,
+    ) -> None:
         # *_created series add ~12 % to a 10 000-check scrape and nobody graphs them
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
         self.registry = registry
+        self.checks: dict[tuple[str, str], CheckSeries] = {}
+        self.per_check_histograms = per_check_histograms
         # process_* and python_gc_*/python_info, as every Prometheus client exports them
         for collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
             registry.register(collector)
-        self.probe_success = Gauge(
-            "probed_probe_success",
-            "1 if the latest test of the check passed, else 0",
-            CHECK_LABELS,
-            registry=registry,
-        )
         self.probe_duration = Histogram(
             "probed_probe_duration_seconds",
             "How long tests took",
-            CHECK_LABELS,
+            CHECK_LABELS if per_check_histograms else ("service", "type"),
             buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.probes = Counter(
-            "probed_probes",
-            "Tests run, by verdict",
-            (*CHECK_LABELS, "result"),
-            registry=registry,
-        )
-        self.check_up = Gauge(
-            "probed_check_up",
-            "0 while the check is in an outage, else 1",
-            CHECK_LABELS,
             registry=registry,
         )
         self.schedule_lag = Histogram(
@@ -92,6 +143,19 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=registry,
         )
+        self.loop_lag = Histogram(
+            "probed_event_loop_lag_seconds",
+            "How late each 20 ms heartbeat of the daemon's event loop ran",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=registry,
+        )
+        self.discarded = Counter(
+            "probed_tests_discarded",
+            "Tests that are no verdict, e.g. failed while the daemon's loop was stalled",
+            ("reason",),
+            registry=registry,
+        )
+        self.discarded.labels("loop_stall")
         self.mailflow_delivery = Histogram(
             "probed_mailflow_delivery_seconds",
             "Mail round trip: submission to mailbox",
@@ -143,14 +207,23 @@ class Metrics:
         delivery_seconds: float | None = None,
         cert_not_after: float | None = None,
     ) -> None:
-        labels = (service, check, type_)
         if cert_not_after is not None:
-            self.cert_expiry.labels(*labels).set(cert_not_after)
-        self.probe_success.labels(*labels).set(1 if ok else 0)
-        self.probe_duration.labels(*labels).observe(duration)
-        self.probes.labels(*labels, "pass" if ok else "fail").inc()
+            self.cert_expiry.labels(service, check, type_).set(cert_not_after)
+        series = self.checks.get((service, check)) or self._series(service, check, type_)
+        series.success = 1.0 if ok else 0.0
+        series.last_duration = duration
+        if ok:
+            series.passes += 1
+        else:
+            series.fails += 1
+        self._duration(service, check, type_).observe(duration)
         if delivery_seconds is not None:
-            self.mailflow_delivery.labels(*labels).observe(delivery_seconds)
+            self.mailflow_delivery.labels(service, check, type_).observe(delivery_seconds)
+
+    def _duration(self, service: str, check: str, type_: str) -> Histogram:
+        if self.per_check_histograms:
+            return self.probe_duration.labels(service, check, type_)
+        return self.probe_duration.labels(service, type_)
 
     def count_probe_error(self, service: str, check: str, type_: str, error: str) -> None:
         labels = (service, check, type_, error)
@@ -159,36 +232,40 @@ class Metrics:
 
     def init_check(self, service: str, check: str, type_: str, up: bool) -> None:
         """Export a check from startup on, so absent series never hide it."""
-        labels = (service, check, type_)
-        self.check_up.labels(*labels).set(1 if up else 0)
-        for result in ("pass", "fail"):
-            self.probes.labels(*labels, result)
-        self.probe_duration.labels(*labels)
+        self._series(service, check, type_).up = up
+        self._duration(service, check, type_)
+
+    def _series(self, service: str, check: str, type_: str) -> CheckSeries:
+        labels = check_labels(service, check, type_)
+        series = self.checks.get((service, check))
+        if series is None or series.labels != labels:  # new, or its type changed
+            series = self.checks[(service, check)] = CheckSeries(labels)
+        return series
 
     def set_check_up(self, service: str, check: str, type_: str, up: bool) -> None:
-        self.check_up.labels(service, check, type_).set(1 if up else 0)
+        self.checks[(service, check)].up = up
 
     def remove_check(self, service: str, check: str, type_: str) -> None:
+        self.checks.pop((service, check), None)
         labels = (service, check, type_)
         for error_labels in [k for k in self._error_labels if k[:3] == labels]:
             self._error_labels.discard(error_labels)
             self.probe_errors.remove(*error_labels)
-        for metric in (
-            self.probe_success,
-            self.probe_duration,
-            self.check_up,
-            self.mailflow_delivery,
-            self.cert_expiry,
+        for metric, labels in (
+            (self.probe_duration, (service, check, type_)),
+            (self.mailflow_delivery, (service, check, type_)),
+            (self.cert_expiry, (service, check, type_)),
         ):
+            if metric is self.probe_duration and not self.per_check_histograms:
+                continue  # shared by the service's other checks of this type
             try:
                 metric.remove(*labels)
             except KeyError:
                 pass
-        for result in ("pass", "fail"):
-            try:
-                self.probes.remove(*labels, result)
-            except KeyError:
-                pass
+
+    def render(self, series: list[CheckSeries]) -> bytes:
+        """The whole exposition; runs in a worker thread (``series`` listed on the loop)."""
+        return generate_latest(self.registry) + render_checks(series)
 
 
 class SnapshotCollector(Collector):

@@ -97,10 +97,13 @@ class Recorder:
         return state
 
     def service_up(self) -> dict[str, bool]:
-        up: dict[str, bool] = {}
-        for (service, _), state in self.checks.items():
-            up[service] = up.get(service, True) and not state.tracker.in_outage
-        return up
+        """O(services), from the outage counts."""
+        down = self._down
+        return {service: not down.get(service, 0) for service in list(self._size)}
+
+    def in_outage(self) -> int:
+        """Checks in an outage now, O(services)."""
+        return sum(self._down.values())
 
     def open_outages(self, service: str) -> list[tuple[str, FailureRun]]:
         return [
@@ -155,6 +158,23 @@ class Recorder:
         if was_up != is_up:
             self.down_clock.set_down(service, not is_up)
             await self._service_changed(service, is_up, outcome.started_at)
+
+    async def discard(
+        self, service: str, check: CheckBase, outcome: TestOutcome, stalled: float
+    ) -> None:
+        """A failed test the daemon's own stall may have caused: no verdict, unmonitored
+        (docs/sla-rules.md, "Timeouts and daemon stalls")."""
+        state = self.checks[(service, check.name)]
+        await self.store.record_unmonitored(state.check_id)
+        if self.metrics is not None:
+            self.metrics.discarded.labels("loop_stall").inc()
+        log.warning(
+            "scheduler.test_discarded",
+            service=service,
+            check=check.name,
+            reason=outcome.result.reason,
+            stalled_seconds=round(stalled, 3),
+        )
 
     def _probe_bug(self, service: str, check: CheckBase, error: Exception) -> None:
         """Not a verdict: nothing is stored (the time shows as unmonitored), the failure run

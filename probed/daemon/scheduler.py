@@ -3,7 +3,9 @@
 One task per check keeps its tests in order (the failure-run rules need
 that) and makes a slow or hung target unable to delay any other check:
 every test is cut at its timeout by :func:`probed.daemon.runner.run_test`, and a
-global semaphore caps how many tests run at once. First runs are spread over
+global semaphore caps how many tests run at once. A failed test during
+which the daemon's own event loop was stalled for a large part of its
+timeout is not a verdict: it is discarded (docs/sla-rules.md). First runs are spread over
 the interval by a hash of the check's identity, so 10 000 checks never fire
 together and restarts keep the same phase.
 """
@@ -18,12 +20,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from probed.daemon.runner import TestOutcome, run_test
+from probed.daemon.stalls import StallMeter
 from probed.logs import log
 from probes import REGISTRY
 from probes.base import CheckBase, Transcript
 
 CheckKey = tuple[str, str]  # (service, check)
 OutcomeHandler = Callable[[str, CheckBase, TestOutcome, Transcript], Awaitable[None]]
+DiscardHandler = Callable[[str, CheckBase, TestOutcome, float], Awaitable[None]]
+DISCARD_SHARE = 0.5  # a failed test stalled for this share of its timeout is discarded
 
 
 def phase(key: CheckKey, interval: float) -> float:
@@ -50,8 +55,12 @@ class Scheduler:
         concurrency: int,
         on_lag: Callable[[float], None] = lambda lag: None,
         clock: Callable[[], float] = time.monotonic,
+        stalls: StallMeter | None = None,
+        on_discard: DiscardHandler | None = None,
     ) -> None:
         self._handler = handler
+        self._stalls = stalls
+        self._on_discard = on_discard
         self._on_lag = on_lag
         self._clock = clock
         self._sem = asyncio.Semaphore(concurrency)
@@ -107,8 +116,15 @@ class Scheduler:
                 self._on_lag(max(0.0, self._clock() - due))
                 transcript = Transcript(check.secrets())
                 try:
-                    outcome = await run_test(probe, check, transcript)
-                    await self._handler(job.service, check, outcome, transcript)
+                    started = self._stalls.now() if self._stalls else 0.0
+                    outcome = await run_test(probe, check, transcript, self._stalls)
+                    stalled = self._stalls.stalled(started) if self._stalls else 0.0
+                    stall_failed = not outcome.ok and outcome.error is None  # a bug is logged
+                    if stall_failed and stalled >= DISCARD_SHARE * check.timeout:
+                        if self._on_discard is not None:
+                            await self._on_discard(job.service, check, outcome, stalled)
+                    else:
+                        await self._handler(job.service, check, outcome, transcript)
                 except Exception as exc:  # e.g. the store is full: keep testing, say so loudly
                     job.errors += 1
                     log.error(

@@ -36,6 +36,10 @@ class DaemonView(Protocol):
         """Problems other than the store's writability (e.g. a stopped scheduler)."""
         ...
 
+    async def metrics_body(self) -> bytes:
+        """The /metrics exposition, rendered off the event loop."""
+        ...
+
     async def exclusions_changed(self) -> None:
         """Recompute the figures after an exclusion was added or revoked."""
         ...

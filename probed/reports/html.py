@@ -113,7 +113,9 @@ def availability_text(ratio: float | None) -> str:
 
 
 def duration_text(seconds: float) -> str:
-    """``3 min 20 s``, ``2 h 5 min``: how long, for people."""
+    """``3 min 20 s``, ``2 h 5 min``, ``0.5 s``: how long, for people."""
+    if seconds < 10:  # a short outage or an exclusion of a moment must not read "0 s"
+        return f"{seconds:.1f} s".replace(".0 s", " s")
     whole = round(seconds)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)

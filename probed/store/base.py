@@ -175,6 +175,11 @@ class Store(Protocol):
         """A failed test, durable on return together with the pass run it ends."""
         ...
 
+    async def record_unmonitored(self, check_id: int) -> None:
+        """A test slot without a verdict (discarded, e.g. during a loop stall): the check's
+        coverage segment ends at its previous test, so the slot counts as unmonitored."""
+        ...
+
     async def flush(self) -> None:
         """Write buffered passes and coverage, and tell readers this instance is alive."""
         ...

@@ -205,6 +205,15 @@ class BufferedStore(ABC):
             await self._write_locked([check_id], failure=(check_id, test))
             p.run_count, p.run_id, p.run_dirty = 0, None, False
 
+    async def record_unmonitored(self, check_id: int) -> None:
+        """The check's test was discarded (a stall of the daemon): its coverage segment ends
+        here, so the time until its next test is a gap, not coverage."""
+        p = self._pending.get(check_id)
+        if p is not None and p.segment is not None:
+            if p.seg_dirty:
+                p.finished.append(p.segment)  # written by the next flush
+            p.segment, p.seg_dirty = None, False
+
     async def flush(self) -> None:
         dirty = [c for c, p in self._pending.items() if p.run_dirty or p.seg_dirty or p.finished]
         async with self._lock:

@@ -255,6 +255,13 @@ class Spool:
 
         await self._write("failure", write)
 
+    async def record_unmonitored(self, check_id: int) -> None:
+        async def write() -> None:
+            await self.inner.record_unmonitored(check_id)
+
+        # in order with the check's passes; never dropped (it ends coverage, it never adds any)
+        await self._write("pass", write)
+
     async def flush(self) -> None:
         if self._queue:
             return  # the drainer writes; the store's own buffer is flushed in order

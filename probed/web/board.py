@@ -26,7 +26,7 @@ from probed.reports.timeline import counted_downtime
 from probed.web.days import Day, day_strip
 
 if TYPE_CHECKING:
-    from probed.daemon.view import DaemonView as Daemon
+    from probed.daemon.view import DaemonView
 
 HISTORY_DAYS = 90
 RECENT_SECONDS = 7 * 86400  # closed incidents stay listed this long
@@ -107,7 +107,7 @@ class PageView:
         return "up"
 
 
-async def load_history(daemon: Daemon, service: Service, now: float) -> History:
+async def load_history(daemon: DaemonView, service: Service, now: float) -> History:
     """Read one service's last 90 days from the store (background only)."""
     store, tz = daemon.store, daemon.config.timezone
     span = (now - (HISTORY_DAYS + 1) * 86400, now)
@@ -139,7 +139,7 @@ async def load_history(daemon: Daemon, service: Service, now: float) -> History:
 class StatusBoard:
     """The status page's model: live state plus the cached history."""
 
-    daemon: Daemon
+    daemon: DaemonView
     clock: Callable[[], float] = time.time
     histories: dict[str, History] = field(default_factory=dict)
     _seen_open: frozenset[int | None] = frozenset()
@@ -198,7 +198,7 @@ class StatusBoard:
         )
 
 
-def _state(daemon: Daemon, service: Service, history: History, now: float) -> State:
+def _state(daemon: DaemonView, service: Service, history: History, now: float) -> State:
     trackers = [daemon.recorder.checks.get((service.name, c.name)) for c in service.checks]
     down = sum(1 for t in trackers if t is not None and t.tracker.in_outage)
     if any(x.start <= now < x.end for x in history.windows):
@@ -209,7 +209,7 @@ def _state(daemon: Daemon, service: Service, history: History, now: float) -> St
     return "up"
 
 
-def _open_incidents(daemon: Daemon, service: Service) -> list[Incident]:
+def _open_incidents(daemon: DaemonView, service: Service) -> list[Incident]:
     return [
         Incident(run.outage_id, check, run.first_at, None, run.last_at - run.first_at, run.reasons)
         for check, run in daemon.recorder.open_outages(service.name)
@@ -225,7 +225,7 @@ def _recent(history: History, open_ids: set[int | None]) -> list[Incident]:
 
 
 def _service_view(
-    daemon: Daemon,
+    daemon: DaemonView,
     config: Config,
     service: Service,
     history: History,

@@ -20,7 +20,7 @@ from probed.web.badge import render_badge, service_badge
 from probed.web.board import StatusBoard, visible
 
 if TYPE_CHECKING:
-    from probed.daemon.view import DaemonView as Daemon
+    from probed.daemon.view import DaemonView
 
 STATIC = {"status.css": "text/css", "status.js": "text/javascript"}
 # The page loads only its own CSS and JS: a published page cannot be made to run
@@ -38,7 +38,7 @@ HEADERS = {
 
 
 class StatusRoutes:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.board = StatusBoard(daemon)
         self.daemon = daemon
 
