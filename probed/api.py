@@ -104,13 +104,20 @@ class ApiServer:
     async def status(self, request: web.Request) -> web.Response:
         d = self.daemon
         services = []
+        watch = d.recorder.quorum
         for service in d.config.services.values():
             checks = []
+            located = (
+                await watch.states(service.name, service.checks, time.time())
+                if watch is not None and watch.active
+                else {}
+            )
             for check in service.checks:
                 state = d.recorder.checks.get((service.name, check.name))
                 run = state.tracker.run if state else None
                 checks.append(
-                    {
+                    located.get(check.name, {})
+                    | {
                         "check": check.name,
                         "type": check.type,
                         "target": check.target(),

@@ -425,14 +425,36 @@ def exclude_revoke(config_path: str, exclusion_id: int, reason: str, by: str | N
     default=None,
     help="write the HTML report here (default: report.html in --workdir, else a temp file)",
 )
+@click.option(
+    "--locations",
+    type=click.IntRange(3, 9),
+    default=None,
+    help="instead: this many probing locations and a quorum of 2 (docs/locations.md)",
+)
 def demo(
-    duration: float | None, workdir: str | None, json_report: str | None, html_report: str | None
+    duration: float | None,
+    workdir: str | None,
+    json_report: str | None,
+    html_report: str | None,
+    locations: int | None,
 ) -> None:
     """Run the whole product on this machine alone, then print the report."""
     from probed.demo import run_demo
+    from probed.demo.locations import run_locations_demo
 
     configure_logs("console", "warning")
     _install_event_loop()
+    if locations is not None:
+        sys.exit(
+            asyncio.run(
+                run_locations_demo(
+                    locations,
+                    duration=duration,
+                    workdir=Path(workdir) if workdir else None,
+                    json_report=Path(json_report) if json_report else None,
+                )
+            )
+        )
     sys.exit(
         asyncio.run(
             run_demo(

@@ -168,7 +168,8 @@ async def pure_figures(history: History, store: Store, month: str) -> ServiceFig
 def without_ids(figures: ServiceFigures) -> ServiceFigures:
     """Stored outages carry row ids and their location; outages detected in batch do not."""
     rows = tuple(
-        replace(row, span=replace(row.span, id=None, location="")) for row in figures.outages
+        replace(row, span=replace(row.span, id=None, location="", members=()))
+        for row in figures.outages
     )
     return replace(figures, outages=rows)
 

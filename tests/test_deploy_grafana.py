@@ -56,7 +56,7 @@ def instantiate(expr: str, *, rate_interval: str = "1m") -> str:
     ``rate_interval`` stands for $__rate_interval: at least four scrape
     intervals, so 1m suits a 15s scrape.
     """
-    expr = re.sub(r"\$\{?(service|check)(?::\w+)?\}?", ".*", expr)
+    expr = re.sub(r"\$\{?(service|check|location)(?::\w+)?\}?", ".*", expr)
     expr = expr.replace("${__rate_interval}", rate_interval)
     expr = expr.replace("$__rate_interval", rate_interval)
     return expr.replace("$__interval", "15s").replace("$__range", "1h")
@@ -119,7 +119,11 @@ def test_datasource_variable_picks_a_prometheus() -> None:
 
 def test_service_and_check_variables_query_label_values() -> None:
     found = variables()
-    for name, metric in (("service", "probed_service_up"), ("check", "probed_check_up")):
+    for name, metric in (
+        ("service", "probed_service_up"),
+        ("check", "probed_check_up"),
+        ("location", "probed_check_up"),
+    ):
         var = found[name]
         assert var["type"] == "query"
         assert var["datasource"] == DATASOURCE
@@ -214,3 +218,8 @@ def test_provisioning_examples_point_at_the_dashboard() -> None:
     )["datasources"]
     assert source["type"] == "prometheus"
     assert source["isDefault"] is True  # what the dashboard's datasource variable picks
+
+
+def test_each_locations_own_state_has_a_panel() -> None:
+    titles = panels_reading('location=~"$location"', "stat")
+    assert "Check state per location" in titles

@@ -40,7 +40,7 @@ def panel_queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 def instantiate(expr: str) -> str:
     """Replace Grafana's template variables the way Grafana would with "All" selected."""
-    expr = re.sub(r"\$\{?(service|check|type)(:\w+)?\}?", ".*", expr)
+    expr = re.sub(r"\$\{?(service|check|type|location)(:\w+)?\}?", ".*", expr)
     expr = expr.replace("$__rate_interval", "1m").replace("${__rate_interval}", "1m")
     expr = expr.replace("$__interval", "15s").replace("$__range", "5m")
     return expr

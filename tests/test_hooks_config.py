@@ -106,7 +106,7 @@ def test_bad_hooks_name_file_line_path_and_expectation(tmp_path: Path) -> None:
         'probed.yaml:12: hooks[0].type: unknown hook type "pager"; valid types: webhook, alertmanager, apprise, exec',
         'probed.yaml:15: hooks[1].timeout: expected a duration like 30s, got "soon"',
         'probed.yaml:14: hooks[1].url: expected an http:// or https:// URL like https://example.net/, got "ftp://example.net/"',
-        "probed.yaml:16: hooks[2].events[1]: Input should be 'outage_opened', 'outage_extended', 'outage_closed', 'service_down', 'service_up', 'budget_threshold' or 'objective_missed'",
+        "probed.yaml:16: hooks[2].events[1]: Input should be 'outage_opened', 'outage_extended', 'outage_closed', 'service_down', 'service_up', 'budget_threshold', 'objective_missed', 'location_outage_opened' or 'location_outage_closed'",
         'probed.yaml:17: hooks[3].command: command not found or not executable: "/nonexistent/notify-team"',
         'probed.yaml:18: hooks[4].services[0]: unknown service "shop"; configured services: web, mail',
         "probed.yaml:19: hooks[5].min_severity: Input should be 'P1', 'P2' or 'P3'",

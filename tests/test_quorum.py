@@ -14,6 +14,8 @@ from probed.core.quorum import (
     Quorum,
     check_verdict,
     monitored,
+    next_transition,
+    ongoing,
     quorum_down,
     service_figures,
     validate,
@@ -214,3 +216,31 @@ def test_majority_outage_closes_when_a_closed_outage_leaves_no_majority() -> Non
     assert [
         o.open for o in check_verdict("pop3", [a, b, c_open, record("D")], MAJORITY).outages
     ] == [True]
+
+
+def test_each_quorum_transition_has_one_key_that_only_one_daemon_can_claim() -> None:
+    told: set[str] = set()
+
+    def daemon_sees(down: bool) -> str | None:
+        decided = next_transition(told, "pop3", down)
+        if decided is None or decided[1] in told:  # the store's unique key: first claim wins
+            return None
+        told.add(decided[1])
+        return decided[0]
+
+    # a, b and c all see the quorum reached, then all see it gone, twice over
+    assert [daemon_sees(True) for _ in "abc"] == ["opened", None, None]
+    assert [daemon_sees(True) for _ in "abc"] == [None, None, None]
+    assert [daemon_sees(False) for _ in "abc"] == ["closed", None, None]
+    assert [daemon_sees(True) for _ in "abc"] == ["opened", None, None]
+    assert sorted(told) == ["pop3/closed/1", "pop3/opened/1", "pop3/opened/2"]
+    assert next_transition(told, "smtp", False) is None
+    assert next_transition(told, "pop3", False) == ("closed", "pop3/closed/2")
+
+
+def test_the_ongoing_quorum_outage_is_the_open_one() -> None:
+    a = record("A", down("A", "2026-10-04 10:00", "2026-10-04 10:10", open=True))
+    b = record("B", down("B", "2026-10-04 10:05", "2026-10-04 10:09", open=True))
+    verdict = check_verdict("pop3", [a, b, C], 2)
+    assert ongoing(verdict) == verdict.outages[0]
+    assert ongoing(check_verdict("pop3", [A, B, C], 2)) is None

@@ -13,6 +13,9 @@ EventKind: TypeAlias = Literal[
     "service_up",  # the last open outage of a service closed
     "budget_threshold",  # a share of the month's error budget was used (50/80/100 %)
     "objective_missed",  # the month's availability fell below the objective
+    # Several locations: one location's own outage (the quorum decides outage_opened/closed).
+    "location_outage_opened",
+    "location_outage_closed",
 ]
 Severity: TypeAlias = Literal["P1", "P2", "P3"]
 

@@ -337,3 +337,37 @@ def advisories(verdicts: Iterable[CheckVerdict], window: Interval) -> tuple[Advi
         if accounting.overlaps(o.interval, window)
     ]
     return tuple(sorted(found, key=lambda a: (a.start, a.location, a.check)))
+
+
+# --- telling a quorum outage once ---------------------------------------------------------
+
+TOLD_LEDGER = "quorum"
+"""Where the store keeps the quorum transitions already told (one unique key each)."""
+
+Transition: TypeAlias = Literal["opened", "closed"]
+
+
+def ongoing(verdict: CheckVerdict) -> OutageSpan | None:
+    """The check's quorum outage that is still open, if the check is down now."""
+    return next((o for o in reversed(verdict.outages) if o.open), None)
+
+
+def next_transition(told: Iterable[str], check: str, down: bool) -> tuple[Transition, str] | None:
+    """What to tell about ``check`` now, and the key that makes it told once.
+
+    Several daemons may decide the same transition at once: each claims the
+    key in the store, and only the one whose claim is new tells it. The n-th
+    quorum outage of a check is ``CHECK/opened/n`` then ``CHECK/closed/n``.
+    """
+    prefix = f"{check}/"
+    opened = sum(
+        1 for key in told if key.startswith(prefix) and key[len(prefix) :].startswith("opened/")
+    )
+    closed = sum(
+        1 for key in told if key.startswith(prefix) and key[len(prefix) :].startswith("closed/")
+    )
+    if down and opened == closed:
+        return "opened", f"{check}/opened/{opened + 1}"
+    if not down and opened > closed:
+        return "closed", f"{check}/closed/{opened}"
+    return None

@@ -42,11 +42,16 @@ class Accountant:
         month = accounting.month_of(now, config.timezone)
         prev = previous_month(month)
         figures: dict[str, ServiceSnapshot] = {}
+        where = await self.store.locations()  # once: it is a query
         for service in config.services.values():
             figures[service.name] = ServiceSnapshot(
                 objective=service.policy.objective,
-                month_to_date=await service_month(self.store, service, month, config.timezone, now),
-                previous_month=await service_month(self.store, service, prev, config.timezone, now),
+                month_to_date=await service_month(
+                    self.store, service, month, config.timezone, now, where
+                ),
+                previous_month=await service_month(
+                    self.store, service, prev, config.timezone, now, where
+                ),
             )
         self._figures = figures
         ahead = (now, now + EXCLUSIONS_AHEAD)

@@ -11,6 +11,7 @@ the store (:func:`probed.store.base.open_store`) is the only I/O to the database
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import time
@@ -22,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from probed import config as config_mod
 from probed.api import ApiServer
 from probed.config import Config
+from probed.core import accounting
 from probed.core.events import Event
 from probed.daemon.accountant import Accountant
 from probed.daemon.metrics import Metrics, Snapshot, SpoolCollector
@@ -32,6 +34,7 @@ from probed.daemon.scheduler import Scheduler
 from probed.daemon.sdnotify import Notifier
 from probed.daemon.stalls import StallMeter
 from probed.hooks import BudgetWatch, Dispatcher
+from probed.hooks.quorum import QuorumWatch
 from probed.logs import log
 from probed.store.base import FLUSH_EVERY, StorageError, Store, open_store
 from probed.store.spool import Spool
@@ -45,6 +48,16 @@ STALL_LOGGED = 0.25  # seconds: a loop stall at least this long is logged
 def _log_stall(seconds: float) -> None:
     if seconds >= STALL_LOGGED:
         log.warning("scheduler.loop_stalled", stalled_seconds=round(seconds, 3))
+
+
+def _freeze_heap(*, collect: bool = True) -> None:
+    """Move what startup (or a reload) built - the config, one task and tracker per
+    check - out of the collector's reach: full collections then scan only what tests
+    allocate, not 100 000 checks' worth of long-lived objects. A reload does not
+    collect first (a full collection of 100 000 checks would stall the loop)."""
+    if collect:
+        gc.collect()
+    gc.freeze()
 
 
 def _install_test_stall(loop: asyncio.AbstractEventLoop) -> None:
@@ -79,6 +92,7 @@ class Daemon:
             self.registry,
             lambda: self._scraped,
             per_check_histograms=config.per_check_histograms,
+            location=self.store.location,
         )
         self.registry.register(SpoolCollector(self.spool))
         self._rendering: asyncio.Future[bytes] | None = None
@@ -88,7 +102,15 @@ class Daemon:
         self.dispatcher = Dispatcher(self.store, config.hooks, muted=self._muted)
         self.sinks = [self.dispatcher.submit]
         self.spool.on_written = lambda: self.dispatcher.wake(list(self.dispatcher.slots))
-        self.accountant.on_refresh = BudgetWatch(self.store, self.dispatcher).observe
+        budget = BudgetWatch(self.store, self.dispatcher)
+        self.quorum = self.recorder.quorum = QuorumWatch(self.store, self.dispatcher)
+        self.quorum.on_service = self.recorder.down_clock.set_down  # burn rate: the quorum's
+
+        async def on_refresh(figures: list[accounting.ServiceFigures]) -> None:
+            await budget.observe(figures)
+            await self.quorum.refresh({s.name: s.checks for s in self.config.services.values()})
+
+        self.accountant.on_refresh = on_refresh
         # called after the monitor handled a test, so outage state includes it (the demo's live view)
         self.observers: list[Callable[[str, CheckBase, TestOutcome], None]] = []
         self.stalls = StallMeter(on_beat=self.metrics.loop_lag.observe)
@@ -153,6 +175,7 @@ class Daemon:
         api = ApiServer(self)
         await api.start(self.config.listen_host, self.config.listen_port)
         self.scheduler.set_checks((s.name, c) for s, c in self.config.all_checks())
+        _freeze_heap()
         log.info(
             "daemon.started",
             checks=len(self.recorder.checks),
@@ -263,7 +286,8 @@ class Daemon:
     async def _reload(self) -> tuple[str, ...]:
         """The problems that refused the new config; none when it was applied."""
         try:
-            new = self._located(config_mod.load(self.config_path))
+            # parsed in a worker thread: 100 000 checks take seconds, the loop keeps probing
+            new = self._located(await asyncio.to_thread(config_mod.load, self.config_path))
             if new.location != self.config.location:
                 raise config_mod.ConfigError(["location cannot change on reload; restart probed"])
             if new.storage_url != self.config.storage_url or (
@@ -285,6 +309,7 @@ class Daemon:
         self.config = new
         self.dispatcher.configure(new.hooks)  # hooks
         added, removed = self.scheduler.set_checks((s.name, c) for s, c in new.all_checks())
+        _freeze_heap(collect=False)
         try:
             await self.accountant.refresh(new)
         except StorageError as exc:

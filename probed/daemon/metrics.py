@@ -121,10 +121,14 @@ class Metrics:
         snapshot: Callable[[], Snapshot],
         *,
         per_check_histograms: bool = False,
+        location: str = "",
     ) -> None:
         # *_created series add ~12 % to a 10 000-check scrape and nobody graphs them
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
         self.registry = registry
+        # where this daemon probes from: a label on its per-check state series (several
+        # daemons on one store export the same checks, each from its own location)
+        self._located = f',location="{_label_value(location)}"' if location else ""
         self.checks: dict[tuple[str, str], CheckSeries] = {}
         self.per_check_histograms = per_check_histograms
         # process_* and python_gc_*/python_info, as every Prometheus client exports them
@@ -236,7 +240,7 @@ class Metrics:
         self._duration(service, check, type_)
 
     def _series(self, service: str, check: str, type_: str) -> CheckSeries:
-        labels = check_labels(service, check, type_)
+        labels = check_labels(service, check, type_) + self._located
         series = self.checks.get((service, check))
         if series is None or series.labels != labels:  # new, or its type changed
             series = self.checks[(service, check)] = CheckSeries(labels)

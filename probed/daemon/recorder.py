@@ -20,6 +20,7 @@ from probed.daemon.downclock import DownClock
 from probed.daemon.metrics import Metrics
 from probed.daemon.runner import TestOutcome
 from probed.daemon.scheduler import CheckKey
+from probed.hooks.quorum import QuorumWatch
 from probed.logs import log
 from probed.store.base import FailedTest, Store
 from probes.base import CheckBase, Transcript
@@ -53,6 +54,8 @@ class Recorder:
         self._size: dict[str, int] = {}
         self.changed = asyncio.Event()  # an outage opened or closed: figures are stale
         self._bugs_logged: set[tuple[str, str, str]] = set()  # (service, check, exception type)
+        # several locations: outage and service events follow the quorum (set by the daemon)
+        self.quorum: QuorumWatch | None = None
 
     async def start(self, wanted: Iterable[tuple[str, CheckBase]]) -> None:
         """A new probing session: the store learns it, then the checks are adopted."""
@@ -97,8 +100,11 @@ class Recorder:
         return state
 
     def service_up(self) -> dict[str, bool]:
-        """O(services), from the outage counts."""
+        """O(services), from the outage counts; with several locations, the quorum's."""
         down = self._down
+        watch = self.quorum if self.quorum is not None and self.quorum.active else None
+        if watch is not None:  # the quorum's verdict, the same from every daemon
+            return {service: watch.service_up(service) for service in list(self._size)}
         return {service: not down.get(service, 0) for service in list(self._size)}
 
     def in_outage(self) -> int:
@@ -155,7 +161,7 @@ class Recorder:
             )
             self.metrics.set_check_up(service, check.name, check.type, not state.tracker.in_outage)
         is_up = self._down.get(service, 0) == 0
-        if was_up != is_up:
+        if was_up != is_up and not await self._shared(check):  # else the quorum decides
             self.down_clock.set_down(service, not is_up)
             await self._service_changed(service, is_up, outcome.started_at)
 
@@ -234,6 +240,9 @@ class Recorder:
             await self.store.update_outage(run.outage_id or 0, run)
             return  # an open outage's growth is picked up by the periodic refresh
         self.changed.set()
+        if await self._shared(state.check):
+            await self._located(service, state, change, run)
+            return
         name = state.check.name
         event = Event(
             "outage_opened",
@@ -274,6 +283,43 @@ class Recorder:
                 summary=f"{service}/{name} is up again after {downtime:.0f}s of downtime",
             )
         )
+
+    async def _shared(self, check: CheckBase) -> bool:
+        return self.quorum is not None and await self.quorum.shared(check)
+
+    async def _located(
+        self, service: str, state: CheckState, change: OutageChange, run: FailureRun
+    ) -> None:
+        """This location's own outage (P3), then the quorum's verdict, told once."""
+        assert self.quorum is not None
+        name, where = state.check.name, self.store.location
+        closed = change.kind == "closed"
+        downtime = run.last_at - run.first_at
+        log.info(
+            f"location_outage.{change.kind}",
+            service=service,
+            check=name,
+            location=where,
+            reasons=list(run.reasons),
+        )
+        await self.emit(
+            Event(
+                "location_outage_closed" if closed else "location_outage_opened",
+                service,
+                change.at,
+                check=name,
+                severity="P3",
+                outage_id=run.outage_id,
+                start=run.first_at,
+                end=run.last_at,
+                failed_tests=run.count,
+                downtime_seconds=downtime if closed else None,
+                reasons=run.reasons,
+                summary=f"{service}/{name} is {'up again' if closed else 'down'} at {where}",
+                extra={"location": where},
+            )
+        )
+        await self.quorum.observe(service, state.check, change.at)
 
     def _severity(self, service: str) -> Severity:
         """P1 (global) when a majority of the service's checks are down, else P2 (isolated)."""

@@ -32,11 +32,13 @@ _ALERTNAMES: dict[EventKind, str] = {
     "service_up": "ProbedEventServiceDown",
     "budget_threshold": "ProbedEventBudgetUsed",
     "objective_missed": "ProbedEventObjectiveMissed",
+    "location_outage_opened": "ProbedEventLocationCheckDown",
+    "location_outage_closed": "ProbedEventLocationCheckDown",
 }
 SEVERITY = "ticket"
 SOURCE = "probed"
-_FIRING = frozenset({"outage_opened", "outage_extended", "service_down"})
-_RESOLVING = frozenset({"outage_closed", "service_up"})
+_FIRING = frozenset({"outage_opened", "outage_extended", "service_down", "location_outage_opened"})
+_RESOLVING = frozenset({"outage_closed", "service_up", "location_outage_closed"})
 RESEND_HORIZON = 4  # firing alerts expire after this many missed resends
 Key: TypeAlias = tuple[str, str, str]  # alertname, service, check
 Alert: TypeAlias = dict[str, Any]
@@ -73,7 +75,10 @@ class Alertmanager:
 
     def _alert(self, event: Event) -> tuple[Key, Alert]:
         name = _ALERTNAMES[event.kind]
-        key: Key = (name, event.service, event.check or "")
+        location = event.extra.get("location")
+        # one alert per location for a location's own outage, one for the check otherwise
+        where = f"{event.check or ''}@{location}" if location else event.check or ""
+        key: Key = (name, event.service, where)
         remembered = self.active.get(key)
         labels = {
             "alertname": name,
@@ -84,6 +89,8 @@ class Alertmanager:
         }
         if event.check:
             labels["check"] = event.check
+        if location and event.kind.startswith("location_"):
+            labels["location"] = str(location)
         if event.kind == "budget_threshold":
             labels["threshold"] = str(event.extra.get("threshold_percent"))
         if remembered is not None:

@@ -2,27 +2,90 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+
 from probed.config import Config, Service
-from probed.core import accounting
+from probed.core import accounting, quorum
 from probed.core.maintenance import expand
 from probed.store.base import Store
 
 
 async def service_month(
-    store: Store, service: Service, month: str, tz: str, now: float
+    store: Store,
+    service: Service,
+    month: str,
+    tz: str,
+    now: float,
+    locations: Sequence[str] | None = None,
 ) -> accounting.ServiceFigures:
+    """The month's billed figures: every location's outages and coverage combined by each
+    check's quorum (docs/sla-rules.md, "Several locations"); with one location and
+    quorum 1 these are exactly the single-location figures.
+
+    ``locations``: every location in the store, when the caller already asked for it.
+    """
     window = accounting.month_period(month, tz)
-    return accounting.service_figures(
+    outages = await store.outages(service.name, window)
+    names = set(await store.locations() if locations is None else locations)
+    names.add(store.location)  # its own tests may not be flushed yet
+    coverage = await _coverage(
+        store, service.name, window, now, names | {o.location for o in outages}
+    )
+    return quorum.service_figures(
         service=service.name,
         policy=service.policy,
         month=month,
         tz=tz,
-        outages=await store.outages(service.name, window),
+        checks=check_records(service, outages, coverage),
         exclusions=await service_exclusions(store, service, tz, window),
-        coverage=await store.coverage(service.name, window, now),
         first_test_at=await store.first_test_at(service.name),
         now=now,
     )
+
+
+async def _coverage(
+    store: Store, service: str, window: accounting.Interval, now: float, names: Iterable[str]
+) -> dict[str, list[accounting.Interval]]:
+    """Each location's coverage of the service, as few disjoint intervals; locations that
+    never tested the service in the window are left out.
+
+    A location's coverage of a check is its coverage of the service: one daemon tests
+    all of a service's checks, so their segments differ by less than one interval.
+    """
+    found: dict[str, list[accounting.Interval]] = {}
+    for name in sorted(names):
+        spans = accounting.union(await store.coverage(service, window, now, location=name))
+        if spans:
+            found[name] = spans
+    return found
+
+
+def check_records(
+    service: Service,
+    outages: Iterable[accounting.OutageSpan],
+    coverage: Mapping[str, Sequence[accounting.Interval]],
+) -> list[quorum.CheckRecords]:
+    """Per check, every location's outages and coverage, with the check's quorum. Checks
+    no longer configured keep the single-location rule (quorum 1)."""
+    by_check: dict[str, dict[str, list[accounting.OutageSpan]]] = {}
+    for o in outages:
+        by_check.setdefault(o.check, {}).setdefault(o.location, []).append(o)
+    quorums: dict[str, quorum.Quorum] = {c.name: c.quorum for c in service.checks}
+    # A service that lists no check here still had its tests' coverage (quorum 1).
+    names = [*quorums, *sorted(set(by_check) - set(quorums))] or [""]
+    where = sorted(set(coverage) | {loc for seen in by_check.values() for loc in seen})
+    covered = {loc: tuple(coverage.get(loc, ())) for loc in where}
+    return [
+        quorum.CheckRecords(
+            name,
+            quorums.get(name, 1),
+            tuple(
+                quorum.LocationRecord(loc, tuple(by_check.get(name, {}).get(loc, ())), covered[loc])
+                for loc in where
+            ),
+        )
+        for name in names
+    ]
 
 
 async def service_exclusions(
@@ -38,8 +101,9 @@ async def month_report(
     store: Store, config: Config, month: str, now: float, only: str | None = None
 ) -> list[accounting.ServiceFigures]:
     """Figures of every configured service (or ``only``) for one month."""
+    locations = await store.locations()
     return [
-        await service_month(store, service, month, config.timezone, now)
+        await service_month(store, service, month, config.timezone, now, locations)
         for name, service in config.services.items()
         if only is None or name == only
     ]

@@ -36,6 +36,10 @@ class Evidence:
     concurrent: tuple[OutageSpan, ...]
     exclusions: tuple[ExclusionSpan, ...]
     months: tuple[accounting.ServiceFigures, ...] = ()  # the billing months it touches
+    # Several locations: the location outages that agreed on this quorum outage (empty
+    # with one location), and whether it was billed at all (False: an advisory).
+    locations: tuple[OutageSpan, ...] = ()
+    billed: bool = True
 
 
 async def incident_evidence(
@@ -59,6 +63,11 @@ async def incident_evidence(
     excluded = accounting.total(accounting.intersection([window], live))
     concurrent = [o for o in await store.outages(service, around) if o.id != span.id]
     tests = (await store.failed_tests(service, span.check, window))[:MAX_FAILED_TESTS]
+    months = (
+        () if configured is None else await _months(store, configured, config.timezone, span, now)
+    )
+    if any(f.locations or f.advisories for f in months):
+        return await _quorum_evidence(store, service, span, months, exclusions, concurrent)
     return Evidence(
         service=service,
         outage=span,
@@ -68,9 +77,44 @@ async def incident_evidence(
         failed_tests=tuple(tests),
         concurrent=tuple(concurrent),
         exclusions=tuple(sorted(exclusions, key=lambda x: (x.start, x.id))),
-        months=()
-        if configured is None
-        else await _months(store, configured, config.timezone, span, now),
+        months=months,
+    )
+
+
+async def _quorum_evidence(
+    store: Store,
+    service: str,
+    span: OutageSpan,
+    months: tuple[accounting.ServiceFigures, ...],
+    exclusions: list[ExclusionSpan],
+    concurrent: list[OutageSpan],
+) -> Evidence:
+    """Several locations: the billed quorum outage this location outage took part in, with
+    every agreeing location's failed tests; or, when it never reached the quorum, the
+    location outage itself as an advisory that bills nothing."""
+    rows = [r for f in months for r in f.outages if any(m.id == span.id for m in r.span.members)]
+    outage = rows[0].span if rows else span
+    members = outage.members if rows else (span,)
+    tests: list[FailedTest] = []
+    for m in members:
+        tests += await store.failed_tests(service, m.check, m.interval, location=m.location)
+    closing = [
+        await store.outage(m.id) for m in members if m.id is not None and m.end == outage.end
+    ]
+    return Evidence(
+        service=service,
+        outage=outage,
+        closed_at=None
+        if outage.open
+        else max((c.closed_at or 0.0 for c in closing if c), default=None),
+        downtime_seconds=sum(r.downtime_seconds for r in rows),
+        excluded_seconds=sum(r.excluded_seconds for r in rows),
+        failed_tests=tuple(sorted(tests, key=lambda t: (t.at, t.location))[:MAX_FAILED_TESTS]),
+        concurrent=tuple(c for c in concurrent if c.check != span.check),
+        exclusions=tuple(sorted(exclusions, key=lambda x: (x.start, x.id))),
+        months=months,
+        locations=members,
+        billed=bool(rows),
     )
 
 
@@ -128,10 +172,16 @@ def to_json_dict(e: Evidence) -> dict[str, object]:
             for c in e.concurrent
         ],
         "tests": [
-            {"at": iso(t.at), "duration_seconds": round(t.duration, 3), "reason": t.reason}
+            {
+                "at": iso(t.at),
+                **({"location": t.location} if e.locations else {}),
+                "duration_seconds": round(t.duration, 3),
+                "reason": t.reason,
+            }
             for t in e.failed_tests
         ],
         "exclusions": [exclusion_json(x) for x in e.exclusions],
+        **_locations_json(e),
         "billing_months": [
             {
                 "month": f.month,
@@ -146,6 +196,44 @@ def to_json_dict(e: Evidence) -> dict[str, object]:
     }
 
 
+def _locations_json(e: Evidence) -> dict[str, object]:
+    if not e.locations:
+        return {}
+    return {
+        "billed": e.billed,
+        "locations": sorted({m.location for m in e.locations}),
+        "location_outages": [
+            {
+                "location": m.location,
+                "incident": m.id,
+                "start": iso(m.start),
+                "end": None if m.open else iso(m.end),
+                "failed_tests": m.failed_tests,
+            }
+            for m in e.locations
+        ],
+    }
+
+
+def _where(e: Evidence) -> list[str]:
+    """Text lines: who agreed, or why nothing is billed."""
+    if not e.locations:
+        return []
+    own = "; ".join(
+        f"{m.location} {iso(m.start)} → {'open' if m.open else iso(m.end)}" for m in e.locations
+    )
+    if not e.billed:
+        return [
+            f"  NOT BILLED: location {e.locations[0].location}'s outage never reached the quorum",
+            f"  location outage: {own}",
+        ]
+    return [f"  locations agreeing: {own}"]
+
+
+def _tested_at(e: Evidence, t: FailedTest) -> str:
+    return f"{t.location}  " if e.locations else ""
+
+
 def _text(e: Evidence) -> str:
     o = e.outage
     lines = [
@@ -156,9 +244,13 @@ def _text(e: Evidence) -> str:
         f"  downtime  {e.downtime_seconds:.1f} s ({e.downtime_seconds / 60:.2f} min),"
         f" excluded {e.excluded_seconds:.1f} s, {o.failed_tests} failed tests",
         f"  checks affected: {', '.join(sorted({o.check, *(c.check for c in e.concurrent)}))}",
+        *_where(e),
         *("  {}: {}".format(*_sla(f)) for f in e.months),
         "  failed tests:",
-        *(f"    {iso(t.at)}  {t.duration * 1000:7.1f} ms  {t.reason}" for t in e.failed_tests),
+        *(
+            f"    {iso(t.at)}  {_tested_at(e, t)}{t.duration * 1000:7.1f} ms  {t.reason}"
+            for t in e.failed_tests
+        ),
     ]
     if e.exclusions:
         lines.append("  overlapping exclusions:")
@@ -192,6 +284,7 @@ def _markdown(e: Evidence) -> str:
         f"- **Downtime:** {e.downtime_seconds / 60:.2f} minutes ({o.failed_tests} consecutive failed tests)\n"
         f"- **Excluded:** {e.excluded_seconds:.1f} s\n"
         f"- **Summary:** {'; '.join(o.reasons) or 'failed tests'}\n"
+        + "".join(f"- {line.strip()}\n" for line in _where(e))
         + "".join("- **{}:** {}\n".format(*_sla(f)) for f in e.months)
         + "\n"
         f"| test started (UTC) | duration | reason |\n|---|---|---|\n{rows}\n\n"
