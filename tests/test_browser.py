@@ -340,6 +340,9 @@ def watch_status_page(browser: Browser, url: str, shot: Path, take_down: Callabl
             )
         ],
         "tip_visible": tip.is_displayed(),
+        "other_tip_hidden": browser.js(  # the stylesheet served by probed is applied
+            "return getComputedStyle(document.querySelector('.day .tip')).display === 'none'"
+        ),
         "tip": tip.text,
         "axe": browser.axe_violations(),
     }
@@ -425,7 +428,7 @@ async def test_status_page_and_badge_in_chromium(tmp_path: Path) -> None:
     assert live["took"] < 10
     assert live["overall"] == "Partial outage"
     assert any(text.startswith("Ongoing api down since") for text in live["ongoing"])
-    assert live["tip_visible"] and "available" in live["tip"]
+    assert live["tip_visible"] and "available" in live["tip"] and live["other_tip_hidden"]
     assert live["axe"] == [] and live["axe_dark"] == []
     assert no_js["states"] == {"web": "P2", "shop": "up"}
     assert no_js["days"] == 90 and no_js["overall"] == "Partial outage"
