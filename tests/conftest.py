@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 import trustme
 
-pytest_plugins: list[str] = ["tests.mailservers", "tests.store_engines"]
+pytest_plugins: list[str] = [
+    "tests.mailservers",
+    "tests.pgcluster",
+    "tests.store_engines",
+    "tests.daemon_storage",
+]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
