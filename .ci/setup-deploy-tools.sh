@@ -3,6 +3,7 @@
 #   promtool        (package prometheus)              - rule/config/metrics checks
 #   amtool          (package prometheus-alertmanager) - alertmanager example check
 #   systemd-analyze (package systemd)                 - unit file verification
+#   libfaketime     (package faketime)                - clock-step tests of the daemon
 #
 # Idempotent: packages already present are not reinstalled, and a second run
 # does nothing but checks. Debian's postinst scripts would start the
@@ -12,7 +13,7 @@
 # up is stopped and disabled afterwards.
 set -eu
 
-PACKAGES="prometheus prometheus-alertmanager systemd"
+PACKAGES="prometheus prometheus-alertmanager systemd faketime"
 POLICY=/usr/sbin/policy-rc.d
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -22,6 +22,8 @@ from probed.exclusions import (
     resolve,
     to_json,
 )
+from probed.hooks.base import Envelope
+from probed.httplog import BadRequestLog
 from probed.logs import log
 from probed.reports.figures import month_report
 from probed.reports.html import gather_extras, render_html
@@ -57,7 +59,7 @@ class ApiServer:
             ]
         )
         StatusRoutes(daemon).install(self.app)  # /status, /badge: the published face
-        self.runner = web.AppRunner(self.app, access_log=None)
+        self.runner = web.AppRunner(self.app, access_log=None, logger=BadRequestLog())
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
@@ -149,7 +151,34 @@ class ApiServer:
                     "open_outages": outages,
                 }
             )
-        return web.json_response({"generated_at": iso(time.time()), "services": services})
+        hooks = await self._hooks_status()
+        return web.json_response(
+            {"generated_at": iso(time.time()), "services": services, "hooks": hooks}
+        )
+
+    async def _hooks_status(self) -> list[dict[str, Any]]:
+        """Per hook: events waiting, and the latest dead letters with their reasons."""
+        store = self.daemon.store
+        waiting = await store.undelivered()
+        dead: dict[str, list[dict[str, Any]]] = {}
+        for letter in await store.dead_letters():
+            event = Envelope.loads(letter.payload).event
+            dead.setdefault(letter.hook, []).append(
+                {
+                    "id": letter.id,
+                    "kind": event.kind,
+                    "service": event.service,
+                    "created_at": iso(letter.created_at),
+                    "dead_at": iso(letter.dead_at),
+                    "attempts": letter.attempts,
+                    "reason": letter.reason,
+                }
+            )
+        names = [*(h.name for h in self.daemon.config.hooks), *sorted(set(dead) | set(waiting))]
+        return [
+            {"hook": name, "undelivered": waiting.get(name, 0), "dead_letters": dead.get(name, [])}
+            for name in dict.fromkeys(names)
+        ]
 
     async def report(self, request: web.Request) -> web.Response:
         d = self.daemon

@@ -393,10 +393,18 @@ def exclude_list(config_path: str, month: str | None, revoked: bool, fmt: str) -
 @click.option("--by", default=None)
 def exclude_revoke(config_path: str, exclusion_id: int, reason: str, by: str | None) -> None:
     """Revoke an exclusion (it is kept, marked revoked)."""
+    from pydantic import ValidationError
+
+    from probed.exclusions import RevokeRequest, from_validation_error
     from probed.store.base import AlreadyRevoked, UnknownExclusion
 
-    config = _load(config_path, secrets=False)
     author = _author(by)
+    try:
+        RevokeRequest(reason=reason, by=author)
+    except ValidationError as exc:
+        refused = from_validation_error(exc)
+        _fail(f"--{refused.field}: {refused.message}", 2)
+    config = _load(config_path, secrets=False)
     try:
         _with_store(
             config,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import unicodedata
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from probed.config import Config
 from probed.core.accounting import ExclusionSpan
@@ -12,6 +13,20 @@ from probed.core.times import iso, parse_time
 
 Kind = Literal["dos", "maintenance", "other"]
 MAX_WINDOW = 366 * 86400.0
+# Bidirectional overrides reorder what a terminal shows ("Trojan Source").
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _printable(value: str) -> str:
+    """Reports print ``reason`` and ``by`` on terminals and in Markdown: an ESC, a CR/LF
+    or a NUL there could forge report lines, so they are refused, never stored."""
+    for ch in value:
+        if unicodedata.category(ch) == "Cc" or ch in _BIDI:
+            raise ValueError(f"must not contain control characters (found U+{ord(ch):04X})")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_printable)]
 
 
 class ExclusionRequest(BaseModel):
@@ -21,15 +36,15 @@ class ExclusionRequest(BaseModel):
     start: str = Field(min_length=1, max_length=64)
     end: str = Field(min_length=1, max_length=64)
     kind: Kind
-    reason: str = Field(min_length=1, max_length=2000)
-    by: str = Field(min_length=1, max_length=200)
+    reason: Text = Field(min_length=1, max_length=2000)
+    by: Text = Field(min_length=1, max_length=200)
 
 
 class RevokeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    reason: str = Field(min_length=1, max_length=2000)
-    by: str = Field(default="api", min_length=1, max_length=200)
+    reason: Text = Field(min_length=1, max_length=2000)
+    by: Text = Field(default="api", min_length=1, max_length=200)
 
 
 class InvalidRequest(ValueError):

@@ -37,6 +37,20 @@ def configure(fmt: LogFormat = "auto", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    # Libraries log through the standard library: one structlog line each, never the
+    # multi-line text that Python's last-resort handler would print into a JSON log.
+    logging.basicConfig(handlers=[_ToStructlog()], level=logging.WARNING, force=True)
+
+
+class _ToStructlog(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        method = log.error if record.levelno >= logging.ERROR else log.warning
+        method(
+            "library.log",
+            logger=record.name,
+            message=record.getMessage().splitlines()[0][:300] if record.msg else "",
+            exc_info=record.exc_info if record.exc_info and record.exc_info[0] else None,
+        )
 
 
 log = structlog.get_logger("probed")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import Literal, TypeVar
 
 from aioimaplib import (
@@ -46,6 +46,10 @@ from probes.base import (
 
 MAX_LINE = 64 * 1024  # any line without its literals; RFC 7162 asks clients to accept 8 KiB
 MAX_SESSION = 8 * 1024 * 1024  # all bytes of one session: headers and search results are small
+MAX_LINES = 10_000  # lines of one session: a few dozen per command, ~500 for a long mailflow poll
+# aioimaplib parses a chunk with one recursive call per line: it is fed at most
+# this many lines at a time, so no server can make it recurse out of the stack.
+LINES_PER_FEED = 64
 # Dovecot ends its answers with timings, "(0.001 + 0.000 secs).": dropped from
 # reasons, or every failed test would have a reason of its own.
 _TIMINGS = re.compile(r"\s*\(\d+\.\d+(?: \+ \d+\.\d+)* secs\)\.?$")
@@ -86,6 +90,7 @@ class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]  # aioimaplib ships 
         self.broken = asyncio.Event()
         self.error: ProbeFailure | None = None
         self.received = 0
+        self.lines = 0
         self.tls_tag: bytes | None = None  # STARTTLS's tag, while its answer is awaited
 
     def fail(self, error: ProbeFailure) -> None:
@@ -97,10 +102,18 @@ class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]  # aioimaplib ships 
 
     def data_received(self, d: bytes) -> None:
         self.received += len(d)
+        self.lines += d.count(b"\n")
         try:
             if self.received > MAX_SESSION:
-                raise ProbeFailure(f"IMAP {self.step}: server sent over {MAX_SESSION} bytes")
-            super().data_received(d)
+                raise ProbeFailure(
+                    f"IMAP {self.step}: response too large (over {MAX_SESSION} bytes)"
+                )
+            if self.lines > MAX_LINES:
+                raise ProbeFailure(f"IMAP {self.step}: response too large (over {MAX_LINES} lines)")
+            for piece in _pieces(d, LINES_PER_FEED):
+                super().data_received(piece)
+                if self.error is not None:
+                    return
             if len(self.incomplete_line) > MAX_LINE:
                 raise ProbeFailure(f"IMAP {self.step}: line longer than {MAX_LINE} bytes")
         except ProbeFailure as failure:
@@ -142,6 +155,19 @@ class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]  # aioimaplib ships 
             self.fail(ProbeFailure(f"IMAP greeting: {text[2:]}"))
         else:
             self.fail(ProbeFailure(f"IMAP greeting: expected * OK, got {text[:80]!r}"))
+
+
+def _pieces(data: bytes, lines: int) -> Iterator[bytes]:
+    """``data`` cut after every ``lines``-th newline (the last piece may hold fewer)."""
+    start = end = 0
+    while start < len(data):
+        for _ in range(lines):
+            end = data.find(b"\n", end) + 1
+            if end == 0:
+                end = len(data)
+                break
+        yield data[start:end]
+        start = end
 
 
 class ImapSession:

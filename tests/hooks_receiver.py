@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,12 +33,20 @@ class Receiver:
     port: int = 0
     status: int = 200
     requests: list[Received] = field(default_factory=list)
+    # per request: a status to refuse this body with (None: accept it); seen lists them all
+    refuse: Callable[[Any], int | None] | None = None
+    seen: list[Any] = field(default_factory=list)
     _runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         if self.status != 200:
             return web.Response(status=self.status, text="receiver is down for maintenance")
+        if self.refuse is not None:
+            self.seen.append(json.loads(body))
+            status = self.refuse(self.seen[-1])
+            if status is not None:
+                return web.Response(status=status, text="no such tenant")
         self.requests.append(Received(request.path, dict(request.headers), body))
         return web.Response(text="ok")
 

@@ -341,17 +341,41 @@ def test_first_test_before_the_month_gives_a_whole_period() -> None:
     assert figures.period_seconds == OCTOBER_2026
 
 
-def test_service_never_tested_has_an_empty_period_and_full_availability() -> None:
+def test_service_never_tested_has_no_figures_not_full_availability() -> None:
     figures = october(first_test_at=None)
     assert figures.period_seconds == 0.0
-    assert figures.availability == 1.0
     assert figures.partial
-    assert figures.met
+    assert (figures.availability, figures.met, figures.below_minimum) == (None, None, None)
+    assert (figures.credit_percent, figures.status) == (None, "no data")
 
 
-def test_service_first_tested_after_the_month_has_an_empty_period() -> None:
+def test_service_first_tested_after_the_month_has_no_figures() -> None:
     figures = october(first_test_at=at("2026-11-03 00:00"))
-    assert (figures.period_seconds, figures.availability, figures.partial) == (0.0, 1.0, True)
+    assert (figures.period_seconds, figures.availability, figures.partial) == (0.0, None, True)
+    assert figures.status == "no data"
+
+
+def test_a_month_the_daemon_was_stopped_throughout_has_no_figures() -> None:
+    # Tested in September and again in November: October's 744 hours are all unmonitored.
+    coverage = [
+        (at("2026-09-01 00:00"), at("2026-10-01 00:00")),
+        (at("2026-11-01 00:00"), at("2026-12-01 00:00")),
+    ]
+    figures = october(first_test_at=at("2026-09-01 00:00"), coverage=coverage)
+    assert (figures.period_seconds, figures.unmonitored_seconds) == (OCTOBER_2026, OCTOBER_2026)
+    assert (figures.availability, figures.status, figures.credit_percent) == (None, "no data", None)
+
+
+def test_an_outage_reaching_across_a_stopped_month_is_still_billed() -> None:
+    # Failing on Sep 30 and again on Nov 1 with the daemon stopped in between: a gap
+    # does not end a failure run, so October is down throughout, not "no data".
+    coverage = [
+        (at("2026-09-01 00:00"), at("2026-10-01 00:00")),
+        (at("2026-11-01 00:00"), at("2026-12-01 00:00")),
+    ]
+    down = outage("pop3", "2026-09-30 23:00", "2026-11-01 00:05")
+    figures = october([down], first_test_at=at("2026-09-01 00:00"), coverage=coverage)
+    assert (figures.availability, figures.met, figures.credit_percent) == (0.0, False, 10.0)
 
 
 def test_current_month_period_ends_now() -> None:
@@ -559,9 +583,22 @@ def test_combine_accepts_months_in_any_order() -> None:
     assert (totals.first_month, totals.last_month) == ("2026-10", "2026-12")
 
 
-def test_combine_of_months_without_tests_is_fully_available() -> None:
+def test_combine_of_months_without_tests_has_no_figures() -> None:
     totals = combine([october(first_test_at=None), october(first_test_at=None, month="2026-11")])
-    assert (totals.period_seconds, totals.availability, totals.partial) == (0.0, 1.0, True)
+    assert (totals.period_seconds, totals.availability, totals.partial) == (0.0, None, True)
+    assert (totals.met, totals.status) == (None, "no data")
+
+
+def test_a_month_without_tests_adds_no_period_to_a_range() -> None:
+    # November measured (30 days, 1 hour down), October not: the range is November's figure.
+    coverage = [(at("2026-11-01 00:00"), at("2026-12-01 00:00"))]
+    down = outage("pop3", "2026-11-10 10:00", "2026-11-10 11:00")
+    oct_ = october([down], first_test_at=at("2026-09-01 00:00"), coverage=coverage)
+    nov = october([down], first_test_at=at("2026-09-01 00:00"), coverage=coverage, month="2026-11")
+    totals = combine([oct_, nov])
+    assert oct_.availability is None
+    assert totals.period_seconds == 30 * 86400
+    assert totals.availability == nov.availability == 1 - 3600 / (30 * 86400)
 
 
 def test_combine_refuses_mixed_services() -> None:

@@ -98,7 +98,7 @@ def figures_for(
     exclusions: Sequence[ExclusionSpan] = (),
     *,
     excluded_time: ExcludedTime = "not_downtime",
-    coverage: Sequence[Interval] = (),
+    coverage: Sequence[Interval] = ((LOW, NOW),),  # monitored throughout unless told
     first_test_at: float | None = LOW,
     now: float = NOW,
 ) -> ServiceFigures:
@@ -186,7 +186,11 @@ def test_availability_stays_between_zero_and_one(
     excluded_time: ExcludedTime,
 ) -> None:
     figures = figures_for(month, outages, exclusions, excluded_time=excluded_time)
-    assert 0.0 <= figures.availability <= 1.0
+    if figures.period_seconds > 0:
+        assert figures.availability is not None
+        assert 0.0 <= figures.availability <= 1.0
+    else:  # all of it excluded under not_counted: nothing measured, no figure
+        assert (figures.availability, figures.met, figures.status) == (None, None, "no data")
     assert 0.0 <= figures.downtime_seconds <= figures.period_seconds
 
 
@@ -214,7 +218,33 @@ def test_an_exclusion_never_lowers_availability_when_the_period_stays_whole(
     added = ExclusionSpan(99, "*", extra[0], extra[1], "maintenance", "window", "ops", LOW)
     before = figures_for(month, outages, exclusions)
     after = figures_for(month, outages, [*exclusions, added])
+    assert before.availability is not None and after.availability is not None
     assert after.availability >= before.availability
+
+
+@given(outage_histories(), exclusion_sets(), st.sampled_from(MONTHS), intervals(), policies)
+def test_a_month_without_tests_has_no_figures_never_a_full_availability(
+    outages: list[OutageSpan],
+    exclusions: list[ExclusionSpan],
+    month: str,
+    tested: Interval,
+    excluded_time: ExcludedTime,
+) -> None:
+    # Tested only in ``tested``, with the outages that fall inside it: a month that
+    # neither ``tested`` nor an outage reaches has no figure at all.
+    inside = [o for o in outages if tested[0] <= o.start and o.end <= tested[1]]
+    figures = figures_for(month, inside, exclusions, excluded_time=excluded_time, coverage=[tested])
+    start, end = month_period(month, "UTC")
+    reached = min(tested[1], end) > max(tested[0], start) or any(
+        min(o.end, end) > max(o.start, start) for o in inside
+    )
+    if not reached or figures.period_seconds == 0:
+        assert figures.availability is None
+        assert (figures.met, figures.below_minimum, figures.credit_percent) == (None, None, None)
+        assert figures.status == "no data"
+    else:
+        assert figures.availability is not None and figures.status != "no data"
+    assert (figures.availability is None) == (figures.met is None)
 
 
 @given(outage_histories(), exclusion_sets(), st.sampled_from(MONTHS), policies)

@@ -381,7 +381,9 @@ CONTRACT_EXAMPLE = json.loads("""
                 "downtime_seconds": 180.0, "excluded_seconds": 0.0,
                 "reasons": ["connection refused"]}]}]}
 """)
-NULLABLE = {"minimum", "end"}  # the contract: "end is null for an open outage"
+# the contract: "end is null for an open outage"; availability, met (and so the credit)
+# are null for a month without tests ("status": "no data")
+NULLABLE = {"minimum", "end", "availability", "met", "credit_percent"}
 
 
 def assert_contract_shape(actual: Any, example: Any, path: str = "") -> None:
@@ -508,6 +510,8 @@ async def _check_range_reports(config: Path, month: str) -> None:
         )
     totals = {t["service"]: t for t in document["totals"]}
     assert set(totals) == {"web", "static"}
+    assert {s["status"] for s in document["months"][0]["services"]} == {"no data"}
+    assert "no data" not in {s["status"] for s in document["months"][1]["services"]}
     current = {s["service"]: s for s in document["months"][1]["services"]}
     for name, t in totals.items():
         assert t["months"] == 2 and t["partial"] is True

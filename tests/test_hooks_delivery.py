@@ -53,7 +53,7 @@ async def dispatching(
 ) -> AsyncIterator[Dispatcher]:
     store = await open_store(db)
     extra: dict[str, Any] = {"clock": clock} if clock else {}
-    dispatcher = Dispatcher(store, hooks, **FAST, **extra)
+    dispatcher = Dispatcher(store, hooks, **FAST, **extra, jitter=lambda: 1.0)
     await dispatcher.start()
     try:
         yield dispatcher

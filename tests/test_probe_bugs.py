@@ -70,7 +70,7 @@ async def test_a_probe_bug_is_logged_once_counted_and_never_billed(tmp_path: Pat
     (tmp_path / "inject").mkdir()
     (tmp_path / "inject" / "sitecustomize.py").write_text(SITECUSTOMIZE)
     async with ScriptedHTTP() as http:
-        config = http_config(tmp_path, http.port, ["site", "buggy"], interval=0.2)
+        config = http_config(tmp_path, http.port, ["buggy"], interval=0.2)
         env = {"PYTHONPATH": f"{tmp_path / 'inject'}:{':'.join(sys.path)}"}
         daemon = await DaemonProcess(config, env=env).start()
         try:
@@ -96,7 +96,7 @@ async def test_a_probe_bug_is_logged_once_counted_and_never_billed(tmp_path: Pat
     assert not daemon.events("probe.failed") and not daemon.events("outage.opened")
     [web] = report["services"]
     assert (web["downtime_seconds"], web["outages"]) == (0.0, [])
-    buggy = next(c for c in status["services"][0]["checks"] if c["check"] == "buggy")
+    [buggy] = status["services"][0]["checks"]
     assert (buggy["state"], buggy["failed_tests"]) == ("up", 0)
     assert fails == 0
     assert all(json.dumps(e) for e in daemon.log)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from probed.daemon.runner import TestOutcome, run_test
 from probes import REGISTRY
 from probes.base import Transcript
-from probes.imap import MAX_LINE, PROBE, ImapCheck
+from probes.imap import MAX_LINE, MAX_LINES, MAX_SESSION, PROBE, ImapCheck
 from tests.fakeservers import (
     HugeLine,
     LoopbackPKI,
@@ -227,6 +227,35 @@ async def test_ten_megabyte_line_is_cut_short(secret: str) -> None:
     assert outcome.duration < TIMEOUT / 2  # cut at the limit, not at the deadline
     assert huge.sent < huge.size  # the probe hung up before the end of the line
     assert peak < 2 * 1024 * 1024, f"peak {peak} bytes"
+
+
+async def test_thousands_of_lines_in_one_answer_parse_without_recursing(secret: str) -> None:
+    # aioimaplib recursed once per line of a chunk: 5 000 short lines used to end in
+    # "maximum recursion depth exceeded" and coroutines that were never awaited.
+    lines = b"".join(b"* %d RECENT\r\n" % i for i in range(5_000))
+    server = FakeImap(EXAMINE=lines + b"* 0 EXISTS\r\n{tag} OK [READ-ONLY] done")
+    async with fake_server(server) as port:
+        outcome, _ = await run(imap_check(port=port, username="u", password_file=secret))
+    assert outcome.ok, outcome.result.reason
+    assert outcome.result.details["exists"] == 0
+
+
+async def test_too_many_lines_is_a_response_too_large(secret: str) -> None:
+    lines = b"* 1 RECENT\r\n" * (MAX_LINES + 10)
+    outcome = await fault(FakeImap(EXAMINE=lines + b"{tag} OK done"), password_file=secret)
+    assert outcome.result.reason == f"IMAP EXAMINE: response too large (over {MAX_LINES} lines)"
+
+
+async def test_a_literal_beyond_the_session_bound_is_a_response_too_large(secret: str) -> None:
+    huge = HugeLine(3 * MAX_SESSION, prefix=b"* 1 FETCH (BODY[HEADER] {%d}\r\n" % (4 * MAX_SESSION))
+
+    async def fetch(tag: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await huge(reader, writer)
+
+    server = FakeImap(EXAMINE=b"* 1 EXISTS\r\n{tag} OK done", FETCH=fetch)
+    outcome = await fault(server, password_file=secret)
+    assert outcome.result.reason == f"IMAP FETCH: response too large (over {MAX_SESSION} bytes)"
+    assert huge.sent < huge.size
 
 
 async def test_connection_refused(secret: str) -> None:

@@ -225,3 +225,21 @@ def test_incident_page_lists_every_failed_test_escaped() -> None:
     marks = [c for c in doc.iter(SVG + "circle") if c.get("class") == "mark"]
     assert len(marks) == 61
     assert doc.find(".//dd[@data-field='downtime_seconds']").get("data-value") == "1800.0"
+
+
+def test_several_locations_show_who_agreed_and_the_evidence_tables() -> None:
+    from tests.test_report_locations import WORKED, report
+
+    page = render_html(report(WORKED), {})
+    parse_strict(page)
+    doc = html5lib.parse(page, namespaceHTMLElements=False)
+    captions = [c.text for c in doc.iter("caption")]
+    assert "mail by location (evidence, not billed)" in captions
+    assert (
+        "mail advisories: location outages that never reached the quorum (not billed)" in captions
+    )
+    [row] = doc.findall(".//table[@class='outages']/tbody/tr")
+    cells = [td.text for td in row.findall("td")]
+    assert "A 2026-10-04 10:00:00 UTC – 2026-10-04 10:10:00 UTC; B" in " ".join(
+        c or "" for c in cells
+    )

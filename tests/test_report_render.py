@@ -47,6 +47,7 @@ CONTRACT_SERVICE_KEYS = {
     "outages",
 }
 ADDED_SERVICE_KEYS = {
+    "status",
     "error_budget_seconds",
     "error_budget_remaining_seconds",
     "below_minimum",

@@ -347,10 +347,10 @@ class ServiceFigures:
     downtime_seconds: float
     excluded_seconds: float
     unmonitored_seconds: float
-    availability: float
-    met: bool
-    below_minimum: bool
-    credit_percent: float
+    availability: float | None  # None: no test in the period, so no figure ("no data")
+    met: bool | None
+    below_minimum: bool | None
+    credit_percent: float | None
     error_budget_seconds: float
     error_budget_remaining_seconds: float
     outages: tuple[OutageFigures, ...]
@@ -365,6 +365,21 @@ class ServiceFigures:
     def downtime_minutes(self) -> float:
         return self.downtime_seconds / 60
 
+    @property
+    def status(self) -> Status:
+        return _status(self.met, self.below_minimum)
+
+
+Status: TypeAlias = Literal["met", "missed", "below minimum", "no data"]
+
+
+def _status(met: bool | None, below_minimum: bool | None) -> Status:
+    if met is None:
+        return "no data"
+    if below_minimum:
+        return "below minimum"
+    return "met" if met else "missed"
+
 
 @dataclass(frozen=True, slots=True)
 class _Tally:
@@ -374,7 +389,7 @@ class _Tally:
     downtime: Fraction
     excluded: Fraction
     unmonitored: Fraction
-    availability: Fraction
+    availability: Fraction | None  # None: nothing was measured
 
 
 def _period_window(month_span: Interval, first_test_at: float | None, now: float) -> Interval:
@@ -387,7 +402,7 @@ def _period_window(month_span: Interval, first_test_at: float | None, now: float
 
 
 def _availability(downtime: Fraction, period: Fraction) -> Fraction:
-    return _ONE - downtime / period if period > 0 else _ONE
+    return _ONE - downtime / period
 
 
 def _tally(
@@ -404,17 +419,23 @@ def _tally(
     down_all = clip(outages, window)
     downtime = _length(subtract(down_all, excluded))
     period_length = _length(period)
+    # No test in the period (before the first test, a month the daemon was stopped
+    # throughout, all of it excluded): no figure at all, never a fake 100 %. An
+    # outage reaching into the period across a monitoring gap is a measurement.
+    measured = period_length > 0 and (bool(intersection(period, coverage)) or bool(down_all))
     return _Tally(
         period=period_length,
         downtime=downtime,
         excluded=_length(intersection(down_all, excluded)),
         unmonitored=_length(subtract(period, coverage)),
-        availability=_availability(downtime, period_length),
+        availability=_availability(downtime, period_length) if measured else None,
     )
 
 
-def _credit(credits: Sequence[CreditTier], availability: Fraction) -> float:
+def _credit(credits: Sequence[CreditTier], availability: Fraction | None) -> float | None:
     """The credit of the lowest tier whose threshold ``availability`` is below; 0 if none."""
+    if availability is None:
+        return None
     owed = [tier for tier in credits if exact_ratio(tier.below) > availability]
     return float(min(owed, key=lambda tier: tier.below).percent) if owed else 0.0
 
@@ -476,15 +497,29 @@ def service_figures(
         downtime_seconds=float(tally.downtime),
         excluded_seconds=float(tally.excluded),
         unmonitored_seconds=float(tally.unmonitored),
-        availability=float(tally.availability),
-        met=tally.availability >= objective,
-        below_minimum=minimum is not None and tally.availability < minimum,
+        availability=_float(tally.availability),
+        met=_at_least(tally.availability, objective),
+        below_minimum=_below(tally.availability, minimum),
         credit_percent=_credit(policy.credits, tally.availability),
         error_budget_seconds=float(budget),
         error_budget_remaining_seconds=float(budget - tally.downtime),
         outages=_outage_figures(outages, window, excluded),
         exclusions=_audit_trail(applicable, window),
     )
+
+
+def _float(value: Fraction | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _at_least(availability: Fraction | None, objective: Fraction) -> bool | None:
+    return None if availability is None else availability >= objective
+
+
+def _below(availability: Fraction | None, minimum: Fraction | None) -> bool | None:
+    if availability is None:
+        return None
+    return minimum is not None and availability < minimum
 
 
 def _audit_trail(applicable: list[ExclusionSpan], window: Interval) -> tuple[ExclusionSpan, ...]:
@@ -516,13 +551,17 @@ class RangeTotals:
     downtime_seconds: float
     excluded_seconds: float
     unmonitored_seconds: float
-    availability: float
-    met: bool
-    below_minimum: bool
+    availability: float | None  # None: no month of the range has data
+    met: bool | None
+    below_minimum: bool | None
 
     @property
     def downtime_minutes(self) -> float:
         return self.downtime_seconds / 60
+
+    @property
+    def status(self) -> Status:
+        return _status(self.met, self.below_minimum)
 
 
 def _sum(values: Iterable[float]) -> Fraction:
@@ -553,12 +592,14 @@ def _check_combinable(figures: Sequence[ServiceFigures]) -> None:
 
 
 def combine(figures: Sequence[ServiceFigures]) -> RangeTotals:
-    """Totals of one service over several months: sums, and availability over the summed period."""
+    """Totals of one service over several months: sums, and availability over the summed
+    period of the months that have data (a month without tests adds no period)."""
     _check_combinable(figures)
     ordered = sorted(figures, key=lambda f: f.month)
-    period = _sum(f.period_seconds for f in ordered)
-    downtime = _sum(f.downtime_seconds for f in ordered)
-    availability = _availability(downtime, period)
+    measured = [f for f in ordered if f.availability is not None]
+    period = _sum(f.period_seconds for f in measured)
+    downtime = _sum(f.downtime_seconds for f in measured)
+    availability = _availability(downtime, period) if measured and period > 0 else None
     head = ordered[0]
     minimum = None if head.minimum is None else exact_ratio(head.minimum)
     return RangeTotals(
@@ -574,7 +615,7 @@ def combine(figures: Sequence[ServiceFigures]) -> RangeTotals:
         downtime_seconds=float(downtime),
         excluded_seconds=float(_sum(f.excluded_seconds for f in ordered)),
         unmonitored_seconds=float(_sum(f.unmonitored_seconds for f in ordered)),
-        availability=float(availability),
-        met=availability >= exact_ratio(head.objective),
-        below_minimum=minimum is not None and availability < minimum,
+        availability=_float(availability),
+        met=_at_least(availability, exact_ratio(head.objective)),
+        below_minimum=_below(availability, minimum),
     )

@@ -31,7 +31,12 @@ class FailureRun:
         reasons = self.reasons
         if reason and reason not in reasons and len(reasons) < MAX_REASONS:
             reasons = (*reasons, reason)
-        return replace(self, last_at=at, count=self.count + 1, reasons=reasons)
+        # max(): a run never ends before it started, whatever a clock did between tests
+        return replace(self, last_at=max(self.last_at, at), count=self.count + 1, reasons=reasons)
+
+    def shifted(self, seconds: float) -> FailureRun:
+        """The same run on a timeline moved by ``seconds`` (a clock step): same duration."""
+        return replace(self, first_at=self.first_at + seconds, last_at=self.last_at + seconds)
 
 
 @dataclass(frozen=True, slots=True)

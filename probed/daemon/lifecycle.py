@@ -26,6 +26,7 @@ from probed.config import Config
 from probed.core import accounting
 from probed.core.events import Event
 from probed.daemon.accountant import Accountant
+from probed.daemon.clock import SessionClock
 from probed.daemon.metrics import Metrics, Snapshot, SpoolCollector
 from probed.daemon.recorder import Recorder
 from probed.daemon.reload import ReloadState
@@ -86,6 +87,7 @@ class Daemon:
         self.spool = store if isinstance(store, Spool) else Spool(store)
         self.store: Store = self.spool
         self.storage_problem: str | None = None  # the last failed write, for /healthz
+        self.clock = SessionClock()  # tests' times: the start's wall time + monotonic elapsed
         # the snapshot a scrape renders, taken on the loop (taking it updates daemon state)
         self._scraped = Snapshot()
         self.metrics = Metrics(
@@ -97,9 +99,16 @@ class Daemon:
         self.registry.register(SpoolCollector(self.spool))
         self._rendering: asyncio.Future[bytes] | None = None
         self.recorder = Recorder(self.store, self._emit, self.metrics)
-        self.accountant = Accountant(self.store, self.recorder.service_up, self.recorder.down_clock)
+        self.accountant = Accountant(
+            self.store, self.recorder.service_up, self.recorder.down_clock, clock=self.clock.now
+        )
         # hooks: events go to a durable outbox in the store; delivery runs in run()
-        self.dispatcher = Dispatcher(self.store, config.hooks, muted=self._muted)
+        self.dispatcher = Dispatcher(
+            self.store,
+            config.hooks,
+            muted=self._muted,
+            on_dead_letter=lambda hook: self.metrics.dead_letters.labels(hook).inc(),
+        )
         self.sinks = [self.dispatcher.submit]
         self.spool.on_written = lambda: self.dispatcher.wake(list(self.dispatcher.slots))
         budget = BudgetWatch(self.store, self.dispatcher)
@@ -131,6 +140,8 @@ class Daemon:
     async def _on_outcome(
         self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
     ) -> None:
+        # on the session's timeline, even for a test that started before a clock step
+        outcome = replace(outcome, started_at=self.clock.at(outcome.started_mono))
         try:
             await self.recorder.record(service, check, outcome, transcript)
         except StorageError as exc:
@@ -211,6 +222,7 @@ class Daemon:
                 await asyncio.wait_for(self._stop.wait(), timeout=tick)
             except TimeoutError:
                 pass
+            await self._check_clock()
             now = time.monotonic()
             if now - last_flush >= FLUSH_EVERY:
                 await self._flush()
@@ -229,6 +241,16 @@ class Daemon:
             if self.scheduler.running or not self.scheduler.jobs:
                 self.notifier.watchdog()  # only while tests really run: systemd restarts a stuck daemon
             self.notifier.status(self.status_line())
+
+    async def _check_clock(self) -> None:
+        step = self.clock.check()
+        if step is None:
+            return
+        log.warning("clock.stepped", seconds=round(step, 3))
+        try:
+            await self.recorder.clock_stepped(step)
+        except StorageError as exc:
+            self._storage_failed("store.write_failed", exc)
 
     def _located(self, config: Config) -> Config:
         if self.location_override is None:

@@ -180,6 +180,12 @@ class Metrics:
             registry=registry,
         )
         self._error_labels: set[tuple[str, str, str, str]] = set()
+        self.dead_letters = Counter(
+            "probed_hook_dead_letters",
+            "Hook events given up: refused for good by the receiver, or older than max_age",
+            ("hook",),
+            registry=registry,
+        )
         self.reload_ok = Gauge(
             "probed_config_last_reload_successful",
             "1 if the last config (re)load was applied",
@@ -341,7 +347,8 @@ class SnapshotCollector(Collector):
             ):
                 if fig is None:
                     continue
-                avail.add_metric([name, window], fig.availability)
+                if fig.availability is not None:  # no test in the window: no sample, never 1
+                    avail.add_metric([name, window], fig.availability)
                 down.add_metric([name, window], fig.downtime_seconds)
                 excluded.add_metric([name, window], fig.excluded_seconds)
                 unmonitored.add_metric([name, window], fig.unmonitored_seconds)

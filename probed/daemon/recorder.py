@@ -53,6 +53,7 @@ class Recorder:
         self._down: dict[str, int] = {}  # checks in outage, per service: O(1) service state
         self._size: dict[str, int] = {}
         self.changed = asyncio.Event()  # an outage opened or closed: figures are stale
+        self._moved = 0.0  # all clock steps so far: a record() spanning one moves its run too
         self._bugs_logged: set[tuple[str, str, str]] = set()  # (service, check, exception type)
         # several locations: outage and service events follow the quorum (set by the daemon)
         self.quorum: QuorumWatch | None = None
@@ -130,6 +131,7 @@ class Recorder:
         # the new state is worked out on a copy and shown (status, metrics) only once the
         # store holds it: nobody sees an outage that has no row, or no id, yet
         before = state.tracker
+        moved_before = self._moved
         tracker = Tracker(before.failures_to_down, before.run)
         change = tracker.observe(outcome.started_at, result.ok, result.reason)
         if tracker.in_outage != before.in_outage:
@@ -146,6 +148,8 @@ class Recorder:
         if change is not None:
             await self._apply(service, state, tracker, change)
         tracker.failures_to_down = state.tracker.failures_to_down  # a reload may have changed it
+        if self._moved != moved_before:  # a clock step while this test was being stored
+            await self._move(tracker, self._moved - moved_before)
         state.tracker = tracker
         if self.metrics is not None:
             delivery = result.details.get("delivery_seconds")
@@ -164,6 +168,21 @@ class Recorder:
         if was_up != is_up and not await self._shared(check):  # else the quorum decides
             self.down_clock.set_down(service, not is_up)
             await self._service_changed(service, is_up, outcome.started_at)
+
+    async def clock_stepped(self, seconds: float) -> None:
+        """Move every open failure run with the timeline: its duration stays what elapsed."""
+        self._moved += seconds
+        for state in self.checks.values():
+            await self._move(state.tracker, seconds)
+        await self.store.restart_segments()
+        self.changed.set()
+
+    async def _move(self, tracker: Tracker, seconds: float) -> None:
+        run = tracker.run
+        if run is not None:
+            tracker.run = run = run.shifted(seconds)
+            if run.outage_id is not None:
+                await self.store.update_outage(run.outage_id, run)
 
     async def discard(
         self, service: str, check: CheckBase, outcome: TestOutcome, stalled: float

@@ -29,6 +29,7 @@ class TestOutcome:
     duration: float
     result: ProbeResult
     error: Exception | None = None  # set when the probe crashed: a bug in probed, not a verdict
+    started_mono: float = 0.0  # the start on the monotonic clock (the daemon's timeline)
 
     @property
     def ok(self) -> bool:
@@ -120,4 +121,6 @@ async def run_test(
     if not result.ok:
         result = _masked(result, check.secrets())
         transcript.note(f"FAIL {result.reason}")
-    return TestOutcome(started_at=started_at, duration=duration, result=result, error=error)
+    return TestOutcome(
+        started_at=started_at, duration=duration, result=result, error=error, started_mono=t0
+    )

@@ -39,6 +39,14 @@ class HookError(Exception):
     """A delivery failed; the message is the reason, verbatim."""
 
 
+class PermanentHookError(HookError):
+    """The receiver refused the event for good (HTTP 400, 401, 403, 404, 410; exec exit 2):
+    retrying cannot help, so the event is dead-lettered and the hook goes on."""
+
+
+PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 410})
+
+
 class HookConfig(BaseModel):
     """Fields every hook has: which events reach it, and how long a delivery may take."""
 
@@ -50,6 +58,7 @@ class HookConfig(BaseModel):
     services: tuple[str, ...] = ()  # empty: every service
     min_severity: Severity = "P3"  # P1 only the global outages, P3 everything
     timeout: Duration = 10.0
+    max_age: Duration | None = None  # undelivered this long after the event: dead-lettered
     # exclusion kinds during which this hook says nothing about the services they cover
     mute_during: tuple[Literal["dos", "maintenance", "other"], ...] = ("maintenance",)
 
@@ -165,4 +174,5 @@ async def post_json(
         if not 200 <= response.status < 300:
             text = (await response.text(errors="replace")).strip().splitlines()
             detail = f": {text[0][:200]}" if text else ""
-            raise HookError(f"HTTP {response.status} {response.reason or ''}".rstrip() + detail)
+            error = PermanentHookError if response.status in PERMANENT_STATUSES else HookError
+            raise error(f"HTTP {response.status} {response.reason or ''}".rstrip() + detail)

@@ -2,8 +2,10 @@
 
 A hook's next event waits until the previous one is delivered (order matters:
 an "up" must never overtake its "down"); hooks do not wait for each other.
-Failures are retried with exponential backoff up to ``backoff_cap``, forever:
-a dropped page is worse than a late one. Probing never waits for delivery:
+Failures are retried with jittered exponential backoff up to ``backoff_cap``,
+for ever unless the hook has a ``max_age``: a dropped page is worse than a
+late one. A permanent refusal (:class:`PermanentHookError`) is dead-lettered at
+once, so that one poison event never blocks the events after it. Probing never waits for delivery:
 ``submit`` only commits rows and wakes the tasks. Rows are claimed with a
 lease, so several daemons sharing one store deliver each row once.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from probed.core.events import Event
-from probed.hooks.base import Envelope, Hook, HookConfig, Resending, describe
+from probed.hooks.base import Envelope, Hook, HookConfig, PermanentHookError, Resending, describe
 from probed.hooks.outbox import Outbox, Row, entry
 from probed.hooks.registry import HOOK_TYPES
 from probed.logs import log
@@ -52,12 +55,16 @@ class Dispatcher:
         backoff_base: float = BACKOFF_BASE,
         backoff_cap: float = BACKOFF_CAP,
         muted: Callable[[Event], frozenset[str]] = lambda event: frozenset(),
+        jitter: Callable[[], float] = random.random,  # 0..1: a retry waits 50..100 % of its backoff
+        on_dead_letter: Callable[[str], None] = lambda hook: None,
     ) -> None:
         self.outbox = Outbox(store)
         self.muted = muted  # exclusion kinds covering an event's service at its time
         self.clock = clock
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.jitter = jitter
+        self.on_dead_letter = on_dead_letter
         self.configs: dict[str, HookConfig] = {h.name: h for h in hooks}
         self.slots: dict[str, _Slot] = {}
         self._retiring: set[asyncio.Task[None]] = set()
@@ -204,12 +211,22 @@ class Dispatcher:
         fields = {"hook": config.name, "kind": event.kind, "service": event.service}
         if event.check:
             fields["check"] = event.check
+        now = self.clock()
+        if config.max_age is not None and now - row.created_at > config.max_age:
+            reason = f"not delivered within max_age ({config.max_age:g}s)"
+            await self._dead_letter(config, row, reason, fields)
+            return
         try:
             async with asyncio.timeout(config.timeout):
                 await hook.send(row.envelope)
+        except PermanentHookError as exc:  # retrying cannot help: the next event goes out
+            await self._dead_letter(config, row, describe(exc, config.timeout), fields)
+            return
         except Exception as exc:  # CancelledError is not an Exception: shutdown passes through
             reason = describe(exc, config.timeout)
-            delay = min(self.backoff_cap, self.backoff_base * 2 ** min(row.attempts, 32))
+            # jitter: hooks refused together (a receiver restarting) do not retry together
+            full = min(self.backoff_cap, self.backoff_base * 2 ** min(row.attempts, 32))
+            delay = round(full * (0.5 + 0.5 * self.jitter()), 3)
             await self.outbox.failed(row.id, reason, self.clock() + delay)
             log.warning(
                 "hook.failed", **fields, attempt=row.attempts + 1, reason=reason, retry_in=delay
@@ -217,6 +234,13 @@ class Dispatcher:
             return
         await self.outbox.delivered(row.id, self.clock())
         log.info("hook.delivered", **fields, attempt=row.attempts + 1)
+
+    async def _dead_letter(
+        self, config: HookConfig, row: Row, reason: str, fields: dict[str, str]
+    ) -> None:
+        await self.outbox.dead_letter(row.id, reason, self.clock())
+        self.on_dead_letter(config.name)
+        log.error("hook.dead_letter", **fields, attempt=row.attempts + 1, reason=reason)
 
     async def _resend(self, slot: _Slot, hook: Resending) -> None:
         try:

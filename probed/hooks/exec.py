@@ -17,9 +17,10 @@ from typing import Literal
 import aiohttp
 from pydantic import Field, field_validator
 
-from probed.hooks.base import Envelope, HookConfig, HookError, HookType
+from probed.hooks.base import Envelope, HookConfig, HookError, HookType, PermanentHookError
 
 MAX_STDERR = 4096  # bytes of stderr kept for the failure reason
+EXIT_PERMANENT = 2  # "never send me this event again": dead-lettered, not retried
 
 
 class ExecConfig(HookConfig):
@@ -78,7 +79,8 @@ class Exec:
         if code != 0:
             tail = stderr[-MAX_STDERR:].decode(errors="replace").strip().splitlines()
             why = f"exit status {code}" if code and code > 0 else f"killed by signal {-(code or 0)}"
-            raise HookError(why + (f": {tail[-1][:200]}" if tail else ""))
+            error = PermanentHookError if code == EXIT_PERMANENT else HookError
+            raise error(why + (f": {tail[-1][:200]}" if tail else ""))
 
 
 HOOK = HookType(name="exec", config=ExecConfig, build=Exec)

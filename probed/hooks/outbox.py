@@ -29,10 +29,12 @@ class Row:
     attempts: int
     next_attempt_at: float
     claimed: bool  # this instance holds the lease and delivers it now
+    created_at: float = 0.0
 
 
 def _row(r: OutboxRow) -> Row:
-    return Row(r.id, r.hook, Envelope.loads(r.payload), r.attempts, r.next_attempt_at, r.claimed)
+    envelope = Envelope.loads(r.payload)
+    return Row(r.id, r.hook, envelope, r.attempts, r.next_attempt_at, r.claimed, r.created_at)
 
 
 def entry(hooks: Iterable[str], envelope: Envelope) -> OutboxEntry:
@@ -56,6 +58,9 @@ class Outbox:
 
     async def failed(self, row_id: int, reason: str, next_attempt_at: float) -> None:
         await self.store.failed(row_id, reason, next_attempt_at)
+
+    async def dead_letter(self, row_id: int, reason: str, at: float) -> None:
+        await self.store.dead_letter(row_id, reason, at)
 
     async def history(self, hook: str) -> list[Envelope]:
         """The hook's delivered envelopes, oldest first."""

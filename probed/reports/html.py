@@ -31,11 +31,16 @@ from probed.core.times import iso
 from probed.reports import timeline
 from probed.reports.incident import Evidence
 from probed.reports.render import (
+    _ADVISORIES,
+    _BY_LOCATION,
     MonthReport,
     RangeReport,
     Report,
+    _advisory_table,
+    _agreeing,
     _availability_percent,
     _local,
+    _location_table,
     _minutes,
     _percent,
     _period_note,
@@ -128,8 +133,16 @@ def duration_text(seconds: float) -> str:
 
 def _service_view(f: ServiceFigures, extras: Extras, now: float) -> dict[str, Any]:
     got = extras.get((f.month, f.service), ServiceExtras((), ()))
+    # several locations: the same evidence tables as the text report, never billed
+    tables = []
+    if f.locations:
+        tables.append((f"{f.service} {_BY_LOCATION}", _location_table(f)))
+    if f.advisories:
+        tables.append((f"{f.service} {_ADVISORIES}", _advisory_table(f)))
     return {
         "f": f,
+        "tables": tables,
+        "agreeing": [_agreeing(row.span, f.timezone) for row in f.outages],
         "timeline": timeline.month_timeline(f, got.checks, got.unmonitored, now),
     }
 

@@ -19,7 +19,13 @@ from probed.core.maintenance import expand, is_configured
 from probed.core.times import iso
 from probed.exclusions import to_json as exclusion_json
 from probed.reports.figures import service_month
-from probed.reports.render import AVAILABILITY_DIGITS, _availability_percent, _percent, _status
+from probed.reports.render import (
+    _availability_percent,
+    _credit_text,
+    _percent,
+    _ratio,
+    _status,
+)
 from probed.store.base import FailedTest, Store
 
 MAX_FAILED_TESTS = 10_000  # a month-long outage at 60 s is ~45 000 tests; keep output bounded
@@ -136,8 +142,8 @@ def _sla(f: accounting.ServiceFigures) -> tuple[str, str]:
     return (
         f"SLA {f.month} ({f.timezone})",
         f"availability {_availability_percent(f.availability)}"
-        f" against {_percent(f.objective)} ({_status(f.met, f.below_minimum)}),"
-        f" credit {f.credit_percent:g} %",
+        f" against {_percent(f.objective)} ({_status(f.status)}),"
+        f" credit {_credit_text(f.credit_percent)}",
     )
 
 
@@ -185,9 +191,10 @@ def to_json_dict(e: Evidence) -> dict[str, object]:
         "billing_months": [
             {
                 "month": f.month,
-                "availability": round(f.availability, AVAILABILITY_DIGITS),
+                "availability": _ratio(f.availability),
                 "objective": f.objective,
                 "met": f.met,
+                "status": f.status,
                 "downtime_seconds": f.downtime_seconds,
                 "credit_percent": f.credit_percent,
             }

@@ -26,6 +26,7 @@ from probed.core.accounting import (
     OutageSpan,
     RangeTotals,
     ServiceFigures,
+    Status,
     combine,
     month_period,
 )
@@ -95,7 +96,13 @@ def _percent(ratio: float) -> str:
     return f"{_short(float(Decimal(repr(ratio)) * 100))} %"
 
 
-def _availability_percent(ratio: float) -> str:
+def _ratio(value: float | None) -> float | None:
+    return None if value is None else round(value, AVAILABILITY_DIGITS)
+
+
+def _availability_percent(ratio: float | None) -> str:
+    if ratio is None:
+        return "no data"
     # Rounded down: a person must never read "99.5000 %" beside a missed 99.5 %.
     percent = (Decimal(repr(ratio)) * 100).quantize(Decimal("0.0001"), rounding=ROUND_FLOOR)
     return f"{percent} %"
@@ -105,10 +112,24 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.2f}"
 
 
-def _status(met: bool, below_minimum: bool) -> str:
-    if below_minimum:
-        return "BELOW MINIMUM"
-    return "met" if met else "MISSED"
+_STATUS_TEXT: dict[Status, str] = {
+    "met": "met",
+    "missed": "MISSED",
+    "below minimum": "BELOW MINIMUM",
+    "no data": "no data",
+}
+
+
+def _status(status: Status) -> str:
+    return _STATUS_TEXT[status]
+
+
+def _credit_text(percent: float | None) -> str:
+    return "—" if percent is None else f"{_short(percent)} %"
+
+
+def _whole_or_none(value: float | None) -> int | float | None:
+    return None if value is None else _whole(value)
 
 
 def _period_note(figures: ServiceFigures) -> str:
@@ -158,9 +179,7 @@ def _location_json(f: LocationFigures) -> JSONObject:
         "downtime_seconds": f.downtime_seconds,
         "excluded_seconds": f.excluded_seconds,
         "unmonitored_seconds": f.unmonitored_seconds,
-        "availability": None
-        if f.availability is None
-        else round(f.availability, AVAILABILITY_DIGITS),
+        "availability": _ratio(f.availability),
         "outages": [_outage_json(row) for row in f.outages],
     }
 
@@ -214,9 +233,10 @@ def _service_json(f: ServiceFigures) -> JSONObject:
         "downtime_minutes": f.downtime_minutes,
         "excluded_seconds": f.excluded_seconds,
         "unmonitored_seconds": f.unmonitored_seconds,
-        "availability": round(f.availability, AVAILABILITY_DIGITS),
+        "availability": _ratio(f.availability),
         "met": f.met,
-        "credit_percent": _whole(f.credit_percent),
+        "status": f.status,
+        "credit_percent": _whole_or_none(f.credit_percent),
         "outages": [_outage_json(row, several=bool(f.locations)) for row in f.outages],
     }
     extra: JSONObject = {
@@ -244,8 +264,9 @@ def _totals_json(t: RangeTotals) -> JSONObject:
         "downtime_minutes": t.downtime_minutes,
         "excluded_seconds": t.excluded_seconds,
         "unmonitored_seconds": t.unmonitored_seconds,
-        "availability": round(t.availability, AVAILABILITY_DIGITS),
+        "availability": _ratio(t.availability),
         "met": t.met,
+        "status": t.status,
         "below_minimum": t.below_minimum,
     }
 
@@ -319,8 +340,8 @@ def _summary_table(services: Iterable[ServiceFigures]) -> _Table:
             _minutes(f.excluded_seconds),
             _minutes(f.unmonitored_seconds),
             _period_note(f),
-            _status(f.met, f.below_minimum),
-            f"{_short(f.credit_percent)} %",
+            _status(f.status),
+            _credit_text(f.credit_percent),
         )
         for f in services
     )
@@ -371,7 +392,7 @@ def _location_table(f: ServiceFigures) -> _Table:
     rows = tuple(
         (
             loc.location,
-            "no data" if loc.availability is None else _availability_percent(loc.availability),
+            _availability_percent(loc.availability),
             _minutes(loc.downtime_seconds),
             _minutes(loc.excluded_seconds),
             _minutes(loc.unmonitored_seconds),
@@ -446,7 +467,7 @@ def _totals_table(totals: Iterable[RangeTotals]) -> _Table:
             _minutes(t.excluded_seconds),
             _minutes(t.unmonitored_seconds),
             "partial" if t.partial else "full",
-            _status(t.met, t.below_minimum),
+            _status(t.status),
         )
         for t in totals
     )
@@ -568,6 +589,7 @@ CSV_COLUMNS = (
     "error_budget_seconds",
     "error_budget_remaining_seconds",
     "outages",
+    "status",  # met, missed, below minimum, no data
 )
 
 # Only when a service was probed from several locations: ``location`` is empty on the
@@ -600,13 +622,14 @@ def _csv_row(f: ServiceFigures) -> dict[str, CsvValue]:
         "downtime_minutes": f.downtime_minutes,
         "excluded_seconds": f.excluded_seconds,
         "unmonitored_seconds": f.unmonitored_seconds,
-        "availability": round(f.availability, AVAILABILITY_DIGITS),
+        "availability": _ratio(f.availability),
         "met": f.met,
         "below_minimum": f.below_minimum,
-        "credit_percent": _whole(f.credit_percent),
+        "credit_percent": _whole_or_none(f.credit_percent),
         "error_budget_seconds": f.error_budget_seconds,
         "error_budget_remaining_seconds": f.error_budget_remaining_seconds,
         "outages": len(f.outages),
+        "status": f.status,
         "location": "",
         "advisories": len(f.advisories),
     }
@@ -625,9 +648,7 @@ def _csv_location_rows(f: ServiceFigures) -> list[dict[str, CsvValue]]:
             "downtime_minutes": loc.downtime_seconds / 60,
             "excluded_seconds": loc.excluded_seconds,
             "unmonitored_seconds": loc.unmonitored_seconds,
-            "availability": None
-            if loc.availability is None
-            else round(loc.availability, AVAILABILITY_DIGITS),
+            "availability": _ratio(loc.availability),
             "outages": len(loc.outages),
             "location": loc.location,
         }
@@ -653,9 +674,10 @@ def _csv_totals_row(t: RangeTotals) -> dict[str, CsvValue]:
         "downtime_minutes": t.downtime_minutes,
         "excluded_seconds": t.excluded_seconds,
         "unmonitored_seconds": t.unmonitored_seconds,
-        "availability": round(t.availability, AVAILABILITY_DIGITS),
+        "availability": _ratio(t.availability),
         "met": t.met,
         "below_minimum": t.below_minimum,
+        "status": t.status,
     }
 
 

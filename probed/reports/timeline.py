@@ -282,6 +282,7 @@ def _time_ticks(scale: Scale) -> list[Tick]:
     ticks = []
     for i in range(count + 1):
         at = scale.start + i * step
-        label = datetime.fromtimestamp(at, ZoneInfo("UTC")).strftime("%H:%M:%S")
-        ticks.append(Tick(scale.x(at), label))
+        label = datetime.fromtimestamp(at, ZoneInfo("UTC")).strftime("%H:%M:%S.%f")
+        # tenths of a second only when whole seconds would repeat along the axis
+        ticks.append(Tick(scale.x(at), label[:-5] if step < 5 else label[:-7]))
     return ticks

@@ -115,6 +115,19 @@ class OutboxEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A hook event given up: why and when (``/api/v1/status``)."""
+
+    id: int
+    hook: str
+    payload: str
+    created_at: float
+    attempts: int
+    dead_at: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxRow:
     """One event for one hook.
 
@@ -187,6 +200,11 @@ class Store(Protocol):
     async def start_session(self) -> None:
         """This instance starts probing: earlier sessions of its location are over, so
         their unflushed tails (e.g. before a ``kill -9``) count as gaps from now on."""
+        ...
+
+    async def restart_segments(self) -> None:
+        """After a clock step: what is buffered is written, and each check's next test
+        starts a new pass run and coverage segment, so that none spans the step."""
         ...
 
     async def restore_run(self, check_id: int) -> FailureRun | None:
@@ -280,6 +298,15 @@ class Store(Protocol):
 
     async def history(self, hook: str) -> list[OutboxRow]:
         """The hook's delivered rows, oldest first (Alertmanager rebuilds its alerts)."""
+        ...
+
+    async def dead_letter(self, row_id: int, reason: str, at: float) -> None:
+        """Give the row up (a permanent refusal, or too old): never claimed again, kept
+        with its reason for ``dead_letters``; the hook goes on with its next row."""
+        ...
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest dead-lettered rows of every hook, newest first."""
         ...
 
     async def undelivered(self) -> dict[str, int]:

@@ -219,6 +219,11 @@ class BufferedStore(ABC):
         async with self._lock:
             await self._write_locked(dirty)
 
+    async def restart_segments(self) -> None:
+        await self.flush()
+        for p in self._pending.values():  # the next test starts a new run and segment
+            p.segment, p.seg_dirty, p.run_count, p.run_id = None, False, 0, None
+
     def _durable(self, check_id: int) -> _Durable:
         return _Durable(self, check_id)
 

@@ -177,11 +177,11 @@ _V2_POSTGRESQL = (
 )
 
 
-# Version 3: a failed test and an outage are unique per check, location and
+# Version 4: a failed test and an outage are unique per check, location and
 # start, so a write retried after a lost answer (a PostgreSQL restart
 # mid-commit, the write spool) or raced by another daemon is an
 # INSERT ... ON CONFLICT, never a second row.
-_V3_COMMON = (
+_V4_COMMON = (
     "DELETE FROM failed_tests WHERE id NOT IN"
     " (SELECT min(id) FROM failed_tests GROUP BY check_id, location, at)",
     "CREATE UNIQUE INDEX failed_tests_unique ON failed_tests (check_id, location, at)",
@@ -197,7 +197,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         _V2_POSTGRESQL,
     ),
     Migration(
-        3, "failed tests and outages unique per check, location and start", _V3_COMMON, _V3_COMMON
+        3,
+        "dead-lettered hook events: refused for good, or older than the hook's max_age",
+        ("ALTER TABLE outbox ADD COLUMN dead_at REAL",),
+        ("ALTER TABLE outbox ADD COLUMN dead_at DOUBLE PRECISION",),
+    ),
+    Migration(
+        4, "failed tests and outages unique per check, location and start", _V4_COMMON, _V4_COMMON
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -50,6 +50,7 @@ from probed.store.base import (
     LIVE_AFTER_FLUSH,
     AlreadyRevoked,
     DamagedStore,
+    DeadLetter,
     FailedTest,
     NewExclusion,
     OutboxEntry,
@@ -567,7 +568,8 @@ class PostgresStore(BufferedStore):
     async def claim(self, hook: str, now: float, lease: float) -> OutboxRow | None:
         async with self._cursor() as cur:
             await cur.execute(
-                "SELECT id FROM outbox WHERE hook = %s AND delivered_at IS NULL ORDER BY id LIMIT 1",
+                "SELECT id FROM outbox WHERE hook = %s AND delivered_at IS NULL AND dead_at IS NULL"
+                " ORDER BY id LIMIT 1",
                 (hook,),
             )
             head = await cur.fetchone()
@@ -576,7 +578,8 @@ class PostgresStore(BufferedStore):
             # only the oldest row may be claimed (order); a row another daemon is
             # claiming right now is skipped, not waited for: it is theirs
             await cur.execute(
-                self._OUTBOX + " WHERE id = %s AND delivered_at IS NULL FOR UPDATE SKIP LOCKED",
+                self._OUTBOX + " WHERE id = %s AND delivered_at IS NULL AND dead_at IS NULL"
+                " FOR UPDATE SKIP LOCKED",
                 head,
             )
             row = await cur.fetchone()
@@ -614,9 +617,37 @@ class PostgresStore(BufferedStore):
         )
         return [_outbox(r) for r in rows]
 
+    async def dead_letter(self, row_id: int, reason: str, at: float) -> None:
+        async with self._cursor() as cur:
+            await cur.execute(
+                "UPDATE outbox SET dead_at = %s, last_error = %s, claimed_by = NULL,"
+                " claimed_until = NULL WHERE id = %s AND delivered_at IS NULL",
+                (at, reason, row_id),
+            )
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        rows = await self._rows(
+            "SELECT id, hook, event_json, created_at, attempts, dead_at, last_error FROM outbox"
+            " WHERE dead_at IS NOT NULL ORDER BY dead_at DESC, id DESC LIMIT %s",
+            (limit,),
+        )
+        return [
+            DeadLetter(
+                int(r[0]),
+                str(r[1]),
+                str(r[2]),
+                float(r[3]),
+                int(r[4]),
+                float(r[5]),
+                str(r[6] or ""),
+            )
+            for r in rows
+        ]
+
     async def undelivered(self) -> dict[str, int]:
         rows = await self._rows(
-            "SELECT hook, count(*) FROM outbox WHERE delivered_at IS NULL GROUP BY hook"
+            "SELECT hook, count(*) FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL"
+            " GROUP BY hook"
         )
         return {str(h): int(n) for h, n in rows}
 

@@ -44,6 +44,7 @@ from probed.core.accounting import ExclusionSpan, Interval, OutageSpan
 from probed.core.outages import FailureRun
 from probed.logs import log
 from probed.store.base import (
+    DeadLetter,
     FailedTest,
     NewExclusion,
     OutboxEntry,
@@ -262,6 +263,12 @@ class Spool:
         # in order with the check's passes; never dropped (it ends coverage, it never adds any)
         await self._write("pass", write)
 
+    async def restart_segments(self) -> None:
+        async def write() -> None:
+            await self.inner.restart_segments()
+
+        await self._write("pass", write)  # in order: passes before it belong to the old segment
+
     async def flush(self) -> None:
         if self._queue:
             return  # the drainer writes; the store's own buffer is flushed in order
@@ -381,6 +388,12 @@ class Spool:
 
     async def history(self, hook: str) -> list[OutboxRow]:
         return await self.inner.history(hook)
+
+    async def dead_letter(self, row_id: int, reason: str, at: float) -> None:
+        await self.inner.dead_letter(row_id, reason, at)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        return await self.inner.dead_letters(limit)
 
     async def undelivered(self) -> dict[str, int]:
         return await self.inner.undelivered()

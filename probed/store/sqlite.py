@@ -35,6 +35,7 @@ from probed.store.base import (
     LIVE_AFTER_FLUSH,
     AlreadyRevoked,
     DamagedStore,
+    DeadLetter,
     FailedTest,
     NewExclusion,
     OutboxEntry,
@@ -193,6 +194,12 @@ class SqliteStore(BufferedStore):
 
     async def history(self, hook: str) -> list[OutboxRow]:
         return await self._call(self._db.history, hook)
+
+    async def dead_letter(self, row_id: int, reason: str, at: float) -> None:
+        await self._call(self._db.dead_letter, row_id, reason, at)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        return await self._call(self._db.dead_letters, limit)
 
     async def undelivered(self) -> dict[str, int]:
         return await self._call(self._db.undelivered)
@@ -420,10 +427,17 @@ class _Db:
 
     def update_outage(self, outage_id: int, run: FailureRun, closed_at: float | None) -> None:
         with self._tx():
-            self.db.execute(
-                "UPDATE outages SET last_failed = ?, failed_tests = ?, reasons = ?,"
+            self.db.execute(  # start too: a clock step moves an open run as a whole
+                "UPDATE outages SET start = ?, last_failed = ?, failed_tests = ?, reasons = ?,"
                 " closed_at = COALESCE(?, closed_at) WHERE id = ?",
-                (run.last_at, run.count, json.dumps(list(run.reasons)), closed_at, outage_id),
+                (
+                    run.first_at,
+                    run.last_at,
+                    run.count,
+                    json.dumps(list(run.reasons)),
+                    closed_at,
+                    outage_id,
+                ),
             )
 
     # --------------------------------------------------------- reads
@@ -605,7 +619,7 @@ class _Db:
         with self._tx():
             r = self.db.execute(
                 self._ROW + ", claimed_by, claimed_until FROM outbox"
-                " WHERE hook = ? AND delivered_at IS NULL ORDER BY id LIMIT 1",
+                " WHERE hook = ? AND delivered_at IS NULL AND dead_at IS NULL ORDER BY id LIMIT 1",
                 (hook,),
             ).fetchone()
             if r is None:
@@ -644,9 +658,37 @@ class _Db:
         )
         return [_row(r, float(r[5]), claimed=False) for r in rows]
 
+    def dead_letter(self, row_id: int, reason: str, at: float) -> None:
+        with self._tx():
+            self.db.execute(
+                "UPDATE outbox SET dead_at = ?, last_error = ?, claimed_by = NULL,"
+                " claimed_until = NULL WHERE id = ? AND delivered_at IS NULL",
+                (at, reason, row_id),
+            )
+
+    def dead_letters(self, limit: int) -> list[DeadLetter]:
+        rows = self.db.execute(
+            "SELECT id, hook, event_json, created_at, attempts, dead_at, last_error FROM outbox"
+            " WHERE dead_at IS NOT NULL ORDER BY dead_at DESC, id DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            DeadLetter(
+                int(r[0]),
+                str(r[1]),
+                str(r[2]),
+                float(r[3]),
+                int(r[4]),
+                float(r[5]),
+                str(r[6] or ""),
+            )
+            for r in rows
+        ]
+
     def undelivered(self) -> dict[str, int]:
         rows = self.db.execute(
-            "SELECT hook, COUNT(*) FROM outbox WHERE delivered_at IS NULL GROUP BY hook"
+            "SELECT hook, COUNT(*) FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL"
+            " GROUP BY hook"
         )
         return {str(r[0]): int(r[1]) for r in rows}
 

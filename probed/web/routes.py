@@ -61,7 +61,7 @@ class StatusRoutes:
             await task
 
     async def root(self, request: web.Request) -> web.Response:
-        raise web.HTTPFound("/status")
+        raise web.HTTPFound("status")  # relative: works behind a proxy that adds a prefix
 
     async def status(self, request: web.Request) -> web.Response:
         page = (

@@ -1,0 +1,120 @@
+"""Steps of the system clock never become downtime: the real daemon under libfaketime.
+
+The daemon's wall clock is moved with libfaketime (its offset read from a file
+on every call, the monotonic clock left alone, as asyncio needs) while a check
+is in an outage; the outage must last what elapsed, not what the clock jumped.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from probed.daemon.clock import STEP_TOLERANCE, SessionClock
+from tests.conftest import require
+from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, http_config, wait_for
+from tests.test_e2e_exclusions import cli
+
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+class FakeClocks:
+    def __init__(self) -> None:
+        self.wall = 1_800_000_000.0
+        self.mono = 100.0
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+
+def test_time_is_the_anchor_plus_monotonic_elapsed() -> None:
+    c = FakeClocks()
+    clock = SessionClock(lambda: c.wall, lambda: c.mono)
+    c.advance(10)
+    c.wall += 0.4  # NTP slewing, below the tolerance: not a step
+    assert clock.now() == 1_800_000_010.0
+    assert clock.check() is None
+    assert clock.now() == 1_800_000_010.0
+
+
+@pytest.mark.parametrize("step", [3600.0, -5400.0, STEP_TOLERANCE + 0.5])
+def test_a_step_is_reported_once_and_the_timeline_follows_it(step: float) -> None:
+    c = FakeClocks()
+    clock = SessionClock(lambda: c.wall, lambda: c.mono)
+    c.advance(5)
+    before = clock.at(c.mono)
+    c.wall += step
+    assert clock.now() == before  # between the step and its check: still the old timeline
+    assert clock.check() == step
+    assert clock.check() is None
+    assert clock.now() == before + step
+    c.advance(2)
+    assert clock.now() == before + step + 2
+
+
+# --- the real daemon under libfaketime --------------------------------------------
+
+
+def faketime_env(offset: Path) -> dict[str, str]:
+    """The wall clock offset by what ``offset`` says (re-read every second); monotonic left alone."""
+    require(LIBFAKETIME.exists(), "libfaketime is not installed (.ci/setup-deploy-tools.sh)")
+    offset.write_text("+0\n")
+    return {
+        "LD_PRELOAD": str(LIBFAKETIME),
+        "FAKETIME_TIMESTAMP_FILE": str(offset),
+        "FAKETIME_CACHE_DURATION": "1",  # re-read each second: cheap, and the daemon checks at 1 s
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+
+
+async def _outage_through_a_step(tmp_path: Path, step: str) -> tuple[DaemonProcess, Any, Any]:
+    offset = tmp_path / "faketime"
+    env = faketime_env(offset)
+    async with ScriptedHTTP() as http:
+        http.down.add("site")
+        config = http_config(tmp_path, http.port, ["site"], interval=0.5)
+        daemon = await DaemonProcess(config, env=env).start()
+        try:
+            await wait_for(lambda: daemon.events("outage.opened"), what="outage opened")
+            offset.write_text(f"{step}\n")
+            await wait_for(lambda: daemon.events("clock.stepped"), what="clock.stepped")
+            tests = http.counts["site"]
+            await wait_for(lambda: http.counts["site"] >= tests + 3, what="tests after the step")
+            http.down.discard("site")
+            await wait_for(lambda: daemon.events("outage.closed"), what="outage closed")
+            report = await daemon.json("/api/v1/report")
+        finally:
+            assert await daemon.stop() == 0
+    db = sqlite3.connect(tmp_path / "probed.db")
+    try:
+        # the outage open across the step (a loaded machine may add later ones)
+        [(outage_id,)] = db.execute("SELECT MIN(id) FROM outages").fetchall()
+    finally:
+        db.close()
+    code, out, err = await cli(config, "report", "--incident", str(outage_id), "--format", "json")
+    assert code == 0, err
+    return daemon, report, json.loads(out)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("step", "size"), [("+1h", 3600.0), ("-90m", -5400.0)])
+async def test_a_clock_step_during_an_outage_is_logged_and_never_downtime(
+    tmp_path: Path, step: str, size: float
+) -> None:
+    daemon, report, incident = await _outage_through_a_step(tmp_path, step)
+    [stepped] = daemon.events("clock.stepped")  # once: a step is not seen again
+    assert stepped["level"] == "warning"
+    assert stepped["seconds"] == pytest.approx(size, abs=2)
+    closed = daemon.events("outage.closed")[0]
+    # was 3602 s (+1h) and -5397.5 s (-1.5h): now what elapsed, a few intervals
+    assert 0 < closed["downtime_seconds"] < 10
+    [web] = report["services"]
+    assert web["outages"] and all(0 < o["downtime_seconds"] < 10 for o in web["outages"])
+    assert 0 < web["downtime_seconds"] < 10 * len(web["outages"])
+    assert 0 < incident["downtime_seconds"] < 10
+    assert incident["start"] <= incident["end"]
