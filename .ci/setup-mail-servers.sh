@@ -54,12 +54,12 @@ else
     # A fresh image has no package lists; refresh them when a package has no candidate.
     for pkg in $missing; do
         if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-            apt-get update -q
+            apt-get -o DPkg::Lock::Timeout=300 update -q
             break
         fi
     done
     # shellcheck disable=SC2086 # word splitting of the package list is intended
-    apt-get install -y -q --no-install-recommends $missing
+    apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $missing
 fi
 
 # Whatever the postinst did (or a previous run left), no system instance may

@@ -32,6 +32,7 @@ from probed.store.base import AlreadyRevoked, NewExclusion, StorageError, Unknow
 from probed.web.routes import StatusRoutes
 
 MAX_BODY = 64 * 1024
+SHUTDOWN_GRACE = 1.0  # seconds for API requests in flight when the daemon stops
 
 
 def _error(status: int, message: str, field: str | None = None) -> web.Response:
@@ -59,7 +60,11 @@ class ApiServer:
             ]
         )
         StatusRoutes(daemon).install(self.app)  # /status, /badge: the published face
-        self.runner = web.AppRunner(self.app, access_log=None, logger=BadRequestLog())
+        # requests in flight at shutdown get SHUTDOWN_GRACE, not aiohttp's 60 s: SIGTERM must
+        # end the daemon within the longest test timeout + 1 s
+        self.runner = web.AppRunner(
+            self.app, access_log=None, logger=BadRequestLog(), shutdown_timeout=SHUTDOWN_GRACE
+        )
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:

@@ -10,6 +10,7 @@ import pwd
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -361,6 +362,7 @@ def exclude_add(
 def exclude_list(config_path: str, month: str | None, revoked: bool, fmt: str) -> None:
     """List exclusions."""
     from probed.exclusions import to_json
+    from probed.reports.render import _local
 
     config = _load(config_path, secrets=False)
     try:
@@ -374,15 +376,15 @@ def exclude_list(config_path: str, month: str | None, revoked: bool, fmt: str) -
         return
     if not rows:
         click.echo("no exclusions")
+    when = partial(_local, tz=config.timezone)  # as in `probed report`; JSON stays UTC
     for e in rows:
-        j = to_json(e)
         state = (
-            f"  REVOKED {j['revoked_at']} by {e.revoked_by}: {e.revoke_reason}"
+            f"  REVOKED {when(e.revoked_at)} by {e.revoked_by}: {e.revoke_reason}"
             if e.revoked_at
             else ""
         )
         click.echo(
-            f"{e.id:>4}  {e.service:<12} {j['start']} → {j['end']}  {e.kind:<11} by {e.by}: {e.reason}{state}"
+            f"{e.id:>4}  {e.service:<12} {when(e.start)} → {when(e.end)}  {e.kind:<11} by {e.by}: {e.reason}{state}"
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import time
 from decimal import Decimal
 from pathlib import Path
@@ -245,6 +245,19 @@ def check_location(value: str) -> str:
 def ratio(percent: float) -> float:
     """A percentage as the ratio it was written as: 99.9 is 0.999, not 0.9990000000000001."""
     return float(Decimal(repr(percent)) / 100)
+
+
+def adopt_windows(old: Config, new: Config, now: float) -> Config:
+    """A reload's config whose new maintenance windows are stamped as added ``now``."""
+    services = {}
+    for name, service in new.services.items():
+        before = old.services.get(name)
+        known = before.maintenance if before is not None else ()
+        windows = tuple(
+            next((k for k in known if k == w), replace(w, since=now)) for w in service.maintenance
+        )
+        services[name] = replace(service, maintenance=windows)
+    return replace(new, services=services)
 
 
 def parse_listen(value: str) -> tuple[str, int]:

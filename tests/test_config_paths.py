@@ -126,3 +126,29 @@ def test_sqlite_four_slash_url_works_for_run_and_check_config_alike(tmp_path: Pa
 
     asyncio.run(opened())
     assert db.exists()
+
+
+def test_exclude_add_without_by_names_the_login_not_unknown(tmp_path: Path) -> None:
+    import pwd
+
+    path = make(tmp_path, secrets=False)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}  # no USER, no SUDO_USER
+    add = [sys.executable, "-m", "probed.cli", "exclude", "add", "-c", str(path), "--all"]
+    window = ["--start", "2026-10-04T10:00", "--end", "2026-10-04T11:00"]
+    added = subprocess.run(
+        [*add, *window, "--kind", "other", "--reason", "test"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stderr
+    listed = subprocess.run(
+        [sys.executable, "-m", "probed.cli", "exclude", "list", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert f"by {pwd.getpwuid(os.getuid()).pw_name}: test" in listed.stdout
+    assert "2026-10-04 10:00:00 UTC → 2026-10-04 11:00:00 UTC" in listed.stdout

@@ -165,3 +165,24 @@ def test_service_downtime_is_the_sum_of_its_scripted_outages(demo: DemoRun, serv
     expected = sum(s.downtime for s in scenes)
     assert figures["downtime_seconds"] == pytest.approx(expected, abs=TOLERANCE)
     assert figures["unmonitored_seconds"] == 0
+
+
+def test_the_printed_exclude_command_works_on_the_kept_workdir(demo: DemoRun) -> None:
+    line = next(x.strip() for x in demo.stdout.splitlines() if "probed exclude add -c" in x)
+    assert f"-c {demo.workdir / 'probed-demo.yaml'} " in line
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "probed.cli",
+            "exclude",
+            "list",
+            "-c",
+            str(demo.workdir / "probed-demo.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "dos" in listed.stdout and "by demo" in listed.stdout

@@ -156,7 +156,8 @@ async def test_incident_of_a_location_outage_shows_the_billed_quorum_outage(engi
     assert len(billed.failed_tests) == 11 + 16
     doc = json.loads(render_incident(billed, "json"))
     assert doc["locations"] == ["a", "b"] and doc["billed"] is True
-    assert "locations agreeing: a 2026-10-04T10:00:00Z" in render_incident(billed, "text")
+    # text shows the configured zone with its abbreviation, as every text report does
+    assert "locations agreeing: a 2026-10-04 10:00:00 UTC" in render_incident(billed, "text")
     alone = await incident_evidence(store, config, ids["c"] or 0, now)  # type: ignore[arg-type]
     assert alone is not None and not alone.billed
     assert alone.downtime_seconds == 0.0

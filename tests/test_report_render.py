@@ -56,6 +56,7 @@ ADDED_SERVICE_KEYS = {
     "exclusions",
 }
 CONTRACT_OUTAGE_KEYS = {
+    "id",  # the contract names it; `probed report --incident ID` takes it
     "check",
     "start",
     "end",
@@ -119,7 +120,7 @@ REVOKED = ExclusionSpan(
     revoke_reason="the window was never used",
 )
 POP3 = OutageSpan(
-    "pop3", at("2026-10-04 10:00"), at("2026-10-04 10:03"), 4, ("connection refused",)
+    "pop3", at("2026-10-04 10:00"), at("2026-10-04 10:03"), 4, ("connection refused",), id=17
 )
 SMTP = OutageSpan("smtp-in", at("2026-10-09 12:00"), at("2026-10-09 12:10"), 11, ("SMTP 421",))
 
@@ -207,6 +208,7 @@ def test_json_reproduces_the_contract_example() -> None:
         "credit_percent": 0,
     }
     assert service["outages"][0] == {
+        "id": 17,
         "check": "pop3",
         "start": "2026-10-04T10:00:00Z",
         "end": "2026-10-04T10:03:00Z",
@@ -333,11 +335,14 @@ def test_text_availability_is_never_rounded_up_to_the_objective() -> None:
 
 
 def test_text_lists_outages_per_service_with_open_ones_marked() -> None:
-    span = OutageSpan("imap", at("2026-11-05 07:50"), at("2026-11-05 07:58"), 9, ("timeout",), True)
+    span = OutageSpan(
+        "imap", at("2026-11-05 07:50"), at("2026-11-05 07:58"), 9, ("timeout",), True, 42
+    )
     text = render_text(month_report(figures(outages=(span,), month="2026-11"), month="2026-11"))
     assert "mail: 1 outage" in text
-    row = next(line for line in text.splitlines() if line.startswith("  imap"))
+    row = next(line for line in text.splitlines() if " imap " in line)
     assert row.split() == [
+        "42",  # the id `probed report --incident` takes
         "imap",
         "2026-11-05",
         "07:50:00",
@@ -455,3 +460,12 @@ def test_every_contract_format_has_a_renderer() -> None:
     for render in RENDERERS.values():
         assert render(month_report()).endswith("\n")
         assert render(range_report()).endswith("\n")
+
+
+def test_every_format_names_the_outage_ids_that_incident_takes() -> None:
+    report = month_report()
+    assert "| 17 | pop3 |" in render_markdown(report)
+    (row,) = csv.DictReader(io.StringIO(render_csv(report)))
+    assert row["outage_ids"].split()[0] == "17"
+    assert json.loads(render_json(report))["services"][0]["outages"][0]["id"] == 17
+    assert any(line.split()[:2] == ["17", "pop3"] for line in render_text(report).splitlines())

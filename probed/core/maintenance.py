@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -44,6 +44,9 @@ class Window:
     duration: float  # seconds, shorter than the recurrence
     kind: str = "maintenance"
     reason: str = "scheduled maintenance"
+    # when a reload added the window (None: it was in the config the daemon started with);
+    # not part of the window's identity, so an unchanged window keeps it across reloads
+    since: float | None = field(default=None, compare=False)
 
     @property
     def every(self) -> str:
@@ -105,7 +108,9 @@ def expand(
             kind=window.kind,
             reason=window.reason,
             by=CONFIG_BY,
-            created_at=start,  # a config window has no creation time; its start is the honest stand-in
+            # a window from the start-up config has no creation time and its start is the honest
+            # stand-in; one a reload added was not there before the reload
+            created_at=start if window.since is None else max(start, window.since),
         )
         for window in windows
         for start, end in occurrences(window, tz, span)

@@ -328,6 +328,7 @@ class Daemon:
             await self.recorder.configure(self._checks(new))
         except StorageError as exc:
             return self._reload_refused([str(exc)])
+        new = config_mod.adopt_windows(self.config, new, time.time())
         self.config = new
         self.dispatcher.configure(new.hooks)  # hooks
         added, removed = self.scheduler.set_checks((s.name, c) for s, c in new.all_checks())

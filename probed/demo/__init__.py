@@ -359,7 +359,8 @@ async def run_demo(
         finally:
             daemon.request_stop()
             await task
-        report, html = await _report(config, cfg_path)
+        kept = cfg_path if tmp is None else None  # a temporary workdir is gone after the demo
+        report, html = await _report(config, kept)
         html_path = html_report or _html_path(workdir)
         return _show(report, html, json_report, html_path, whole=ran_out and run_for >= RUN_SECONDS)
     finally:
@@ -392,8 +393,9 @@ def _write_config(platform: Platform, base: Path) -> Path:
     return cfg_path
 
 
-async def _flag_dos(store: Store, cfg_path: Path) -> None:
-    """Flag the DoS window the way an operator would, after the fact."""
+async def _flag_dos(store: Store, cfg_path: Path | None) -> None:
+    """Flag the DoS window the way an operator would, after the fact. The command is shown
+    with the demo's config when it outlives the demo (``--workdir``)."""
     for scene in (s for s in SCENES if s.dos):
         outages = await store.outages(scene.service, (0, time.time() + 1))
         found = [o for o in outages if o.check == scene.check]
@@ -402,10 +404,12 @@ async def _flag_dos(store: Store, cfg_path: Path) -> None:
         start, end = found[-1].start - INTERVAL / 2, found[-1].end + INTERVAL / 2
         reason = f"SYN flood against {scene.check} (scripted)"
         await store.add_exclusion(NewExclusion(scene.service, start, end, "dos", reason, "demo"))
+        config = str(cfg_path) if cfg_path else "DIR/probed-demo.yaml"
         print(
             f"\nThe operator flags the {scene.check} outage as a DoS window, as this command would:\n"
-            f"  probed exclude add -c {cfg_path} --service {scene.service} --start {_iso(start)}"
+            f"  probed exclude add -c {config} --service {scene.service} --start {_iso(start)}"
             f" --end {_iso(end)} --kind dos --reason '{reason}'"
+            + ("" if cfg_path else "\n(run `probed demo --workdir DIR` to keep the demo's files)")
         )
 
 
@@ -430,7 +434,7 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' * (n != 1)}"
 
 
-async def _report(config: config_mod.Config, cfg_path: Path) -> tuple[MonthReport, str]:
+async def _report(config: config_mod.Config, cfg_path: Path | None) -> tuple[MonthReport, str]:
     """Flag the DoS window, then the month's report and its HTML page."""
     store = await open_store(config)
     try:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 from probed.config import Config, Service
 from probed.core import accounting
@@ -22,6 +23,7 @@ from probed.reports.figures import service_month
 from probed.reports.render import (
     _availability_percent,
     _credit_text,
+    _local,
     _percent,
     _ratio,
     _status,
@@ -46,6 +48,7 @@ class Evidence:
     # with one location), and whether it was billed at all (False: an advisory).
     locations: tuple[OutageSpan, ...] = ()
     billed: bool = True
+    timezone: str = "UTC"  # text and Markdown show times in it; JSON and CSV in UTC
 
 
 async def incident_evidence(
@@ -73,7 +76,8 @@ async def incident_evidence(
         () if configured is None else await _months(store, configured, config.timezone, span, now)
     )
     if any(f.locations or f.advisories for f in months):
-        return await _quorum_evidence(store, service, span, months, exclusions, concurrent)
+        quorum = await _quorum_evidence(store, service, span, months, exclusions, concurrent)
+        return replace(quorum, timezone=config.timezone)
     return Evidence(
         service=service,
         outage=span,
@@ -84,6 +88,7 @@ async def incident_evidence(
         concurrent=tuple(concurrent),
         exclusions=tuple(sorted(exclusions, key=lambda x: (x.start, x.id))),
         months=months,
+        timezone=config.timezone,
     )
 
 
@@ -226,8 +231,9 @@ def _where(e: Evidence) -> list[str]:
     """Text lines: who agreed, or why nothing is billed."""
     if not e.locations:
         return []
+    when = partial(_local, tz=e.timezone)
     own = "; ".join(
-        f"{m.location} {iso(m.start)} → {'open' if m.open else iso(m.end)}" for m in e.locations
+        f"{m.location} {when(m.start)} → {'open' if m.open else when(m.end)}" for m in e.locations
     )
     if not e.billed:
         return [
@@ -243,11 +249,12 @@ def _tested_at(e: Evidence, t: FailedTest) -> str:
 
 def _text(e: Evidence) -> str:
     o = e.outage
+    when = partial(_local, tz=e.timezone)
     lines = [
         f"Incident {o.id}: service {e.service}, check {o.check}",
-        f"  began     {iso(o.start)} (first failed test)",
-        f"  ended     {'still open' if o.open else iso(o.end)} (last failed test)",
-        f"  recovered {iso(e.closed_at) or '-'} (first passing test)",
+        f"  began     {when(o.start)} (first failed test)",
+        f"  ended     {'still open' if o.open else when(o.end)} (last failed test)",
+        f"  recovered {(when(e.closed_at) if e.closed_at else '-')} (first passing test)",
         f"  downtime  {e.downtime_seconds:.1f} s ({e.downtime_seconds / 60:.2f} min),"
         f" excluded {e.excluded_seconds:.1f} s, {o.failed_tests} failed tests",
         f"  checks affected: {', '.join(sorted({o.check, *(c.check for c in e.concurrent)}))}",
@@ -255,7 +262,7 @@ def _text(e: Evidence) -> str:
         *("  {}: {}".format(*_sla(f)) for f in e.months),
         "  failed tests:",
         *(
-            f"    {iso(t.at)}  {_tested_at(e, t)}{t.duration * 1000:7.1f} ms  {t.reason}"
+            f"    {when(t.at)}  {_tested_at(e, t)}{t.duration * 1000:7.1f} ms  {t.reason}"
             for t in e.failed_tests
         ),
     ]
@@ -264,7 +271,7 @@ def _text(e: Evidence) -> str:
         for x in e.exclusions:
             state = f" REVOKED by {x.revoked_by}: {x.revoke_reason}" if x.revoked_at else ""
             lines.append(
-                f"    {_label(x)} {x.kind} {iso(x.start)} → {iso(x.end)} by {x.by}: {x.reason}{state}"
+                f"    {_label(x)} {x.kind} {when(x.start)} → {when(x.end)} by {x.by}: {x.reason}{state}"
             )
     return "\n".join(lines) + "\n"
 
@@ -275,26 +282,27 @@ def _label(x: ExclusionSpan) -> str:
 
 def _markdown(e: Evidence) -> str:
     o = e.outage
+    when = partial(_local, tz=e.timezone)
     rows = "\n".join(
-        f"| {iso(t.at)} | {t.duration * 1000:.1f} ms | {_cell(t.reason)} |" for t in e.failed_tests
+        f"| {when(t.at)} | {t.duration * 1000:.1f} ms | {_cell(t.reason)} |" for t in e.failed_tests
     )
     excl = "\n".join(
-        f"- {_label(x)} `{x.kind}` {iso(x.start)} → {iso(x.end)}, by {x.by}: {x.reason}"
+        f"- {_label(x)} `{x.kind}` {when(x.start)} → {when(x.end)}, by {x.by}: {x.reason}"
         + (f" (revoked by {x.revoked_by}: {x.revoke_reason})" if x.revoked_at else "")
         for x in e.exclusions
     )
     return (
         f"## Credit request: incident {o.id}\n\n"
         f"- **Service affected:** {e.service} (check `{o.check}`)\n"
-        f"- **Began:** {iso(o.start)}\n"
-        f"- **Ended:** {'still open' if o.open else iso(o.end)}\n"
+        f"- **Began:** {when(o.start)}\n"
+        f"- **Ended:** {'still open' if o.open else when(o.end)}\n"
         f"- **Downtime:** {e.downtime_seconds / 60:.2f} minutes ({o.failed_tests} consecutive failed tests)\n"
         f"- **Excluded:** {e.excluded_seconds:.1f} s\n"
         f"- **Summary:** {'; '.join(o.reasons) or 'failed tests'}\n"
         + "".join(f"- {line.strip()}\n" for line in _where(e))
         + "".join("- **{}:** {}\n".format(*_sla(f)) for f in e.months)
         + "\n"
-        f"| test started (UTC) | duration | reason |\n|---|---|---|\n{rows}\n\n"
+        f"| test started ({e.timezone}) | duration | reason |\n|---|---|---|\n{rows}\n\n"
         + (f"### Overlapping exclusions\n\n{excl}\n" if e.exclusions else "")
     )
 

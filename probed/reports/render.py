@@ -150,6 +150,7 @@ def _one_line(text: str) -> str:
 def _outage_json(row: OutageFigures, *, several: bool = False) -> JSONObject:
     span = row.span
     found: JSONObject = {
+        "id": outage_id(span),
         "check": span.check,
         "start": iso_utc(span.start),
         "end": None if span.open else iso_utc(span.end),
@@ -162,6 +163,14 @@ def _outage_json(row: OutageFigures, *, several: bool = False) -> JSONObject:
         found["locations"] = list(span.locations)
         found["location_outages"] = [_location_outage_json(m) for m in span.members]
     return found
+
+
+def outage_id(span: OutageSpan) -> int | None:
+    """The id ``probed report --incident`` takes: a quorum outage's is its first member's."""
+    if span.id is not None:
+        return span.id
+    ids = [m.id for m in span.members if m.id is not None]
+    return min(ids) if ids else None
 
 
 def _location_outage_json(span: OutageSpan) -> JSONObject:
@@ -364,6 +373,7 @@ def _outage_table(f: ServiceFigures) -> _Table:
     several = bool(f.locations)
     rows = tuple(
         (
+            str(outage_id(row.span) or "—"),
             row.span.check,
             _local(row.span.start, f.timezone),
             "open" if row.span.open else _local(row.span.end, f.timezone),
@@ -375,9 +385,9 @@ def _outage_table(f: ServiceFigures) -> _Table:
         )
         for row in f.outages
     )
-    headers: tuple[str, ...] = ("check", "start", "end", "failed tests", "downtime min")
+    headers: tuple[str, ...] = ("id", "check", "start", "end", "failed tests", "downtime min")
     headers += ("excluded min", *(("locations (own outage)",) if several else ()))
-    return _Table((*headers, "reasons"), rows, numeric=frozenset({3, 4, 5}))
+    return _Table((*headers, "reasons"), rows, numeric=frozenset({0, 4, 5, 6}))
 
 
 def _agreeing(span: OutageSpan, tz: str) -> str:
@@ -589,6 +599,7 @@ CSV_COLUMNS = (
     "error_budget_seconds",
     "error_budget_remaining_seconds",
     "outages",
+    "outage_ids",  # space-separated: what `probed report --incident ID` takes
     "status",  # met, missed, below minimum, no data
 )
 
@@ -629,6 +640,7 @@ def _csv_row(f: ServiceFigures) -> dict[str, CsvValue]:
         "error_budget_seconds": f.error_budget_seconds,
         "error_budget_remaining_seconds": f.error_budget_remaining_seconds,
         "outages": len(f.outages),
+        "outage_ids": " ".join(str(i) for r in f.outages if (i := outage_id(r.span)) is not None),
         "status": f.status,
         "location": "",
         "advisories": len(f.advisories),
