@@ -60,6 +60,7 @@ from probed.store.base import (
     UnknownExclusion,
 )
 from probed.store.buffered import BufferedStore, RunWrite, SegWrite, covered_until
+from probed.store.rows import exclusion_span, outage_span, outbox_row
 
 if TYPE_CHECKING:
     from probed.config import Config
@@ -422,13 +423,13 @@ class PostgresStore(BufferedStore):
             " AND (%s::text IS NULL OR o.location = %s) ORDER BY o.start, o.id",
             (service, window[0], window[1], location, location),
         )
-        return [_outage(r) for r in rows]
+        return [outage_span(r) for r in rows]
 
     async def outage(self, outage_id: int) -> StoredOutage | None:
         row = await self._one(self._OUTAGE + " WHERE o.id = %s", (outage_id,))
         if row is None:
             return None
-        return StoredOutage(service=str(row[8]), span=_outage(row), closed_at=row[6])
+        return StoredOutage(service=str(row[8]), span=outage_span(row), closed_at=row[6])
 
     async def failed_tests(
         self, service: str, check: str, window: Interval, *, location: str | None = None
@@ -500,7 +501,7 @@ class PostgresStore(BufferedStore):
             exclusion_id = await _returned_id(cur)
             await self._bump(cur)
             await cur.execute(self._EXCLUSION + " WHERE id = %s", (exclusion_id,))
-            return _exclusion(await cur.fetchone())
+            return exclusion_span(await _fetched(cur))
 
     async def revoke_exclusion(
         self, exclusion_id: int, *, by: str, reason: str, at: float | None = None
@@ -519,7 +520,7 @@ class PostgresStore(BufferedStore):
                 raise AlreadyRevoked(f"exclusion {exclusion_id} is already revoked")
             await self._bump(cur)
             await cur.execute(self._EXCLUSION + " WHERE id = %s", (exclusion_id,))
-            return _exclusion(await cur.fetchone())
+            return exclusion_span(await _fetched(cur))
 
     async def _bump(self, cur: Cursor) -> None:
         await cur.execute(
@@ -529,7 +530,7 @@ class PostgresStore(BufferedStore):
 
     async def exclusion(self, exclusion_id: int) -> ExclusionSpan | None:
         row = await self._one(self._EXCLUSION + " WHERE id = %s", (exclusion_id,))
-        return _exclusion(row) if row else None
+        return exclusion_span(row) if row else None
 
     async def exclusions(self, window: Interval | None = None) -> list[ExclusionSpan]:
         if window is None:
@@ -538,7 +539,7 @@ class PostgresStore(BufferedStore):
             rows = await self._rows(
                 self._EXCLUSION + ' WHERE "end" > %s AND start < %s ORDER BY start, id', window
             )
-        return [_exclusion(r) for r in rows]
+        return [exclusion_span(r) for r in rows]
 
     async def generation(self) -> int:
         row = await self._one("SELECT value FROM meta WHERE key = 'exclusions_generation'")
@@ -588,12 +589,12 @@ class PostgresStore(BufferedStore):
             free = row[7] is None or row[7] == self.location or (row[8] or 0.0) <= now
             if not (free and row[5] <= now):
                 due = max(row[5], row[8] or 0.0) if not free else row[5]
-                return _outbox(row, next_attempt_at=due)
+                return outbox_row(row, due, claimed=False)
             await cur.execute(
                 "UPDATE outbox SET claimed_by = %s, claimed_until = %s WHERE id = %s",
                 (self.location, now + lease, row[0]),
             )
-            return _outbox(row, claimed=True)
+            return outbox_row(row, float(row[5]), claimed=True)
 
     async def delivered(self, row_id: int, at: float) -> None:
         async with self._cursor() as cur:
@@ -615,7 +616,7 @@ class PostgresStore(BufferedStore):
         rows = await self._rows(
             self._OUTBOX + " WHERE hook = %s AND delivered_at IS NOT NULL ORDER BY id", (hook,)
         )
-        return [_outbox(r) for r in rows]
+        return [outbox_row(r, float(r[5]), claimed=False) for r in rows]
 
     async def dead_letter(self, row_id: int, reason: str, at: float) -> None:
         async with self._cursor() as cur:
@@ -706,6 +707,12 @@ class PostgresStore(BufferedStore):
             await self.pool.close()
 
 
+async def _fetched(cur: Cursor) -> tuple[Any, ...]:
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
 async def _returned_id(cur: Cursor) -> int:
     """The id a RETURNING gave (then on to the next result of an executemany)."""
     row = await cur.fetchone()
@@ -716,51 +723,6 @@ async def _returned_id(cur: Cursor) -> int:
 
 def _reasons(run: FailureRun) -> str:
     return json.dumps(list(run.reasons))
-
-
-def _outage(r: Sequence[Any]) -> OutageSpan:
-    return OutageSpan(
-        check=str(r[1]),
-        start=float(r[2]),
-        end=float(r[3]),
-        failed_tests=int(r[4]),
-        reasons=tuple(json.loads(r[5])),
-        open=r[6] is None,
-        id=int(r[0]),
-        location=str(r[7]),
-    )
-
-
-def _exclusion(r: Sequence[Any] | None) -> ExclusionSpan:
-    assert r is not None
-    return ExclusionSpan(
-        id=int(r[0]),
-        service=str(r[1]),
-        start=float(r[2]),
-        end=float(r[3]),
-        kind=str(r[4]),
-        reason=str(r[5]),
-        by=str(r[6]),
-        created_at=float(r[7]),
-        revoked_at=None if r[8] is None else float(r[8]),
-        revoked_by=None if r[9] is None else str(r[9]),
-        revoke_reason=None if r[10] is None else str(r[10]),
-    )
-
-
-def _outbox(
-    r: Sequence[Any], *, claimed: bool = False, next_attempt_at: float | None = None
-) -> OutboxRow:
-    return OutboxRow(
-        id=int(r[0]),
-        hook=str(r[1]),
-        payload=str(r[2]),
-        created_at=float(r[3]),
-        attempts=int(r[4]),
-        next_attempt_at=float(r[5] if next_attempt_at is None else next_attempt_at),
-        location=str(r[6]),
-        claimed=claimed,
-    )
 
 
 async def open_store(

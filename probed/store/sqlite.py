@@ -45,6 +45,7 @@ from probed.store.base import (
     UnknownExclusion,
 )
 from probed.store.buffered import BufferedStore, RunWrite, SegWrite, covered_until
+from probed.store.rows import dead_letter, exclusion_span, outage_span, outbox_row
 
 T = TypeVar("T")
 _HEADER = b"SQLite format 3\x00"
@@ -478,11 +479,11 @@ class _Db:
             " AND (? IS NULL OR o.location = ?) ORDER BY o.start, o.id",
             (service, window[0], window[1], location, location),
         ).fetchall()
-        return [_outage(r) for r in rows]
+        return [outage_span(r) for r in rows]
 
     def outage(self, outage_id: int) -> StoredOutage | None:
         r = self.db.execute(self._OUTAGE + " WHERE o.id = ?", (outage_id,)).fetchone()
-        return None if r is None else StoredOutage(str(r[8]), _outage(r), r[6])
+        return None if r is None else StoredOutage(str(r[8]), outage_span(r), r[6])
 
     def failed_tests(
         self, service: str, check: str, window: Interval, location: str | None
@@ -589,7 +590,7 @@ class _Db:
 
     def exclusion(self, exclusion_id: int) -> ExclusionSpan | None:
         row = self.db.execute(self._EXCLUSION + " WHERE id = ?", (exclusion_id,)).fetchone()
-        return _exclusion(row) if row else None
+        return exclusion_span(row) if row else None
 
     def exclusions(self, window: Interval | None) -> list[ExclusionSpan]:
         if window is None:
@@ -598,7 +599,7 @@ class _Db:
             rows = self.db.execute(
                 self._EXCLUSION + ' WHERE "end" > ? AND start < ? ORDER BY start, id', window
             )
-        return [_exclusion(r) for r in rows]
+        return [exclusion_span(r) for r in rows]
 
     # -------------------------------------------------------- outbox
 
@@ -628,12 +629,12 @@ class _Db:
             if r[7] not in (None, self.location) and r[8] is not None and r[8] > now:
                 due = max(due, float(r[8]))  # another instance holds it
             if due > now:
-                return _row(r, due, claimed=False)
+                return outbox_row(r, due, claimed=False)
             self.db.execute(
                 "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id = ?",
                 (self.location, now + lease, r[0]),
             )
-        return _row(r, due, claimed=True)
+        return outbox_row(r, due, claimed=True)
 
     def delivered(self, row_id: int, at: float) -> None:
         with self._tx():
@@ -656,7 +657,7 @@ class _Db:
             self._ROW + " FROM outbox WHERE hook = ? AND delivered_at IS NOT NULL ORDER BY id",
             (hook,),
         )
-        return [_row(r, float(r[5]), claimed=False) for r in rows]
+        return [outbox_row(r, float(r[5]), claimed=False) for r in rows]
 
     def dead_letter(self, row_id: int, reason: str, at: float) -> None:
         with self._tx():
@@ -672,18 +673,7 @@ class _Db:
             " WHERE dead_at IS NOT NULL ORDER BY dead_at DESC, id DESC LIMIT ?",
             (limit,),
         )
-        return [
-            DeadLetter(
-                int(r[0]),
-                str(r[1]),
-                str(r[2]),
-                float(r[3]),
-                int(r[4]),
-                float(r[5]),
-                str(r[6] or ""),
-            )
-            for r in rows
-        ]
+        return [dead_letter(r) for r in rows]
 
     def undelivered(self) -> dict[str, int]:
         rows = self.db.execute(
@@ -768,45 +758,3 @@ def _check_header(path: Path) -> None:
 
 def _damaged(path: Path, problem: object) -> DamagedStore:
     return DamagedStore(f"the store at {path} is damaged: {problem}; try sqlite3 {path} '.recover'")
-
-
-def _outage(r: Sequence[Any]) -> OutageSpan:  # sqlite rows are untyped
-    return OutageSpan(
-        check=str(r[1]),
-        start=float(r[2]),
-        end=float(r[3]),
-        failed_tests=int(r[4]),
-        reasons=tuple(json.loads(r[5])),
-        open=r[6] is None,
-        id=int(r[0]),
-        location=str(r[7]),
-    )
-
-
-def _row(r: Sequence[Any], due: float, *, claimed: bool) -> OutboxRow:
-    return OutboxRow(
-        id=int(r[0]),
-        hook=str(r[1]),
-        payload=str(r[2]),
-        created_at=float(r[3]),
-        attempts=int(r[4]),
-        next_attempt_at=due,
-        location=str(r[6]),
-        claimed=claimed,
-    )
-
-
-def _exclusion(r: Sequence[Any]) -> ExclusionSpan:
-    return ExclusionSpan(
-        id=int(r[0]),
-        service=str(r[1]),
-        start=float(r[2]),
-        end=float(r[3]),
-        kind=str(r[4]),
-        reason=str(r[5]),
-        by=str(r[6]),
-        created_at=float(r[7]),
-        revoked_at=None if r[8] is None else float(r[8]),
-        revoked_by=None if r[9] is None else str(r[9]),
-        revoke_reason=None if r[10] is None else str(r[10]),
-    )
