@@ -224,7 +224,12 @@ def check_keys(args: argparse.Namespace) -> Iterator[tuple[str, str, bool]]:
 def write_config(args: argparse.Namespace, port: int, workdir: Path) -> Path:
     lines = [
         "timezone: UTC",
-        f"storage: sqlite://{workdir / 'probed.db'}",
+        f"storage: {args.storage or 'sqlite://' + str(workdir / 'probed.db')}",
+        *(
+            [f"storage_password_file: {args.storage_password_file}"]
+            if args.storage_password_file
+            else []
+        ),
         f"listen: {HOST}:0",
         f"concurrency: {args.concurrency}",
         f"defaults: {{interval: {args.interval:g}s, timeout: {args.timeout:g}s, failures_to_down: 2}}",
@@ -385,7 +390,9 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return lower
 
 
-def db_figures(workdir: Path) -> tuple[dict[str, int], dict[str, int]]:
+def db_figures(workdir: Path, storage: str | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    if storage and storage.startswith("postgresql"):
+        return pg_figures(storage, workdir)
     sizes = {}
     for suffix in ("", "-wal", "-shm"):
         p = workdir / f"probed.db{suffix}"
@@ -401,6 +408,34 @@ def db_figures(workdir: Path) -> tuple[dict[str, int], dict[str, int]]:
     finally:
         db.close()
     return sizes, rows
+
+
+def pg_figures(storage: str, workdir: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """PostgreSQL: the database's size (pg_database_size) and the same row counts."""
+    import psycopg
+
+    password = os.environ.get("PROBED_BENCH_PGPASSWORD")
+    with psycopg.connect(storage, password=password) as conn:
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        rows: dict[str, int] = {}
+        for table in ("checks", "pass_runs", "failed_tests", "segments", "outages"):
+            found = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            rows[table] = int(found[0]) if found else 0
+        found = conn.execute("SELECT COALESCE(SUM(tests), 0) FROM segments").fetchone()
+        rows["tests (sum of segments.tests)"] = int(found[0]) if found else 0
+    return {"pg_database_size": int(size[0]) if size else 0}, rows
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User+system CPU of a process and its children (PostgreSQL: postmaster and backends)."""
+    total = 0.0
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system
+    return total
 
 
 class Pinger(threading.Thread):
@@ -558,12 +593,15 @@ def mib(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-def run(args: argparse.Namespace) -> int:
-    return measure(args)["rc"]  # type: ignore[return-value]  # an int by construction
+def run(args: argparse.Namespace, table: list[tuple[str, str]] | None = None) -> int:
+    return measure(args, table)["rc"]  # type: ignore[return-value]  # an int by construction
 
 
-def measure(args: argparse.Namespace) -> dict[str, float | int | None]:
-    """One run: prints the table, returns the figures the scale ladder summarises."""
+def measure(
+    args: argparse.Namespace, table: list[tuple[str, str]] | None = None
+) -> dict[str, float | int | None]:
+    """One run: prints the table, returns the figures the scale ladder summarises;
+    ``table`` (when given) receives the printed rows too."""
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="probed-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in workdir.glob("probed.db*"):
@@ -601,6 +639,7 @@ def measure(args: argparse.Namespace) -> dict[str, float | int | None]:
             rss_started, hwm_started = sampler.proc.memory_info().rss, sampler.vm_hwm
             cpu0 = sampler.cpu()
             server_cpu0 = pool.cpu_seconds()
+            db_cpu0 = tree_cpu_seconds(args.db_pid) if args.db_pid else 0.0
             busy0, load0 = busy_cpu_seconds(), os.getloadavg()[0]
             print(
                 f"# daemon.started after {startup_s:.1f}s (CPU {cpu0:.2f}s); running {args.duration:g}s",
@@ -652,6 +691,7 @@ def measure(args: argparse.Namespace) -> dict[str, float | int | None]:
                 scraper.join(SCRAPE_DEADLINE)
             cpu1 = sampler.cpu()
             server_cpu1 = pool.cpu_seconds()
+            db_cpu1 = tree_cpu_seconds(args.db_pid) if args.db_pid else 0.0
             busy1, load1 = busy_cpu_seconds(), os.getloadavg()[0]
             sampler.sample()
             hwm_window = sampler.vm_hwm
@@ -692,7 +732,8 @@ def measure(args: argparse.Namespace) -> dict[str, float | int | None]:
     m = parse_metrics(text or "")
     tests = m.passed + m.failed
     due = tests_due(args, window)
-    sizes, rows = db_figures(workdir)
+    sizes, rows = db_figures(workdir, args.storage)
+    db_cpu = db_cpu1 - db_cpu0
     cpu_run = cpu1 - cpu0
     server_cpu = server_cpu1 - server_cpu0
     errors = sum(
@@ -724,6 +765,10 @@ def measure(args: argparse.Namespace) -> dict[str, float | int | None]:
         ),
         ("CPU seconds per 1 000 tests", f"{1000 * cpu_run / tests:.3f}" if tests else "n/a"),
         ("server CPU in window", f"{server_cpu:.2f} s ({args.server_procs} process(es))"),
+        (
+            "database server CPU per 1 000 tests (--db-pid)",
+            f"{1000 * db_cpu / tests:.3f} ({db_cpu:.2f} s)" if args.db_pid and tests else "n/a",
+        ),
         (
             f"machine CPU in window ({psutil.cpu_count()} cores)",
             f"{busy1 - busy0:.2f} s busy, of which {max(0.0, busy1 - busy0 - cpu_run - server_cpu):.2f} s"
@@ -763,6 +808,8 @@ def measure(args: argparse.Namespace) -> dict[str, float | int | None]:
     print(f"tree:    {source} ({git_state(source)})\n")
     for key, value in rows_out:
         print(f"{key:<{width}}  {value}")
+    if table is not None:
+        table += rows_out
     lag_line = "  ".join(f"le={le:g}:{c:.0f}" for le, c in m.lag_buckets)
     print(f"\nlag histogram (cumulative): {lag_line}")
     if args.profile:
@@ -838,6 +885,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source", help="run the daemon from this source tree (default: this checkout)")
     p.add_argument(
         "--workdir", help="where the config, store and daemon.log go (default: a new temp dir)"
+    )
+    p.add_argument("--storage", help="the daemon's storage URL (default: sqlite:// in the workdir)")
+    p.add_argument("--storage-password-file", help="storage_password_file: for a PostgreSQL URL")
+    p.add_argument(
+        "--db-pid", type=int, help="count this process tree's CPU as the database server's"
     )
     args = p.parse_args(argv)
     if not 0.0 <= args.fail_ratio <= 1.0:

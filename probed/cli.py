@@ -418,6 +418,48 @@ def exclude_revoke(config_path: str, exclusion_id: int, reason: str, by: str | N
     click.echo(f"revoked {exclusion_id}")
 
 
+@main.group("store")
+def store_group() -> None:
+    """Storage maintenance: move a history between stores."""
+
+
+def _password(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip("\r\n")
+    except OSError as exc:
+        _fail(f"cannot read password file {path}: {exc.strerror or exc}", 2)
+
+
+@store_group.command("copy")
+@click.option("--from", "source", required=True, help="sqlite:///path or postgresql://USER@HOST/DB")
+@click.option(
+    "--to", "target", required=True, help="an empty store: sqlite:///path or postgresql://…"
+)
+@click.option("--from-password-file", type=click.Path(dir_okay=False), help="PostgreSQL source")
+@click.option("--to-password-file", type=click.Path(dir_okay=False), help="PostgreSQL target")
+def store_copy(
+    source: str, target: str, from_password_file: str | None, to_password_file: str | None
+) -> None:
+    """Copy a whole history into an empty store, ids kept (stop the daemon first)."""
+    from probed.store.copy import copy_store
+
+    try:
+        copied = asyncio.run(
+            copy_store(
+                source,
+                target,
+                source_password=_password(from_password_file),
+                target_password=_password(to_password_file),
+            )
+        )
+    except StorageError as exc:
+        _fail(str(exc))
+    for c in copied:
+        click.echo(f"{c.table:<20} {c.rows:>10} rows")
+
+
 @main.command()
 @click.option("--duration", type=float, default=None, help="seconds to run before the report")
 @click.option(

@@ -162,6 +162,7 @@ class StatusPageModel(_Strict):
 class ConfigModel(_Strict):
     timezone: str = "UTC"
     storage: str | None = None
+    storage_password_file: str | None = None  # PostgreSQL only; never a password inline
     location: str | None = Field(
         default=None, description="this instance's identity in the store (default: host name)"
     )
@@ -188,12 +189,20 @@ class ConfigModel(_Strict):
     @field_validator("storage")
     @classmethod
     def _storage(cls, value: str | None) -> str | None:
+        if value is not None and is_postgresql(value):
+            from probed.store.postgresql import check_url  # psycopg only when it is used
+
+            check_url(value)
+            return value
         if value is not None and (
             not value.strip()
             or ("://" in value and not value.startswith("sqlite://"))
             or value.removeprefix("sqlite://").strip() in ("", "/")
         ):
-            raise ValueError(f'expected sqlite:////path/to/probed.db or a file path, got "{value}"')
+            raise ValueError(
+                "expected sqlite:////path/to/probed.db, a file path or"
+                f' postgresql://USER@HOST:PORT/DB, got "{value}"'
+            )
         return value
 
     @field_validator("location")
@@ -282,7 +291,7 @@ class StatusPage:
 class Config:
     path: Path
     timezone: str
-    storage_path: Path
+    storage_path: Path | None  # SQLite; None with PostgreSQL
     listen_host: str
     listen_port: int
     api_token: str | None
@@ -293,11 +302,13 @@ class Config:
     status_page: StatusPage = StatusPage()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     location: str = field(default_factory=default_location)
+    storage_dsn: str | None = None  # the postgresql:// URL, without a password
+    storage_password: str | None = field(default=None, repr=False)
 
     @property
     def storage_url(self) -> str:
         """The storage URL :func:`probed.store.base.open_store` takes."""
-        return f"sqlite://{self.storage_path}"
+        return self.storage_dsn or f"sqlite://{self.storage_path}"
 
     def all_checks(self) -> Iterator[tuple[Service, CheckBase]]:
         for service in self.services.values():
@@ -361,9 +372,11 @@ def _loads(text: str, file: Path) -> Config:
     hooks = _hooks(model, locator, problems)
     token = _token(model, file, locator, problems)
     status_page = _status_page(model, locator, problems)
-    storage_path = _storage_path(model.storage, file)
-    if storage_path.is_dir():  # what `run` would refuse, check-config refuses too
+    dsn = model.storage if model.storage and is_postgresql(model.storage) else None
+    storage_path = None if dsn else _storage_path(model.storage, file)
+    if storage_path is not None and storage_path.is_dir():  # what `run` refuses, check-config too
         problems.append(locator.message(("storage",), f"{storage_path} is a directory"))
+    password = _storage_password(model, dsn, locator, problems)
     if problems:
         raise ConfigError(problems)
     host, port = parse_listen(model.listen)
@@ -381,6 +394,8 @@ def _loads(text: str, file: Path) -> Config:
         status_page=status_page,
         raw=data,
         location=model.location or default_location(),
+        storage_dsn=dsn,
+        storage_password=password,
     )
 
 
@@ -503,6 +518,31 @@ def _token(model: ConfigModel, file: Path, locator: _Locator, problems: list[str
     return token
 
 
+def is_postgresql(url: str) -> bool:
+    return url.partition("://")[0].lower() in ("postgresql", "postgres")
+
+
+def _storage_password(
+    model: ConfigModel, dsn: str | None, locator: _Locator, problems: list[str]
+) -> str | None:
+    """The PostgreSQL password from its file; read by every command (they all open the store)."""
+    if model.storage_password_file is None:
+        return None
+    where = ("storage_password_file",)
+    if dsn is None:
+        problems.append(locator.message(where, "only a postgresql:// storage takes a password"))
+        return None
+    try:
+        password = read_secret(model.storage_password_file)
+    except ValueError as exc:
+        problems.append(locator.message(where, str(exc)))
+        return None
+    if not password:
+        problems.append(locator.message(where, "the password file is empty"))
+        return None
+    return password
+
+
 def _storage_path(url: str | None, config_file: Path) -> Path:
     if url is None:
         state_dir = os.environ.get("STATE_DIRECTORY", "/var/lib/probed").split(":")[0]
@@ -585,7 +625,7 @@ def summary(config: Config) -> str:
     """What ``probed check-config`` prints."""
     lines = [
         f"config {config.path}: OK",
-        f"  timezone {config.timezone}, storage {config.storage_path}, location {config.location}, "
+        f"  timezone {config.timezone}, storage {config.storage_path or config.storage_dsn}, location {config.location}, "
         f"listen {config.listen_host}:{config.listen_port}, "
         f"write API {'enabled' if config.api_token else 'disabled (no api_token_file)'}",
     ]

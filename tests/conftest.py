@@ -9,8 +9,19 @@ from pathlib import Path
 
 import pytest
 import trustme
+from hypothesis import settings
 
-pytest_plugins: list[str] = ["tests.mailservers", "tests.store_engines"]
+# No wall-time thresholds: hypothesis' default 200 ms deadline fails property tests at
+# random on a loaded machine (seen while several suites shared 2 cores).
+settings.register_profile("probed", deadline=None)
+settings.load_profile("probed")
+
+pytest_plugins: list[str] = [
+    "tests.mailservers",
+    "tests.pgcluster",
+    "tests.store_engines",
+    "tests.daemon_storage",
+]
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

@@ -144,6 +144,7 @@ class ScriptedHTTP:
     scripts: dict[str, list[bool]] = field(default_factory=dict)
     after: bool = True
     counts: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)  # 503 answers per path
     down: set[str] = field(default_factory=set)
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -154,6 +155,8 @@ class ScriptedHTTP:
         self.counts[name] = n + 1
         script = self.scripts.get(name, [])
         up = (script[n] if n < len(script) else self.after) and name not in self.down
+        if not up:
+            self.failed[name] = self.failed.get(name, 0) + 1
         return web.Response(text="ok") if up else web.Response(status=503, text="down")
 
     async def __aenter__(self) -> ScriptedHTTP:
@@ -172,14 +175,20 @@ class ScriptedHTTP:
 
 
 def http_config(
-    tmp: Path, port: int, names: list[str], interval: float = 0.2, extra: str = ""
+    tmp: Path,
+    port: int,
+    names: list[str],
+    interval: float = 0.2,
+    extra: str = "",
+    storage: str | None = None,
 ) -> Path:
+    """A config of HTTP checks; ``storage`` is the storage line(s), default SQLite in ``tmp``."""
     checks = "\n".join(
         f'      - {{name: {n}, type: http, url: "http://127.0.0.1:{port}/{n}"}}' for n in names
     )
     path = tmp / "probed.yaml"
     path.write_text(
-        f"timezone: UTC\nstorage: sqlite://{tmp}/probed.db\nlisten: 127.0.0.1:0\n"
+        f"timezone: UTC\n{storage or f'storage: sqlite://{tmp}/probed.db'}\nlisten: 127.0.0.1:0\n"
         f"defaults: {{interval: {interval}s, timeout: {interval * 0.75:.3f}s, failures_to_down: 2}}\n"
         f"{extra}"
         f"services:\n  web:\n    objective: 99.5\n    checks:\n{checks}\n",

@@ -2,7 +2,7 @@
 
 ``engine`` is parametrised by engine name; ``engine.url()`` is a fresh, empty
 store each call. Each engine added here (e.g. "postgresql" with a private
-cluster) runs the whole contract suite and the figures property test.
+cluster, tests/pgcluster.py) runs the whole contract suite and the figures property test.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from probed.store.base import Store, open_store
 from probed.store.sqlite import SqliteStore
 
-ENGINES = ["sqlite"]
+ENGINES = ["sqlite", "postgresql"]
 
 
 @dataclass
@@ -44,6 +44,13 @@ async def crash_sqlite(store: Store) -> None:
     store._executor.shutdown()
 
 
+async def crash_postgresql(store: Store) -> None:
+    from probed.store.postgresql import PostgresStore
+
+    assert isinstance(store, PostgresStore)
+    await store.pool.close()  # connections dropped; buffered passes and coverage are lost
+
+
 def sqlite_engine(base: Path) -> Engine:
     counter = itertools.count()
     return Engine("sqlite", lambda: f"sqlite://{base}/store-{next(counter)}.db", crash_sqlite)
@@ -53,4 +60,10 @@ def sqlite_engine(base: Path) -> Engine:
 def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Engine:
     if request.param == "sqlite":
         return sqlite_engine(tmp_path_factory.mktemp("stores"))
+    if request.param == "postgresql":
+        # a new database per url(); the password reaches libpq through PGPASSFILE
+        cluster = request.getfixturevalue("pg_cluster")
+        return Engine(
+            "postgresql", lambda: cluster.dsn(cluster.create_database()), crash_postgresql
+        )
     raise AssertionError(f"unknown engine {request.param}")

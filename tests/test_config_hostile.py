@@ -76,7 +76,8 @@ BOMBS: dict[str, tuple[str | bytes, str]] = {
     "impossible-date": (BASE + "timezone: 2026-13-45\n", ":7: invalid YAML: invalid value"),
     "empty-sqlite-url": (
         BASE.replace("sqlite:///tmp/probed-hostile.db", "'sqlite://'"),
-        ':1: storage: expected sqlite:////path/to/probed.db or a file path, got "sqlite://"',
+        ":1: storage: expected sqlite:////path/to/probed.db, a file path or"
+        ' postgresql://USER@HOST:PORT/DB, got "sqlite://"',
     ),
 }
 

@@ -87,7 +87,10 @@ def test_storage_url_forms(tmp_path: Path, storage: str, expected: str) -> None:
 def test_another_url_scheme_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         config_mod.load(make(tmp_path, "mysql://db/probed"))
-    assert "storage: expected sqlite:////path/to/probed.db or a file path" in info.value.problems[0]
+    assert (
+        "storage: expected sqlite:////path/to/probed.db, a file path or"
+        " postgresql://USER@HOST:PORT/DB" in info.value.problems[0]
+    )
 
 
 def test_commands_that_do_not_probe_need_no_secrets(tmp_path: Path) -> None:

@@ -67,7 +67,10 @@ def test_a_wheel_built_from_the_checkout_installs_and_runs(tmp_path: Path) -> No
 
 def test_setup_scripts_wait_for_the_dpkg_lock() -> None:
     # a machine that is installing updates holds the lock; waiting beats failing at once
-    scripts = [*(ROOT / ".ci").iterdir(), ROOT / "scripts" / "test"]
+    scripts = [
+        *sorted(p for p in (ROOT / ".ci").iterdir() if p.is_file()),
+        ROOT / "scripts" / "test",
+    ]
     calls = [
         line.strip()
         for script in scripts

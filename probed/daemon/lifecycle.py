@@ -27,7 +27,7 @@ from probed.core import accounting
 from probed.core.events import Event
 from probed.daemon.accountant import Accountant
 from probed.daemon.clock import SessionClock
-from probed.daemon.metrics import Metrics, Snapshot
+from probed.daemon.metrics import Metrics, Snapshot, SpoolCollector
 from probed.daemon.recorder import Recorder
 from probed.daemon.reload import ReloadState
 from probed.daemon.runner import TestOutcome
@@ -38,6 +38,7 @@ from probed.hooks import BudgetWatch, Dispatcher
 from probed.hooks.quorum import QuorumWatch
 from probed.logs import log
 from probed.store.base import FLUSH_EVERY, StorageError, Store, open_store
+from probed.store.spool import Spool
 from probes.base import CheckBase, Transcript
 
 REFRESH_EVERY = 10.0  # seconds between recomputations of the month's figures
@@ -82,7 +83,9 @@ class Daemon:
         self._reloading = asyncio.Lock()  # one reload at a time (SIGHUP and the API)
         self._tasks: set[asyncio.Task[bool]] = set()
         self.registry = CollectorRegistry()
-        self.store = store
+        # writes that fail wait in the spool while probing goes on (docs/storage.md)
+        self.spool = store if isinstance(store, Spool) else Spool(store)
+        self.store: Store = self.spool
         self.storage_problem: str | None = None  # the last failed write, for /healthz
         self.clock = SessionClock()  # tests' times: the start's wall time + monotonic elapsed
         # the snapshot a scrape renders, taken on the loop (taking it updates daemon state)
@@ -93,6 +96,7 @@ class Daemon:
             per_check_histograms=config.per_check_histograms,
             location=self.store.location,
         )
+        self.registry.register(SpoolCollector(self.spool))
         self._rendering: asyncio.Future[bytes] | None = None
         self.recorder = Recorder(self.store, self._emit, self.metrics)
         self.accountant = Accountant(
@@ -106,6 +110,7 @@ class Daemon:
             on_dead_letter=lambda hook: self.metrics.dead_letters.labels(hook).inc(),
         )
         self.sinks = [self.dispatcher.submit]
+        self.spool.on_written = lambda: self.dispatcher.wake(list(self.dispatcher.slots))
         budget = BudgetWatch(self.store, self.dispatcher)
         self.quorum = self.recorder.quorum = QuorumWatch(self.store, self.dispatcher)
         self.quorum.on_service = self.recorder.down_clock.set_down  # burn rate: the quorum's
@@ -307,7 +312,7 @@ class Daemon:
             new = self._located(await asyncio.to_thread(config_mod.load, self.config_path))
             if new.location != self.config.location:
                 raise config_mod.ConfigError(["location cannot change on reload; restart probed"])
-            if new.storage_path != self.config.storage_path or (
+            if new.storage_url != self.config.storage_url or (
                 new.listen_host,
                 new.listen_port,
             ) != (self.config.listen_host, self.config.listen_port):

@@ -34,6 +34,8 @@ from prometheus_client.registry import Collector
 
 from probed import __version__
 from probed.core.accounting import EXCLUSION_KINDS, ServiceFigures
+from probed.store.spool import KINDS as SPOOL_KINDS
+from probed.store.spool import Spool
 
 CHECK_LABELS = ("service", "check", "type")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -355,3 +357,25 @@ class SnapshotCollector(Collector):
                 budget_total.add_metric([name], svc.month_to_date.error_budget_seconds)
         yield from (up, objective, avail, down, excluded, unmonitored, budget, budget_total)
         yield from (down_total, active)
+
+
+class SpoolCollector(Collector):
+    """The write spool's state: what waits for an unwritable store, and what was dropped."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "probed_store_spool_records",
+            "Records waiting in memory for the store to take writes again",
+            value=self.spool.records,
+        )
+        dropped = CounterMetricFamily(
+            "probed_store_spool_dropped",
+            "Records dropped because the spool was full, by kind",
+            labels=["kind"],
+        )
+        for kind in SPOOL_KINDS:
+            dropped.add_metric([kind], float(self.spool.dropped[kind]))
+        yield dropped

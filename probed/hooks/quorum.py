@@ -23,7 +23,7 @@ from probed.core.quorum import TOLD_LEDGER, CheckVerdict
 from probed.core.times import iso
 from probed.hooks.budget import Router
 from probed.logs import log
-from probed.store.base import Store
+from probed.store.base import StorageError, Store
 from probes.base import CheckBase
 
 LOOKBACK = 3600.0  # seconds of coverage read for a majority vote; outages are read whole
@@ -67,7 +67,10 @@ class QuorumWatch:
         checked_at, count = self._locations
         now = self.clock()
         if check.quorum == 1 and now - checked_at >= LOCATIONS_TTL:
-            count = len(await self.store.locations())
+            try:
+                count = len(await self.store.locations())
+            except StorageError as exc:  # the store is down: keep what we knew, ask again later
+                log.warning("quorum.locations_unknown", reason=str(exc), locations=count)
             self._locations = (now, count)
         shared = check.quorum != 1 or count > 1
         self.active = self.active or shared

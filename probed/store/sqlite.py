@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,107 +44,25 @@ from probed.store.base import (
     StoredOutage,
     UnknownExclusion,
 )
+from probed.store.buffered import BufferedStore, RunWrite, SegWrite, covered_until
+from probed.store.rows import dead_letter, exclusion_span, outage_span, outbox_row
 
 T = TypeVar("T")
 _HEADER = b"SQLite format 3\x00"
 
 
-# ----------------------------------------------------------- pending state
-
-
-@dataclass(slots=True)
-class _Segment:
-    """Coverage of one check by this daemon session: consecutive tests at one cadence."""
-
-    first: float
-    last: float
-    interval: float
-    timeout: float
-    tests: int = 1
-    id: int | None = None
-
-
-@dataclass(slots=True)
-class _Pending:
-    """Unflushed state of one check, kept on the event loop."""
-
-    run_first: float = 0.0
-    run_last: float = 0.0
-    run_count: int = 0
-    run_id: int | None = None
-    run_dirty: bool = False
-    segment: _Segment | None = None
-    seg_dirty: bool = False
-    finished: list[_Segment] = field(default_factory=list)  # cadence changed, not written yet
-
-
-@dataclass(frozen=True, slots=True)
-class _RunWrite:
-    check_id: int
-    id: int | None
-    first: float
-    last: float
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class _SegWrite:
-    check_id: int
-    id: int | None
-    first: float
-    last: float
-    interval: float
-    timeout: float
-    tests: int
-
-
-@dataclass(slots=True)
-class _Batch:
-    """What one transaction writes for buffered checks; ids come back in the same order."""
-
-    runs: list[_RunWrite] = field(default_factory=list)
-    segments: list[_SegWrite] = field(default_factory=list)
-    run_owners: list[_Pending] = field(default_factory=list)
-    seg_owners: list[_Segment] = field(default_factory=list)
-    finished: list[tuple[_Pending, int]] = field(default_factory=list)  # taken per check
-
-
-def _take(check_id: int, p: _Pending, batch: _Batch) -> None:
-    """Move one check's dirty state into ``batch`` (the caller holds the write lock)."""
-    for seg in p.finished:
-        batch.segments.append(_seg_write(check_id, seg))
-        batch.seg_owners.append(seg)
-    batch.finished.append((p, len(p.finished)))  # dropped once written
-    if p.run_dirty and p.run_count:
-        batch.runs.append(_RunWrite(check_id, p.run_id, p.run_first, p.run_last, p.run_count))
-        batch.run_owners.append(p)
-    p.run_dirty = False
-    s = p.segment
-    if p.seg_dirty and s is not None:
-        batch.segments.append(_seg_write(check_id, s))
-        batch.seg_owners.append(s)
-    p.seg_dirty = False
-
-
-def _seg_write(check_id: int, s: _Segment) -> _SegWrite:
-    return _SegWrite(check_id, s.id, s.first, s.last, s.interval, s.timeout, s.tests)
-
-
 # ------------------------------------------------------------- the store
 
 
-class SqliteStore:
+class SqliteStore(BufferedStore):
     """The async store over one SQLite file; create it with :meth:`open`."""
 
     def __init__(
         self, db: _Db, executor: ThreadPoolExecutor, clock: Callable[[], float] = time.time
     ) -> None:
+        super().__init__(clock)
         self._db = db
-        self.clock = clock
         self._executor = executor
-        self._pending: dict[int, _Pending] = {}
-        self._services: dict[int, str] = {}  # check id -> service, for pending coverage
-        self._lock = asyncio.Lock()  # buffered state handed to the thread: one writer at a time
         self.path = db.path
         self.readonly = db.readonly
 
@@ -188,95 +105,20 @@ class SqliteStore:
 
     # ---------------------------------------------------- test results
 
-    async def check_id(self, service: str, check: str, type_: str) -> int:
-        cid = await self._call(self._db.check_id, service, check, type_)
-        self._services[cid] = service
-        return cid
+    async def _check_id(self, service: str, check: str, type_: str) -> int:
+        return await self._call(self._db.check_id, service, check, type_)
 
-    def _extend(self, check_id: int, at: float, interval: float, timeout: float) -> _Pending:
-        p = self._pending.get(check_id)
-        if p is None:
-            p = self._pending[check_id] = _Pending()
-        s = p.segment
-        if s is None or (s.interval, s.timeout) != (interval, timeout):
-            if s is not None and p.seg_dirty:
-                p.finished.append(s)
-            p.segment = _Segment(at, at, interval, timeout)
-        else:
-            s.last = max(s.last, at)
-            s.tests += 1
-        p.seg_dirty = True
-        return p
-
-    async def record_pass(
+    async def _write_batch(
         self,
-        check_id: int,
-        at: float,
-        *,
-        interval: float,
-        test_timeout: float = 0.0,
-        durable: bool = False,
-    ) -> None:
-        p = self._extend(check_id, at, interval, test_timeout)
-        if p.run_count == 0:
-            p.run_id, p.run_first = None, at
-        p.run_last = at
-        p.run_count += 1
-        p.run_dirty = True
-        if durable:
-            await self._write([check_id])
+        runs: Sequence[RunWrite],
+        segments: Sequence[SegWrite],
+        failure: tuple[int, FailedTest] | None,
+        seen_at: float,
+    ) -> tuple[list[int], list[int]]:
+        return await self._call(self._db.write, runs, segments, failure, seen_at)
 
-    async def record_failure(
-        self, check_id: int, test: FailedTest, *, interval: float, test_timeout: float = 0.0
-    ) -> None:
-        p = self._extend(check_id, test.at, interval, test_timeout)
-        await self._write([check_id], failure=(check_id, test))
-        p.run_count, p.run_id, p.run_dirty = 0, None, False
-
-    async def record_unmonitored(self, check_id: int) -> None:
-        p = self._pending.get(check_id)
-        if p is not None and p.segment is not None:
-            if p.seg_dirty:
-                p.finished.append(p.segment)  # written by the next flush
-            p.segment, p.seg_dirty = None, False
-
-    async def flush(self) -> None:
-        dirty = [c for c, p in self._pending.items() if p.run_dirty or p.seg_dirty or p.finished]
-        await self._write(dirty)
-
-    async def _write(
-        self, check_ids: Sequence[int], *, failure: tuple[int, FailedTest] | None = None
-    ) -> None:
-        async with self._lock:
-            batch = _Batch()
-            for cid in check_ids:
-                _take(cid, self._pending[cid], batch)
-            if not (batch.runs or batch.segments or failure):
-                return
-            try:
-                run_ids, seg_ids = await self._call(
-                    self._db.write, batch.runs, batch.segments, failure, self.clock()
-                )
-            except BaseException:
-                for owner in batch.run_owners:  # written again by the next attempt
-                    owner.run_dirty = True
-                for cid in check_ids:
-                    self._pending[cid].seg_dirty = self._pending[cid].segment is not None
-                raise
-            for owner, run_id in zip(batch.run_owners, run_ids, strict=True):
-                owner.run_id = run_id
-            for seg, seg_id in zip(batch.seg_owners, seg_ids, strict=True):
-                seg.id = seg_id
-            for p, written in batch.finished:
-                del p.finished[:written]
-
-    async def start_session(self) -> None:
-        await self._call(self._db.stopped, None)
-
-    async def restart_segments(self) -> None:
-        await self.flush()
-        for p in self._pending.values():  # the next test starts a new run and segment
-            p.segment, p.seg_dirty, p.run_count, p.run_id = None, False, 0, None
+    async def _stopped(self, segment_ids: Sequence[int] | None) -> None:
+        await self._call(self._db.stopped, segment_ids)
 
     async def restore_run(self, check_id: int) -> FailureRun | None:
         return await self._call(self._db.restore_run, check_id)
@@ -305,37 +147,13 @@ class SqliteStore:
     ) -> list[FailedTest]:
         return await self._call(self._db.failed_tests, service, check, window, location)
 
-    async def coverage(
-        self, service: str, window: Interval, now: float, *, location: str | None = None
+    async def _stored_coverage(
+        self, service: str, window: Interval, now: float, location: str | None
     ) -> list[Interval]:
-        spans = await self._call(self._db.coverage, service, window, now, location)
-        if location in (None, self.location):
-            spans += [
-                (s.first, min(s.last + s.interval + s.timeout, now))
-                for s in self._pending_segments(service)
-            ]
-        return [(a, b) for a, b in spans if b > a]
+        return await self._call(self._db.coverage, service, window, now, location)
 
-    def _written_segments(self) -> list[int]:
-        return [p.segment.id for p in self._pending.values() if p.segment and p.segment.id]
-
-    def _pending_segments(self, service: str) -> Iterator[_Segment]:
-        for cid, p in self._pending.items():
-            if self._services.get(cid) != service:
-                continue
-            yield from p.finished
-            if p.segment is not None and p.seg_dirty:
-                yield p.segment
-
-    async def first_test_at(self, service: str, *, location: str | None = None) -> float | None:
-        stored = await self._call(self._db.first_test_at, service, location)
-        pending = (
-            [s.first for s in self._pending_segments(service)]
-            if location in (None, self.location)
-            else []
-        )
-        candidates = [x for x in [stored, *pending] if x is not None]
-        return min(candidates) if candidates else None
+    async def _stored_first_test_at(self, service: str, location: str | None) -> float | None:
+        return await self._call(self._db.first_test_at, service, location)
 
     async def locations(self) -> list[str]:
         return await self._call(self._db.locations)
@@ -408,8 +226,7 @@ class SqliteStore:
     async def close(self) -> None:
         try:
             if not self.readonly:
-                await self.flush()
-                await self._call(self._db.stopped, self._written_segments())
+                await self._stop_session()
         finally:
             await self._call(self._db.close)
             self._executor.shutdown(wait=True)
@@ -535,8 +352,8 @@ class _Db:
 
     def write(
         self,
-        runs: Sequence[_RunWrite],
-        segments: Sequence[_SegWrite],
+        runs: Sequence[RunWrite],
+        segments: Sequence[SegWrite],
         failure: tuple[int, FailedTest] | None,
         seen_at: float,
     ) -> tuple[list[int], list[int]]:
@@ -553,7 +370,7 @@ class _Db:
                 )
         return run_ids, seg_ids
 
-    def _run(self, r: _RunWrite) -> int:
+    def _run(self, r: RunWrite) -> int:
         if r.id is not None:
             self.db.execute(
                 "UPDATE pass_runs SET last_at = ?, count = ? WHERE id = ?", (r.last, r.count, r.id)
@@ -566,7 +383,7 @@ class _Db:
         )
         return int(cur.lastrowid or 0)
 
-    def _segment(self, s: _SegWrite, seen_at: float) -> int:
+    def _segment(self, s: SegWrite, seen_at: float) -> int:
         if s.id is not None:
             self.db.execute(
                 "UPDATE segments SET last_at = ?, tests = ?, seen_at = ? WHERE id = ?",
@@ -662,11 +479,11 @@ class _Db:
             " AND (? IS NULL OR o.location = ?) ORDER BY o.start, o.id",
             (service, window[0], window[1], location, location),
         ).fetchall()
-        return [_outage(r) for r in rows]
+        return [outage_span(r) for r in rows]
 
     def outage(self, outage_id: int) -> StoredOutage | None:
         r = self.db.execute(self._OUTAGE + " WHERE o.id = ?", (outage_id,)).fetchone()
-        return None if r is None else StoredOutage(str(r[8]), _outage(r), r[6])
+        return None if r is None else StoredOutage(str(r[8]), outage_span(r), r[6])
 
     def failed_tests(
         self, service: str, check: str, window: Interval, location: str | None
@@ -694,7 +511,7 @@ class _Db:
                AND (? IS NULL OR s.location = ?)""",
             (service, window[1], window[0], now - LIVE_AFTER_FLUSH, location, location),
         ).fetchall()
-        return [(float(a), _covered_until(float(b), seen, now)) for a, b, seen in rows]
+        return [(float(a), covered_until(float(b), seen, now)) for a, b, seen in rows]
 
     def first_test_at(self, service: str, location: str | None) -> float | None:
         row = self.db.execute(
@@ -773,7 +590,7 @@ class _Db:
 
     def exclusion(self, exclusion_id: int) -> ExclusionSpan | None:
         row = self.db.execute(self._EXCLUSION + " WHERE id = ?", (exclusion_id,)).fetchone()
-        return _exclusion(row) if row else None
+        return exclusion_span(row) if row else None
 
     def exclusions(self, window: Interval | None) -> list[ExclusionSpan]:
         if window is None:
@@ -782,7 +599,7 @@ class _Db:
             rows = self.db.execute(
                 self._EXCLUSION + ' WHERE "end" > ? AND start < ? ORDER BY start, id', window
             )
-        return [_exclusion(r) for r in rows]
+        return [exclusion_span(r) for r in rows]
 
     # -------------------------------------------------------- outbox
 
@@ -812,12 +629,12 @@ class _Db:
             if r[7] not in (None, self.location) and r[8] is not None and r[8] > now:
                 due = max(due, float(r[8]))  # another instance holds it
             if due > now:
-                return _row(r, due, claimed=False)
+                return outbox_row(r, due, claimed=False)
             self.db.execute(
                 "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE id = ?",
                 (self.location, now + lease, r[0]),
             )
-        return _row(r, due, claimed=True)
+        return outbox_row(r, due, claimed=True)
 
     def delivered(self, row_id: int, at: float) -> None:
         with self._tx():
@@ -840,7 +657,7 @@ class _Db:
             self._ROW + " FROM outbox WHERE hook = ? AND delivered_at IS NOT NULL ORDER BY id",
             (hook,),
         )
-        return [_row(r, float(r[5]), claimed=False) for r in rows]
+        return [outbox_row(r, float(r[5]), claimed=False) for r in rows]
 
     def dead_letter(self, row_id: int, reason: str, at: float) -> None:
         with self._tx():
@@ -856,18 +673,7 @@ class _Db:
             " WHERE dead_at IS NOT NULL ORDER BY dead_at DESC, id DESC LIMIT ?",
             (limit,),
         )
-        return [
-            DeadLetter(
-                int(r[0]),
-                str(r[1]),
-                str(r[2]),
-                float(r[3]),
-                int(r[4]),
-                float(r[5]),
-                str(r[6] or ""),
-            )
-            for r in rows
-        ]
+        return [dead_letter(r) for r in rows]
 
     def undelivered(self) -> dict[str, int]:
         rows = self.db.execute(
@@ -926,11 +732,6 @@ class _Db:
 # ------------------------------------------------------------- helpers
 
 
-def _covered_until(end: float, seen_at: float | None, now: float) -> float:
-    live = seen_at is not None and seen_at <= end and 0.0 <= now - seen_at <= LIVE_AFTER_FLUSH
-    return now if live else min(end, now)
-
-
 def _inode(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -958,45 +759,3 @@ def _check_header(path: Path) -> None:
 def _damaged(path: Path, problem: object) -> DamagedStore:
     text = " ".join(str(problem).replace("*** in database main ***", "").split())  # one line
     return DamagedStore(f"the store at {path} is damaged: {text}; try sqlite3 {path} '.recover'")
-
-
-def _outage(r: Sequence[Any]) -> OutageSpan:  # sqlite rows are untyped
-    return OutageSpan(
-        check=str(r[1]),
-        start=float(r[2]),
-        end=float(r[3]),
-        failed_tests=int(r[4]),
-        reasons=tuple(json.loads(r[5])),
-        open=r[6] is None,
-        id=int(r[0]),
-        location=str(r[7]),
-    )
-
-
-def _row(r: Sequence[Any], due: float, *, claimed: bool) -> OutboxRow:
-    return OutboxRow(
-        id=int(r[0]),
-        hook=str(r[1]),
-        payload=str(r[2]),
-        created_at=float(r[3]),
-        attempts=int(r[4]),
-        next_attempt_at=due,
-        location=str(r[6]),
-        claimed=claimed,
-    )
-
-
-def _exclusion(r: Sequence[Any]) -> ExclusionSpan:
-    return ExclusionSpan(
-        id=int(r[0]),
-        service=str(r[1]),
-        start=float(r[2]),
-        end=float(r[3]),
-        kind=str(r[4]),
-        reason=str(r[5]),
-        by=str(r[6]),
-        created_at=float(r[7]),
-        revoked_at=None if r[8] is None else float(r[8]),
-        revoked_by=None if r[9] is None else str(r[9]),
-        revoke_reason=None if r[10] is None else str(r[10]),
-    )

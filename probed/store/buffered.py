@@ -1,0 +1,318 @@
+"""What both engines share: passing tests and coverage buffered in memory, written in batches.
+
+Passing tests only extend two rows per check (``pass_runs``, ``segments``),
+so :class:`BufferedStore` keeps them on the event loop and hands the dirty
+ones to its engine in one batch per ``flush``. A failed test, and the pass
+that ends a failure run, write their check's buffer in the same transaction
+as themselves. An engine (SQLite, PostgreSQL) implements the few abstract
+methods: write a batch, mark segments stopped, read stored coverage.
+
+A durable write either commits or leaves the buffer as it was, so a retry
+of the same call (the write spool retries) writes exactly what the first
+attempt would have: no test is counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from probed.core.accounting import Interval
+from probed.store.base import LIVE_AFTER_FLUSH, FailedTest
+
+
+@dataclass(slots=True)
+class Segment:
+    """Coverage of one check by this daemon session: consecutive tests at one cadence."""
+
+    first: float
+    last: float
+    interval: float
+    timeout: float
+    tests: int = 1
+    id: int | None = None
+
+
+@dataclass(slots=True)
+class Pending:
+    """Unflushed state of one check, kept on the event loop."""
+
+    run_first: float = 0.0
+    run_last: float = 0.0
+    run_count: int = 0
+    run_id: int | None = None
+    run_dirty: bool = False
+    segment: Segment | None = None
+    seg_dirty: bool = False
+    finished: list[Segment] = field(default_factory=list)  # cadence changed, not written yet
+
+
+@dataclass(frozen=True, slots=True)
+class RunWrite:
+    check_id: int
+    id: int | None  # None: insert
+    first: float
+    last: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SegWrite:
+    check_id: int
+    id: int | None  # None: insert
+    first: float
+    last: float
+    interval: float
+    timeout: float
+    tests: int
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one transaction writes for buffered checks; ids come back in the same order."""
+
+    runs: list[RunWrite] = field(default_factory=list)
+    segments: list[SegWrite] = field(default_factory=list)
+    run_owners: list[Pending] = field(default_factory=list)
+    seg_owners: list[Segment] = field(default_factory=list)
+    finished: list[tuple[Pending, int]] = field(default_factory=list)  # taken per check
+
+
+def _take(check_id: int, p: Pending, batch: _Batch) -> None:
+    """Move one check's dirty state into ``batch`` (the caller holds the write lock)."""
+    for seg in p.finished:
+        batch.segments.append(_seg_write(check_id, seg))
+        batch.seg_owners.append(seg)
+    batch.finished.append((p, len(p.finished)))  # dropped once written
+    if p.run_dirty and p.run_count:
+        batch.runs.append(RunWrite(check_id, p.run_id, p.run_first, p.run_last, p.run_count))
+        batch.run_owners.append(p)
+    p.run_dirty = False
+    s = p.segment
+    if p.seg_dirty and s is not None:
+        batch.segments.append(_seg_write(check_id, s))
+        batch.seg_owners.append(s)
+    p.seg_dirty = False
+
+
+def _seg_write(check_id: int, s: Segment) -> SegWrite:
+    return SegWrite(check_id, s.id, s.first, s.last, s.interval, s.timeout, s.tests)
+
+
+def covered_until(end: float, seen_at: float | None, now: float) -> float:
+    """Where a stored segment's coverage ends for a reader: ``now`` while a live daemon
+    vouches for it (flushed at most LIVE_AFTER_FLUSH ago while on time), else its end."""
+    live = seen_at is not None and seen_at <= end and 0.0 <= now - seen_at <= LIVE_AFTER_FLUSH
+    return now if live else min(end, now)
+
+
+class BufferedStore(ABC):
+    """The test-result half of a :class:`~probed.store.base.Store`, over an engine's batch writes."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._pending: dict[int, Pending] = {}
+        self._services: dict[int, str] = {}  # check id -> service, for pending coverage
+        self._lock = asyncio.Lock()  # buffered state handed to the engine: one writer at a time
+
+    # ------------------------------------------------------ the engine
+
+    @property
+    @abstractmethod
+    def location(self) -> str: ...
+
+    @abstractmethod
+    async def _check_id(self, service: str, check: str, type_: str) -> int: ...
+
+    @abstractmethod
+    async def _write_batch(
+        self,
+        runs: Sequence[RunWrite],
+        segments: Sequence[SegWrite],
+        failure: tuple[int, FailedTest] | None,
+        seen_at: float,
+    ) -> tuple[list[int], list[int]]:
+        """One transaction: pass runs, segments (``seen_at`` = now) and the failed test;
+        returns the ids of the runs and segments, in order."""
+
+    @abstractmethod
+    async def _stopped(self, segment_ids: Sequence[int] | None) -> None:
+        """These segments (None: every one of this location's) are no longer live."""
+
+    @abstractmethod
+    async def _stored_coverage(
+        self, service: str, window: Interval, now: float, location: str | None
+    ) -> list[Interval]: ...
+
+    @abstractmethod
+    async def _stored_first_test_at(self, service: str, location: str | None) -> float | None: ...
+
+    # ------------------------------------------------------ test results
+
+    async def check_id(self, service: str, check: str, type_: str) -> int:
+        cid = await self._check_id(service, check, type_)
+        self._services[cid] = service
+        return cid
+
+    def _extend(self, check_id: int, at: float, interval: float, timeout: float) -> Pending:
+        p = self._pending.get(check_id)
+        if p is None:
+            p = self._pending[check_id] = Pending()
+        s = p.segment
+        if s is None or (s.interval, s.timeout) != (interval, timeout):
+            if s is not None and p.seg_dirty:
+                p.finished.append(s)
+            p.segment = Segment(at, at, interval, timeout)
+        else:
+            s.last = max(s.last, at)
+            s.tests += 1
+        p.seg_dirty = True
+        return p
+
+    @staticmethod
+    def _passed(p: Pending, at: float) -> None:
+        if p.run_count == 0:
+            p.run_id, p.run_first = None, at
+        p.run_last = at
+        p.run_count += 1
+        p.run_dirty = True
+
+    async def record_pass(
+        self,
+        check_id: int,
+        at: float,
+        *,
+        interval: float,
+        test_timeout: float = 0.0,
+        durable: bool = False,
+    ) -> None:
+        if not durable:
+            self._passed(self._extend(check_id, at, interval, test_timeout), at)
+            return
+        async with self._durable(check_id):
+            self._passed(self._extend(check_id, at, interval, test_timeout), at)
+            await self._write_locked([check_id])
+
+    async def record_failure(
+        self, check_id: int, test: FailedTest, *, interval: float, test_timeout: float = 0.0
+    ) -> None:
+        async with self._durable(check_id):
+            p = self._extend(check_id, test.at, interval, test_timeout)
+            await self._write_locked([check_id], failure=(check_id, test))
+            p.run_count, p.run_id, p.run_dirty = 0, None, False
+
+    async def record_unmonitored(self, check_id: int) -> None:
+        """The check's test was discarded (a stall of the daemon): its coverage segment ends
+        here, so the time until its next test is a gap, not coverage."""
+        p = self._pending.get(check_id)
+        if p is not None and p.segment is not None:
+            if p.seg_dirty:
+                p.finished.append(p.segment)  # written by the next flush
+            p.segment, p.seg_dirty = None, False
+
+    async def flush(self) -> None:
+        dirty = [c for c, p in self._pending.items() if p.run_dirty or p.seg_dirty or p.finished]
+        async with self._lock:
+            await self._write_locked(dirty)
+
+    async def restart_segments(self) -> None:
+        await self.flush()
+        for p in self._pending.values():  # the next test starts a new run and segment
+            p.segment, p.seg_dirty, p.run_count, p.run_id = None, False, 0, None
+
+    def _durable(self, check_id: int) -> _Durable:
+        return _Durable(self, check_id)
+
+    async def _write_locked(
+        self, check_ids: Sequence[int], *, failure: tuple[int, FailedTest] | None = None
+    ) -> None:
+        batch = _Batch()
+        for cid in check_ids:
+            _take(cid, self._pending[cid], batch)
+        if not (batch.runs or batch.segments or failure):
+            return
+        try:
+            run_ids, seg_ids = await self._write_batch(
+                batch.runs, batch.segments, failure, self.clock()
+            )
+        except BaseException:
+            for owner in batch.run_owners:  # written again by the next attempt
+                owner.run_dirty = True
+            for cid in check_ids:
+                self._pending[cid].seg_dirty = self._pending[cid].segment is not None
+            raise
+        for owner, run_id in zip(batch.run_owners, run_ids, strict=True):
+            owner.run_id = run_id
+        for seg, seg_id in zip(batch.seg_owners, seg_ids, strict=True):
+            seg.id = seg_id
+        for p, written in batch.finished:
+            del p.finished[:written]
+
+    # ---------------------------------------------------------- coverage
+
+    async def coverage(
+        self, service: str, window: Interval, now: float, *, location: str | None = None
+    ) -> list[Interval]:
+        spans = await self._stored_coverage(service, window, now, location)
+        if location in (None, self.location):
+            spans += [
+                (s.first, min(s.last + s.interval + s.timeout, now))
+                for s in self._pending_segments(service)
+            ]
+        return [(a, b) for a, b in spans if b > a]
+
+    async def first_test_at(self, service: str, *, location: str | None = None) -> float | None:
+        stored = await self._stored_first_test_at(service, location)
+        pending = (
+            [s.first for s in self._pending_segments(service)]
+            if location in (None, self.location)
+            else []
+        )
+        candidates = [x for x in [stored, *pending] if x is not None]
+        return min(candidates) if candidates else None
+
+    def _pending_segments(self, service: str) -> Iterator[Segment]:
+        for cid, p in self._pending.items():
+            if self._services.get(cid) != service:
+                continue
+            yield from p.finished
+            if p.segment is not None and p.seg_dirty:
+                yield p.segment
+
+    def _written_segments(self) -> list[int]:
+        return [p.segment.id for p in self._pending.values() if p.segment and p.segment.id]
+
+    async def start_session(self) -> None:
+        await self._stopped(None)
+
+    async def _stop_session(self) -> None:
+        """At close: write what is buffered, then stop vouching for this session's segments."""
+        await self.flush()
+        await self._stopped(self._written_segments())
+
+
+class _Durable:
+    """Holds the write lock around a durable write; a failed write restores the check's buffer."""
+
+    def __init__(self, store: BufferedStore, check_id: int) -> None:
+        self.store = store
+        self.check_id = check_id
+        self.before: Pending | None = None
+
+    async def __aenter__(self) -> None:
+        await self.store._lock.acquire()
+        self.before = copy.deepcopy(self.store._pending.get(self.check_id))
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is not None:
+                if self.before is None:
+                    self.store._pending.pop(self.check_id, None)
+                else:
+                    self.store._pending[self.check_id] = self.before
+        finally:
+            self.store._lock.release()
