@@ -122,9 +122,9 @@ async def test_a_store_file_deleted_or_replaced_while_running_is_refused_loudly(
             before = remove_store(db, how)
             status, body = await wait_for(lambda: _unhealthy(daemon), 10, "/healthz 503")
             assert status == 503 and "was deleted or replaced" in body
-            await wait_for(lambda: daemon.events("store.flush_failed"), 10, "a loud log line")
-            http.down.add("site")  # failed tests now cannot be stored: said, not hidden
-            await wait_for(lambda: daemon.events("store.write_failed"), 10, "a refused write")
+            await wait_for(lambda: daemon.events("store.unwritable"), 10, "a loud log line")
+            http.down.add("site")  # failed tests now cannot be stored: held in the spool, said
+            await wait_for(lambda: _spooled_failures(daemon), 10, "failed tests held in the spool")
             assert contents(db) == before  # nothing written to what is there now
         finally:
             await daemon.stop()
@@ -144,6 +144,16 @@ def remove_store(db: Path, how: str) -> bytes | None:
 
 def contents(db: Path) -> bytes | None:
     return db.read_bytes() if db.exists() else None
+
+
+async def _spooled_failures(daemon: DaemonProcess) -> bool:
+    if not daemon.events("probe.failed"):
+        return False
+    _, body = await daemon.get("/metrics")
+    for line in body.splitlines():
+        if line.startswith("probed_store_spool_records "):
+            return float(line.rsplit(" ", 1)[1]) > 0
+    return False
 
 
 async def _unhealthy(daemon: DaemonProcess) -> tuple[int, str] | None:
