@@ -11,6 +11,7 @@
 # Idempotent: packages already present are not reinstalled, and axe-core is
 # installed only when its file is missing.
 set -eu
+. "$(dirname "$0")/apt.sh"
 
 PACKAGES="chromium chromium-driver"
 command -v npm >/dev/null 2>&1 || PACKAGES="$PACKAGES npm"
@@ -23,32 +24,13 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-missing=""
-for pkg in $PACKAGES; do
-    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
-    case "$status" in
-        *" installed") ;;
-        *) missing="$missing $pkg" ;;
-    esac
-done
+missing=$(missing_packages $PACKAGES)
 
 if [ -z "$missing" ]; then
     echo "setup-browser: already installed:$(printf ' %s' $PACKAGES)"
 else
-    export DEBIAN_FRONTEND=noninteractive
-    # A fresh image has no package lists; refresh them when a package has no candidate.
-    for pkg in $missing; do
-        if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-            apt-get -o DPkg::Lock::Timeout=300 update -q
-            break
-        fi
-    done
     # shellcheck disable=SC2086 # word splitting of the package list is intended
-    if ! apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $missing; then
-        # stale lists point at superseded .debs: refresh once and retry
-        apt-get -o DPkg::Lock::Timeout=300 update -q
-        apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $missing
-    fi
+    install_packages $missing
 fi
 
 if [ ! -f "$NODE_DIR/node_modules/axe-core/axe.min.js" ]; then

@@ -12,50 +12,23 @@
 # policy-rc.d, e.g. Docker's, is left alone) and any instance that still came
 # up is stopped and disabled afterwards.
 set -eu
+. "$(dirname "$0")/apt.sh"
 
 PACKAGES="prometheus prometheus-alertmanager systemd faketime"
-POLICY=/usr/sbin/policy-rc.d
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup-deploy-tools: must run as root" >&2
     exit 1
 fi
 
-missing=""
-for pkg in $PACKAGES; do
-    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
-    case "$status" in
-        *" installed") ;;
-        *) missing="$missing $pkg" ;;
-    esac
-done
+missing=$(missing_packages $PACKAGES)
 
 if [ -z "$missing" ]; then
     echo "setup-deploy-tools: already installed:$(printf ' %s' $PACKAGES)"
 else
-    export DEBIAN_FRONTEND=noninteractive
-    created_policy=no
-    if [ ! -e "$POLICY" ]; then
-        printf '#!/bin/sh\n# temporary, from .ci/setup-deploy-tools.sh\nexit 101\n' >"$POLICY"
-        chmod 0755 "$POLICY"
-        created_policy=yes
-    fi
-    # Remove our policy-rc.d even when apt fails, so the machine is left as found.
-    trap 'if [ "$created_policy" = yes ]; then rm -f "$POLICY"; fi' EXIT INT TERM
 
-    # A fresh image has no package lists; refresh them when a package has no candidate.
-    for pkg in $missing; do
-        if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-            apt-get -o DPkg::Lock::Timeout=300 update -q
-            break
-        fi
-    done
     # shellcheck disable=SC2086 # word splitting of the package list is intended
-    if ! apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $missing; then
-        # stale lists point at superseded .debs: refresh once and retry
-        apt-get -o DPkg::Lock::Timeout=300 update -q
-        apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $missing
-    fi
+    install_packages $missing
 fi
 
 # Whatever the postinst did, CI must not be left with a daemon listening on

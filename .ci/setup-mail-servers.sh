@@ -13,28 +13,20 @@
 # Idempotent: packages already present are not reinstalled, and a second run
 # does nothing but checks and stopping strays.
 set -eu
+. "$(dirname "$0")/apt.sh"
 
 PACKAGES="dovecot-core dovecot-imapd dovecot-pop3d postfix"
-POLICY=/usr/sbin/policy-rc.d
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup-mail-servers: must run as root" >&2
     exit 1
 fi
 
-missing=""
-for pkg in $PACKAGES; do
-    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
-    case "$status" in
-        *" installed") ;;
-        *) missing="$missing $pkg" ;;
-    esac
-done
+missing=$(missing_packages $PACKAGES)
 
 if [ -z "$missing" ]; then
     echo "setup-mail-servers: already installed:$(printf ' %s' $PACKAGES)"
 else
-    export DEBIAN_FRONTEND=noninteractive
     # Postfix asks what kind of mail system this is; the tests configure
     # their own instance, so the system one gets no configuration at all.
     printf '%s\n' \
@@ -42,24 +34,8 @@ else
         'postfix postfix/mailname string localhost' |
         debconf-set-selections
 
-    created_policy=no
-    if [ ! -e "$POLICY" ]; then
-        printf '#!/bin/sh\n# temporary, from .ci/setup-mail-servers.sh\nexit 101\n' >"$POLICY"
-        chmod 0755 "$POLICY"
-        created_policy=yes
-    fi
-    # Remove our policy-rc.d even when apt fails, so the machine is left as found.
-    trap 'if [ "$created_policy" = yes ]; then rm -f "$POLICY"; fi' EXIT INT TERM
-
-    # A fresh image has no package lists; refresh them when a package has no candidate.
-    for pkg in $missing; do
-        if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-            apt-get -o DPkg::Lock::Timeout=300 update -q
-            break
-        fi
-    done
     # shellcheck disable=SC2086 # word splitting of the package list is intended
-    apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $missing
+    install_packages $missing
 fi
 
 # Whatever the postinst did (or a previous run left), no system instance may

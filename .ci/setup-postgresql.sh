@@ -11,9 +11,9 @@
 # Idempotent: packages already present are not reinstalled, and a second run
 # does nothing but checks and stopping strays.
 set -eu
+. "$(dirname "$0")/apt.sh"
 
 PACKAGES="postgresql postgresql-client"
-POLICY=/usr/sbin/policy-rc.d
 CREATECLUSTER_D=/etc/postgresql-common/createcluster.d
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -21,46 +21,19 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-missing=""
-for pkg in $PACKAGES; do
-    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
-    case "$status" in
-        *" installed") ;;
-        *) missing="$missing $pkg" ;;
-    esac
-done
+missing=$(missing_packages $PACKAGES)
 
 if [ -z "$missing" ]; then
     echo "setup-postgresql: already installed:$(printf ' %s' $PACKAGES)"
 else
-    export DEBIAN_FRONTEND=noninteractive
     # postgresql-common reads this before its postinst would create "15 main"
     mkdir -p "$CREATECLUSTER_D"
     printf '# from probed .ci/setup-postgresql.sh: tests run private clusters\ncreate_main_cluster = false\n' \
         >"$CREATECLUSTER_D/50-probed-ci.conf"
 
-    created_policy=no
-    if [ ! -e "$POLICY" ]; then
-        printf '#!/bin/sh\n# temporary, from .ci/setup-postgresql.sh\nexit 101\n' >"$POLICY"
-        chmod 0755 "$POLICY"
-        created_policy=yes
-    fi
-    # Remove our policy-rc.d even when apt fails, so the machine is left as found.
-    trap 'if [ "$created_policy" = yes ]; then rm -f "$POLICY"; fi' EXIT INT TERM
 
-    # A fresh image has no package lists; refresh them when a package has no candidate.
-    for pkg in $missing; do
-        if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-            apt-get -o DPkg::Lock::Timeout=300 update -q
-            break
-        fi
-    done
     # shellcheck disable=SC2086 # word splitting of the package list is intended
-    if ! apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $missing; then
-        # stale lists point at superseded .debs: refresh once and retry
-        apt-get -o DPkg::Lock::Timeout=300 update -q
-        apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends $missing
-    fi
+    install_packages $missing
 fi
 
 # Whatever exists from before, no system cluster may run now or start at boot:
