@@ -14,6 +14,7 @@ when the main process is gone (end of the stream).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import socket
@@ -92,6 +93,10 @@ class Worker:
                 self.apply(message[1], message[2])
                 if message[3]:  # the first shard: scheduled, say so
                     self._writer.write(frame(("ready", os.getpid())))
+                # as the main process does: full collections skip the checks' long-lived objects
+                if message[3]:
+                    gc.collect()
+                gc.freeze()
             elif message[0] == "stop":
                 self.grace = float(message[1])
                 self.stop.set()
