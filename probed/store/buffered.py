@@ -129,6 +129,9 @@ class BufferedStore(ABC):
     async def _check_id(self, service: str, check: str, type_: str) -> int: ...
 
     @abstractmethod
+    async def _check_ids(self, checks: Sequence[tuple[str, str, str]]) -> list[int]: ...
+
+    @abstractmethod
     async def _write_batch(
         self,
         runs: Sequence[RunWrite],
@@ -157,6 +160,12 @@ class BufferedStore(ABC):
         cid = await self._check_id(service, check, type_)
         self._services[cid] = service
         return cid
+
+    async def check_ids(self, checks: Sequence[tuple[str, str, str]]) -> list[int]:
+        ids = await self._check_ids(checks)
+        for (service, _, _), cid in zip(checks, ids, strict=True):
+            self._services[cid] = service
+        return ids
 
     def _extend(self, check_id: int, at: float, interval: float, timeout: float) -> Pending:
         p = self._pending.get(check_id)

@@ -49,6 +49,7 @@ from probed.store.rows import dead_letter, exclusion_span, outage_span, outbox_r
 
 T = TypeVar("T")
 _HEADER = b"SQLite format 3\x00"
+RESTORE_CHUNK = 10_000  # check ids per statement when restoring failure runs
 
 
 # ------------------------------------------------------------- the store
@@ -108,6 +109,9 @@ class SqliteStore(BufferedStore):
     async def _check_id(self, service: str, check: str, type_: str) -> int:
         return await self._call(self._db.check_id, service, check, type_)
 
+    async def _check_ids(self, checks: Sequence[tuple[str, str, str]]) -> list[int]:
+        return await self._call(self._db.check_ids, checks)
+
     async def _write_batch(
         self,
         runs: Sequence[RunWrite],
@@ -122,6 +126,9 @@ class SqliteStore(BufferedStore):
 
     async def restore_run(self, check_id: int) -> FailureRun | None:
         return await self._call(self._db.restore_run, check_id)
+
+    async def restore_runs(self, check_ids: Sequence[int]) -> dict[int, FailureRun]:
+        return await self._call(self._db.restore_runs, check_ids)
 
     # --------------------------------------------------------- outages
 
@@ -350,6 +357,29 @@ class _Db:
             ).fetchone()
         return int(found[0])
 
+    def check_ids(self, checks: Sequence[tuple[str, str, str]]) -> list[int]:
+        """Every check's id: one read of the table, one transaction for the new ones."""
+        known = {
+            (str(service), str(name)): (int(cid), str(type_))
+            for cid, service, name, type_ in self.db.execute(
+                "SELECT id, service, name, type FROM checks"
+            )
+        }
+        changed = [c for c in checks if known.get((c[0], c[1]), (0, None))[1] != c[2]]
+        if changed:
+            with self._tx():
+                self.db.executemany(
+                    "INSERT INTO checks (service, name, type) VALUES (?, ?, ?) "
+                    "ON CONFLICT (service, name) DO UPDATE SET type = excluded.type",
+                    changed,
+                )
+                for service, name, type_ in changed:
+                    row = self.db.execute(
+                        "SELECT id FROM checks WHERE service = ? AND name = ?", (service, name)
+                    ).fetchone()
+                    known[(service, name)] = (int(row[0]), type_)
+        return [known[(service, name)][0] for service, name, _ in checks]
+
     def write(
         self,
         runs: Sequence[RunWrite],
@@ -442,6 +472,26 @@ class _Db:
             )
 
     # --------------------------------------------------------- reads
+
+    def restore_runs(self, check_ids: Sequence[int]) -> dict[int, FailureRun]:
+        """Only the checks whose latest failed test here is after their latest pass here
+        have a run: found with two index lookups per check, in one statement per chunk."""
+        found: dict[int, FailureRun] = {}
+        for at in range(0, len(check_ids), RESTORE_CHUNK):
+            chunk = check_ids[at : at + RESTORE_CHUNK]
+            rows = self.db.execute(
+                "SELECT c.id FROM checks c WHERE c.id IN (SELECT value FROM json_each(?))"
+                " AND (SELECT MAX(f.at) FROM failed_tests f"
+                "      WHERE f.check_id = c.id AND f.location = ?)"
+                " > COALESCE((SELECT MAX(p.last_at) FROM pass_runs p"
+                "      WHERE p.check_id = c.id AND p.location = ?), -1e308)",
+                (json.dumps([int(c) for c in chunk]), self.location, self.location),
+            ).fetchall()
+            for (cid,) in rows:
+                run = self.restore_run(int(cid))
+                if run is not None:
+                    found[int(cid)] = run
+        return found
 
     def restore_run(self, check_id: int) -> FailureRun | None:
         row = self.db.execute(
