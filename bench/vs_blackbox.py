@@ -113,8 +113,8 @@ def probed_check(protocol: str, name: str, target: Target) -> str:
     return f"{{name: {name}, type: {protocol}, {at}, {login}}}"
 
 
-def interval(args: argparse.Namespace, protocol: str) -> float:
-    return float(args.mail_interval if protocol in MAIL else args.interval)
+def checks(args: argparse.Namespace, protocol: str) -> int:
+    return int(args.mail_checks if protocol in MAIL else args.checks)
 
 
 def probed_config(args: argparse.Namespace, protocol: str, target: Target, workdir: Path) -> Path:
@@ -122,7 +122,7 @@ def probed_config(args: argparse.Namespace, protocol: str, target: Target, workd
         "timezone: UTC",
         f"storage: sqlite://{workdir / 'probed.db'}",
         f"listen: {hc.HOST}:0",
-        f"defaults: {{interval: {interval(args, protocol):g}s, timeout: {args.timeout:g}s}}",
+        f"defaults: {{interval: {args.interval:g}s, timeout: {args.timeout:g}s}}",
         "services:",
         "  bench:",
         "    objective: 99.5",
@@ -394,7 +394,7 @@ def measure_window(
 
 def run_protocol(args: argparse.Namespace, protocol: str, target: Target) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix=f"probed-vs-blackbox-{protocol}-", dir=args.workdir))
-    rate = args.checks / interval(args, protocol)
+    rate = checks(args, protocol) / args.interval
     result = Result(protocol)
     print(f"# {protocol}: {rate:g} tests/s each; workdir {workdir}", file=sys.stderr)
     module = blackbox_module(protocol, target, args.timeout)
@@ -441,8 +441,8 @@ def print_results(args: argparse.Namespace, results: list[Result]) -> None:
     print(f"\ncommand: {shlex.join([sys.executable, *sys.argv])}")
     print(f"tree:    {args.source or ROOT} ({hc.git_state(Path(args.source or ROOT))})")
     print(
-        f"rate:    {args.checks} checks every {args.interval:g}s (smtp, imap, pop3: "
-        f"{args.mail_interval:g}s) per tool; windows of {args.duration:g}s"
+        f"rate:    {args.checks} checks (smtp, imap, pop3: {args.mail_checks}) every "
+        f"{args.interval:g}s for each tool; windows of {args.duration:g}s"
     )
     print("CPU seconds per 1 000 tests (user+sys); ratio = probed / blackbox_exporter\n")
     head = (
@@ -480,10 +480,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checks", type=int, default=1000, help="checks per protocol (default 1000)")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between tests of a check")
     p.add_argument(
-        "--mail-interval",
-        type=float,
-        default=50.0,
-        help="the interval for smtp, imap and pop3 (Dovecot forks a process per login)",
+        "--mail-checks",
+        type=int,
+        default=200,
+        help="checks for smtp, imap and pop3 (default 200: Dovecot forks a process per login)",
     )
     p.add_argument("--timeout", type=float, default=5.0, help="test timeout (default 5)")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of each window")
@@ -494,8 +494,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 0 < args.duration <= 600 or args.checks < 1 or args.scrape_every <= 0:
         p.error("--duration must be within (0, 600], --checks and --scrape-every above 0")
-    if args.timeout >= min(args.interval, args.mail_interval):
-        p.error("--timeout must be shorter than --interval and --mail-interval")
+    if args.timeout >= args.interval:
+        p.error("--timeout must be shorter than --interval")
+    if args.duration % args.scrape_every:
+        p.error("--duration must be a multiple of --scrape-every (the scraped window's rate)")
     return args
 
 
