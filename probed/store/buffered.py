@@ -48,7 +48,7 @@ class Pending:
     run_dirty: bool = False
     segment: Segment | None = None
     seg_dirty: bool = False
-    finished: list[Segment] = field(default_factory=list)  # cadence changed, not written yet
+    finished: tuple[Segment, ...] = ()  # cadence changed, not written yet (rare: no list each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +174,7 @@ class BufferedStore(ABC):
         s = p.segment
         if s is None or (s.interval, s.timeout) != (interval, timeout):
             if s is not None and p.seg_dirty:
-                p.finished.append(s)
+                p.finished += (s,)
             p.segment = Segment(at, at, interval, timeout)
         else:
             s.last = max(s.last, at)
@@ -220,7 +220,7 @@ class BufferedStore(ABC):
         p = self._pending.get(check_id)
         if p is not None and p.segment is not None:
             if p.seg_dirty:
-                p.finished.append(p.segment)  # written by the next flush
+                p.finished += (p.segment,)  # written by the next flush
             p.segment, p.seg_dirty = None, False
 
     async def flush(self) -> None:
@@ -259,7 +259,7 @@ class BufferedStore(ABC):
         for seg, seg_id in zip(batch.seg_owners, seg_ids, strict=True):
             seg.id = seg_id
         for p, written in batch.finished:
-            del p.finished[:written]
+            p.finished = p.finished[written:]
 
     # ---------------------------------------------------------- coverage
 
