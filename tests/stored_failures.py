@@ -17,7 +17,7 @@ def stored_failures(
     try:
         texts = {int(i): str(t) for i, t in conn.execute("SELECT id, text FROM texts")}
         rows = conn.execute(
-            "SELECT f.location, f.day, f.data FROM failure_days f JOIN checks c"
+            "SELECT f.location, f.week, f.data FROM failure_weeks f JOIN checks c"
             " ON c.id = f.check_id WHERE (? IS NULL OR c.service = ?) AND (? IS NULL OR c.name = ?)",
             (service, service, check, check),
         ).fetchall()

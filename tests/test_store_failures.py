@@ -39,20 +39,20 @@ def test_a_record_comes_back_bit_for_bit(
 ) -> None:
     r = Record(at, duration, reason, transcript, passes)
     data = failures.encode(r)
-    assert failures.decode(failures.day_of(at), data) == [r]
-    assert math.copysign(1.0, failures.decode(failures.day_of(at), data)[0].at) == math.copysign(
+    assert failures.decode(failures.week_of(at), data) == [r]
+    assert math.copysign(1.0, failures.decode(failures.week_of(at), data)[0].at) == math.copysign(
         1.0, at
     )
 
 
 @given(st.lists(st.tuples(recent, durations, st.integers(0, 300)), max_size=40))
-def test_records_appended_to_a_day_come_back_in_order(
+def test_records_appended_to_a_week_come_back_in_order(
     tests: list[tuple[float, float, int]],
 ) -> None:
-    day = failures.day_of(NOV)
+    week = failures.week_of(NOV)
     records = [Record(at, d, n, n, n) for at, d, n in tests]
-    data = b"".join(failures.encode(r) for r in records if failures.day_of(r.at) == day)
-    assert failures.decode(day, data) == [r for r in records if failures.day_of(r.at) == day]
+    data = b"".join(failures.encode(r) for r in records if failures.week_of(r.at) == week)
+    assert failures.decode(week, data) == [r for r in records if failures.week_of(r.at) == week]
 
 
 def test_a_typical_failed_test_takes_about_twelve_bytes() -> None:
@@ -63,7 +63,7 @@ def test_a_typical_failed_test_takes_about_twelve_bytes() -> None:
 def test_a_truncated_row_is_an_error_not_a_shorter_history() -> None:
     data = failures.encode(Record(NOV, 0.5, 1, 0))
     with pytest.raises(ValueError, match="ends inside a record"):
-        failures.decode(failures.day_of(NOV), data[:-2])
+        failures.decode(failures.week_of(NOV), data[:-2])
 
 
 # ------------------------------------------------ through the product's Store
@@ -148,6 +148,46 @@ async def test_a_retried_failure_is_stored_once_and_a_pass_run_it_ends_is_folded
         await again.close()
 
 
+async def test_a_long_outage_fills_one_small_row_after_another(engine: Engine) -> None:
+    url = engine.url()
+    store = await engine.open(url, location="fra1")
+    try:
+        cid = await store.check_id("web", "a", "http")
+        ats = [NOV + 10 * i for i in range(2 * failures.PART_TESTS + 5)]
+        for n, at in enumerate(ats, 1):
+            test = FailedTest("a", at, 0.5, "timeout after 5.0s")
+            await store.record_failure(cid, test, interval=10.0)
+            if n % failures.PART_TESTS in (0, 1):  # retried at a row's end and start
+                await store.record_failure(cid, test, interval=10.0)
+        assert [t.at for t in await store.failed_tests("web", "a", EVER)] == ats
+        run = await store.restore_run(cid)
+        assert run is not None and (run.first_at, run.count) == (ats[0], len(ats))
+    finally:
+        await store.close()
+    parts = raw(url, "SELECT part, count FROM failure_weeks ORDER BY part")
+    assert parts == [(0, 128), (1, 128), (2, 5)]
+
+
+def raw(url: str, sql: str) -> list[tuple[object, ...]]:
+    """Rows of the store's database through a connection of its own."""
+    if url.startswith("sqlite://"):
+        with sqlite3.connect(url.removeprefix("sqlite://")) as db:
+            return db.execute(sql).fetchall()
+    import psycopg
+
+    with psycopg.connect(url) as conn:  # the password through PGPASSFILE
+        return conn.execute(sql.encode()).fetchall()
+
+
+def test_packing_splits_a_busy_week_into_rows_of_at_most_part_tests() -> None:
+    rows = [(1, "x", NOV + i, 0.1, "r", "") for i in range(300)]
+    blocks = list(failures.pack(rows, {"r": 1, "": 0}))
+    assert [(b.part, b.count) for b in blocks] == [(0, 128), (1, 128), (2, 44)]
+    decoded = [r.at for b in blocks for r in failures.decode(b.week, b.data)]
+    assert decoded == [NOV + i for i in range(300)]
+    assert blocks[-1].last_at == NOV + 299
+
+
 # ---------------------------------------------- a version 4 store migrates
 
 
@@ -157,6 +197,8 @@ V4_TESTS = [  # check, location, at, duration, reason, transcript
     (1, "fra1", NOV + 86400 + 1, 0.1, "refused", "S: -ERR"),
     (1, "ams1", NOV + 11.0, 0.2, "refused", "S: -ERR\nS: bye"),
     (2, "fra1", NOV - 1.0, 1.5, "HTTP 503", "< HTTP/1.1 503"),
+    # imap down for long at 10 s: more failed tests in its week than one row holds
+    *((2, "fra1", NOV + 3600 + 10 * i, 0.001, "HTTP 503", "") for i in range(300)),
 ]
 
 

@@ -28,9 +28,9 @@ from probed.store.base import LIVE_AFTER_FLUSH, FailedTest
 from probed.store.failures import Record, Texts
 
 
-def _day(at: float) -> int:
-    """The day of a window's end; an infinite end is a day beyond any test."""
-    return failures.day_of(min(max(at, -1e15), 1e15))
+def _week(at: float) -> int:
+    """The week of a window's end; an infinite end is a week beyond any test."""
+    return failures.week_of(min(max(at, -1e15), 1e15))
 
 
 @dataclass(slots=True)
@@ -81,7 +81,7 @@ class SegWrite:
 
 @dataclass(frozen=True, slots=True)
 class FailureWrite:
-    """A failed test to append to its day's row, with the pass run it ends folded in."""
+    """A failed test to append to its week's row, with the pass run it ends folded in."""
 
     check_id: int
     test: FailedTest
@@ -91,10 +91,10 @@ class FailureWrite:
     run_id: int | None  # that run's ``pass_runs`` row, deleted in the same transaction
 
     def row(self) -> tuple[int, float, bytes]:
-        """day, at, record bytes."""
+        """week, at, record bytes."""
         t = self.test
         record = Record(t.at, t.duration, self.reason, self.transcript, self.passes)
-        return failures.day_of(t.at), t.at, failures.encode(record)
+        return failures.week_of(t.at), t.at, failures.encode(record)
 
 
 @dataclass(slots=True)
@@ -176,9 +176,9 @@ class BufferedStore(ABC):
 
     @abstractmethod
     async def _failure_rows(
-        self, service: str, check: str, days: tuple[int, int], location: str | None
+        self, service: str, check: str, weeks: tuple[int, int], location: str | None
     ) -> list[tuple[str, int, bytes]]:
-        """(location, day, data) of the check's ``failure_days`` rows within ``days``."""
+        """(location, week, data) of the check's ``failure_weeks`` rows within ``weeks``."""
 
     @abstractmethod
     async def _restore_rows(self, check_id: int) -> tuple[float, list[tuple[str, int, bytes]]]:
@@ -266,8 +266,8 @@ class BufferedStore(ABC):
     async def failed_tests(
         self, service: str, check: str, window: Interval, *, location: str | None = None
     ) -> list[FailedTest]:
-        days = (_day(window[0]), _day(window[1]))
-        rows = await self._failure_rows(service, check, days, location)
+        weeks = (_week(window[0]), _week(window[1]))
+        rows = await self._failure_rows(service, check, weeks, location)
         found = [
             (loc, r) for loc, r in failures.decode_rows(rows) if window[0] <= r.at <= window[1]
         ]

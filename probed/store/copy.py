@@ -23,7 +23,7 @@ TABLES = (
     "checks",
     "texts",
     "pass_runs",
-    "failure_days",
+    "failure_weeks",
     "segments",
     "outages",
     "exclusions",

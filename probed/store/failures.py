@@ -1,15 +1,19 @@
 """The compact encoding of failed tests, the same on both engines (pure, no I/O).
 
 A month of 10 000 checks with 1 % failing tests is 4.3 million failed tests;
-one row each cost ~274 bytes. Here the failed tests of one check, location
-and UTC day are one ``failure_days`` row whose ``data`` is the concatenation
-of their records, appended (``data || record``) in the same transaction as
-before, so a failed test is durable before its check's next test.
+one row each cost ~274 bytes. Here the failed tests of one check and
+location in one week (7 days of UTC epoch time) are a ``failure_weeks`` row
+whose ``data`` is the concatenation of their records, appended
+(``data || record``) in the same transaction as before, so a failed test is
+durable before its check's next test. A row holds at most ``PART_TESTS``
+records (about 1.5 KB): a check that fails for a long time at a short
+interval fills parts 0, 1, 2, ... of its week, so an append never rewrites
+more than one small row.
 
 One record, five unsigned LEB128 varints (~12 bytes for a typical test):
 
-1. ``at``: the IEEE-754 bits of ``at`` minus those of the day's start,
-   zigzag-encoded. Exact: ``at`` comes back bit for bit.
+1. ``at``: the IEEE-754 bits of ``at`` minus those of the week's start
+   (modulo 2**64). Exact: ``at`` comes back bit for bit.
 2. ``duration`` in microseconds, zigzag-encoded (1 µs resolution; a
    duration given in whole microseconds comes back equal).
 3. the reason: an id into ``texts`` (a dictionary of reasons and
@@ -19,14 +23,15 @@ One record, five unsigned LEB128 varints (~12 bytes for a typical test):
    was pending in this daemon session): the run is kept as this count instead
    of a ``pass_runs`` row; its tests' times are in the coverage segments.
 
-``failure_days.last_at`` is the ``at`` of the last record appended: a write
-retried after a lost answer (the spool, a PostgreSQL restart) carries the
-same ``at`` and is not appended twice.
+``failure_weeks.last_at`` is the ``at`` of the last record appended to a row:
+a write retried after a lost answer (the spool, a PostgreSQL restart)
+carries the same ``at`` and is not appended twice.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import struct
 from collections.abc import Iterable, Iterator, Mapping
@@ -34,7 +39,9 @@ from dataclasses import dataclass
 
 from probed.store.base import FailedTest
 
-DAY = 86400
+WEEK = 7 * 86400
+PART_TESTS = 128  # records per row at most
+_MASK = 2**64 - 1
 _DOUBLE = struct.Struct("<d")
 _LONG = struct.Struct("<q")
 
@@ -50,8 +57,8 @@ class Record:
     passes: int = 0  # the pass run this test ended, folded in
 
 
-def day_of(at: float) -> int:
-    return math.floor(at / DAY)
+def week_of(at: float) -> int:
+    return math.floor(at / WEEK)
 
 
 def digest(text: str) -> bytes:
@@ -78,14 +85,19 @@ def _zigzag(n: int) -> int:
     return n * 2 if n >= 0 else -n * 2 - 1
 
 
+def _signed(n: int) -> int:
+    n &= _MASK
+    return n - 2**64 if n >= 2**63 else n
+
+
 def _unzigzag(n: int) -> int:
     return n >> 1 if not n & 1 else -((n + 1) >> 1)
 
 
 def encode(r: Record) -> bytes:
-    """The bytes of one record in the row of ``day_of(r.at)``."""
+    """The bytes of one record in a row of ``week_of(r.at)``."""
     out = bytearray()
-    _varint(_zigzag(_bits(r.at) - _bits(float(day_of(r.at) * DAY))), out)
+    _varint((_bits(r.at) - _bits(float(week_of(r.at) * WEEK))) & _MASK, out)
     _varint(_zigzag(round(r.duration * 1_000_000)), out)
     for n in (r.reason, r.transcript, r.passes):
         if n < 0:
@@ -94,9 +106,9 @@ def encode(r: Record) -> bytes:
     return bytes(out)
 
 
-def decode(day: int, data: bytes) -> list[Record]:
-    """Every record of one ``failure_days`` row, in the order appended."""
-    base = _bits(float(day * DAY))
+def decode(week: int, data: bytes) -> list[Record]:
+    """Every record of one ``failure_weeks`` row, in the order appended."""
+    base = _bits(float(week * WEEK))
     fields: list[int] = []
     records: list[Record] = []
     n = shift = 0
@@ -111,7 +123,7 @@ def decode(day: int, data: bytes) -> list[Record]:
             at, us, reason, transcript, passes = fields
             records.append(
                 Record(
-                    _float(base + _unzigzag(at)),
+                    _float(_signed(base + at)),
                     _unzigzag(us) / 1_000_000,
                     reason,
                     transcript,
@@ -120,14 +132,14 @@ def decode(day: int, data: bytes) -> list[Record]:
             )
             fields = []
     if fields or shift:
-        raise ValueError(f"a failure_days row of day {day} ends inside a record")
+        raise ValueError(f"a failure_weeks row of week {week} ends inside a record")
     return records
 
 
 def decode_rows(rows: Iterable[tuple[str, int, bytes]]) -> Iterator[tuple[str, Record]]:
-    """(location, record) of rows of ``location, day, data``."""
-    for location, day, data in rows:
-        for r in decode(int(day), bytes(data)):
+    """(location, record) of rows of ``location, week, data``."""
+    for location, week, data in rows:
+        for r in decode(int(week), bytes(data)):
             yield str(location), r
 
 
@@ -144,35 +156,43 @@ def trailing(records: Iterable[Record], last_pass: float) -> list[Record]:
 
 
 @dataclass(frozen=True, slots=True)
-class DayRow:
-    """One ``failure_days`` row to insert (the v5 migration, the benchmark)."""
+class Block:
+    """One ``failure_weeks`` row to insert (the v5 migration)."""
 
     check_id: int
     location: str
-    day: int
+    week: int
+    part: int
     last_at: float
     count: int
     data: bytes
 
 
+def blocks(check_id: int, location: str, records: Iterable[Record]) -> Iterator[Block]:
+    """One check's and location's records, in time order, as ``failure_weeks`` rows."""
+    week: int | None = None
+    data = bytearray()
+    part, count, last = 0, 0, 0.0
+    for r in records:
+        if week_of(r.at) != week or count == PART_TESTS:
+            if week is not None:
+                yield Block(check_id, location, week, part, last, count, bytes(data))
+            part = part + 1 if week_of(r.at) == week else 0
+            week, data, count = week_of(r.at), bytearray(), 0
+        data += encode(r)
+        count, last = count + 1, r.at
+    if week is not None:
+        yield Block(check_id, location, week, part, last, count, bytes(data))
+
+
 def pack(
     rows: Iterable[tuple[int, str, float, float, str, str]], ids: Mapping[str, int]
-) -> Iterator[DayRow]:
+) -> Iterator[Block]:
     """Rows of ``check_id, location, at, duration, reason, transcript`` ordered by check,
-    location and time into one row per check, location and day (texts by ``ids``)."""
-    key: tuple[int, str, int] | None = None
-    data = bytearray()
-    count, last = 0, 0.0
-    for check_id, location, at, duration, reason, transcript in rows:
-        k = (int(check_id), str(location), day_of(float(at)))
-        if k != key:
-            if key is not None:
-                yield DayRow(*key, last, count, bytes(data))
-            key, data, count = k, bytearray(), 0
-        data += encode(Record(float(at), float(duration), ids[reason], ids[transcript]))
-        count, last = count + 1, float(at)
-    if key is not None:
-        yield DayRow(*key, last, count, bytes(data))
+    location and time (the ``failed_tests`` table) as ``failure_weeks`` rows."""
+    for (check_id, location), group in itertools.groupby(rows, key=lambda r: (r[0], r[1])):
+        records = (Record(float(at), float(d), ids[r], ids[t]) for _, _, at, d, r, t in group)
+        yield from blocks(int(check_id), str(location), records)
 
 
 class Texts:

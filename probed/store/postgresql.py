@@ -36,7 +36,6 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import astuple
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,13 +76,24 @@ ACQUIRE_TIMEOUT = 2.0  # seconds to wait for a pooled connection: a down server 
 MIGRATION_LOCK = migrations.APPLICATION_ID  # the advisory lock key
 
 Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
-# one failed test appended to its day's row; a retry of the same test appends nothing
+# one failed test appended to the last row of its week unless that row is full or ends
+# with this very test (a retry); RETURNING nothing then (failures.PART_TESTS)
 _APPEND = (
-    "INSERT INTO failure_days (check_id, location, day, last_at, count, data)"
-    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (check_id, location, day) DO UPDATE SET"
-    " data = failure_days.data || EXCLUDED.data, last_at = EXCLUDED.last_at,"
-    " count = failure_days.count + EXCLUDED.count"
-    " WHERE failure_days.last_at <> EXCLUDED.last_at"
+    "INSERT INTO failure_weeks (check_id, location, week, part, last_at, count, data)"
+    " VALUES (%(c)s, %(l)s, %(w)s, (SELECT COALESCE(max(part), 0) FROM failure_weeks"
+    " WHERE check_id = %(c)s AND location = %(l)s AND week = %(w)s), %(at)s, 1, %(data)s)"
+    " ON CONFLICT (check_id, location, week, part) DO UPDATE SET"
+    " data = failure_weeks.data || EXCLUDED.data, last_at = EXCLUDED.last_at,"
+    f" count = failure_weeks.count + 1 WHERE failure_weeks.count < {failures.PART_TESTS}"
+    " AND failure_weeks.last_at <> EXCLUDED.last_at RETURNING count"
+)
+_LAST_PART = (
+    "SELECT part, last_at FROM failure_weeks WHERE check_id = %(c)s AND location = %(l)s"
+    " AND week = %(w)s ORDER BY part DESC LIMIT 1"
+)
+_INSERT_PART = (
+    "INSERT INTO failure_weeks (check_id, location, week, part, last_at, count, data)"
+    " VALUES (%(c)s, %(l)s, %(w)s, %(part)s, %(at)s, %(count)s, %(data)s)"
 )
 
 
@@ -257,7 +267,7 @@ class PostgresStore(BufferedStore):
                 )
 
     async def _convert_failed_tests(self, cur: Cursor) -> None:
-        """Version 5: the ``failed_tests`` rows into ``texts`` and ``failure_days``."""
+        """Version 5: the ``failed_tests`` rows into ``texts`` and ``failure_weeks``."""
         await cur.execute(
             "SELECT reason FROM failed_tests UNION SELECT transcript FROM failed_tests"
         )
@@ -272,7 +282,21 @@ class PostgresStore(BufferedStore):
                 (check_id,),
             )
             rows = await cur.fetchall()
-            await cur.executemany(_APPEND, [astuple(r) for r in failures.pack(rows, ids)])
+            await cur.executemany(
+                _INSERT_PART,
+                [
+                    {
+                        "c": b.check_id,
+                        "l": b.location,
+                        "w": b.week,
+                        "part": b.part,
+                        "at": b.last_at,
+                        "count": b.count,
+                        "data": b.data,
+                    }
+                    for b in failures.pack(rows, ids)
+                ],
+            )
 
     async def _check_version(self) -> None:
         async with self._cursor(transaction=False) as cur:
@@ -321,9 +345,20 @@ class PostgresStore(BufferedStore):
             if failure is not None:
                 if failure.run_id is not None:  # folded into the failed test's record
                     await cur.execute("DELETE FROM pass_runs WHERE id = %s", (failure.run_id,))
-                day, at, data = failure.row()
-                await cur.execute(_APPEND, (failure.check_id, self.location, day, at, 1, data))
+                await self._append(cur, failure)
         return run_ids, seg_ids
+
+    async def _append(self, cur: Cursor, failure: FailureWrite) -> None:
+        week, at, data = failure.row()
+        key = {"c": failure.check_id, "l": self.location, "w": week}
+        await cur.execute(_APPEND, {**key, "at": at, "data": data})
+        if await cur.fetchone() is not None:
+            return
+        await cur.execute(_LAST_PART, key)
+        part, last_at = await cur.fetchone() or (0, at)
+        if last_at != at:  # full: the next part
+            new = {**key, "part": part + 1, "at": at, "count": 1, "data": data}
+            await cur.execute(_INSERT_PART, new)
 
     async def _intern(self, texts: Sequence[str]) -> list[tuple[int, str]]:
         async with self._cursor() as cur:
@@ -350,13 +385,13 @@ class PostgresStore(BufferedStore):
         return [(int(i), str(t)) for i, t in rows]
 
     async def _failure_rows(
-        self, service: str, check: str, days: tuple[int, int], location: str | None
+        self, service: str, check: str, weeks: tuple[int, int], location: str | None
     ) -> list[tuple[str, int, bytes]]:
         rows = await self._rows(
-            "SELECT f.location, f.day, f.data FROM failure_days f"
+            "SELECT f.location, f.week, f.data FROM failure_weeks f"
             " JOIN checks c ON c.id = f.check_id WHERE c.service = %s AND c.name = %s"
-            " AND f.day >= %s AND f.day <= %s AND (%s::text IS NULL OR f.location = %s)",
-            (service, check, days[0], days[1], location, location),
+            " AND f.week >= %s AND f.week <= %s AND (%s::text IS NULL OR f.location = %s)",
+            (service, check, weeks[0], weeks[1], location, location),
         )
         return [(str(r[0]), int(r[1]), bytes(r[2])) for r in rows]
 
@@ -366,11 +401,11 @@ class PostgresStore(BufferedStore):
             (check_id, self.location),
         )
         last_pass = float(row[0]) if row and row[0] is not None else float("-inf")
-        first_day = failures.day_of(last_pass) if math.isfinite(last_pass) else -(2**62)
+        first_week = failures.week_of(last_pass) if math.isfinite(last_pass) else -(2**62)
         rows = await self._rows(
-            "SELECT location, day, data FROM failure_days WHERE check_id = %s"
-            " AND location = %s AND day >= %s",
-            (check_id, self.location, first_day),
+            "SELECT location, week, data FROM failure_weeks WHERE check_id = %s"
+            " AND location = %s AND week >= %s",
+            (check_id, self.location, first_week),
         )
         return last_pass, [(str(r[0]), int(r[1]), bytes(r[2])) for r in rows]
 
@@ -522,7 +557,7 @@ class PostgresStore(BufferedStore):
 
     async def locations(self) -> list[str]:
         rows = await self._rows(
-            "SELECT DISTINCT location FROM segments UNION SELECT DISTINCT location FROM failure_days"
+            "SELECT DISTINCT location FROM segments UNION SELECT DISTINCT location FROM failure_weeks"
             " ORDER BY 1"
         )
         return [str(r[0]) for r in rows]

@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from dataclasses import astuple
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,12 +54,24 @@ from probed.store.buffered import (
 from probed.store.rows import dead_letter, exclusion_span, outage_span, outbox_row
 
 T = TypeVar("T")
-# one failed test appended to its day's row; a retry of the same test appends nothing
+# one failed test appended to the last row of its week unless that row is full or ends
+# with this very test (a retry); RETURNING nothing then (failures.PART_TESTS)
 _APPEND = (
-    "INSERT INTO failure_days (check_id, location, day, last_at, count, data)"
-    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (check_id, location, day) DO UPDATE SET"
+    "INSERT INTO failure_weeks (check_id, location, week, part, last_at, count, data)"
+    " VALUES (:c, :l, :w, (SELECT COALESCE(MAX(part), 0) FROM failure_weeks"
+    " WHERE check_id = :c AND location = :l AND week = :w), :at, 1, :data)"
+    " ON CONFLICT (check_id, location, week, part) DO UPDATE SET"
     " data = CAST(data || excluded.data AS BLOB), last_at = excluded.last_at,"
-    " count = count + excluded.count WHERE last_at <> excluded.last_at"
+    f" count = count + 1 WHERE count < {failures.PART_TESTS} AND last_at <> excluded.last_at"
+    " RETURNING count"
+)
+_LAST_PART = (
+    "SELECT part, last_at FROM failure_weeks WHERE check_id = :c AND location = :l"
+    " AND week = :w ORDER BY part DESC LIMIT 1"
+)
+_INSERT_PART = (
+    "INSERT INTO failure_weeks (check_id, location, week, part, last_at, count, data)"
+    " VALUES (:c, :l, :w, :part, :at, :count, :data)"
 )
 _HEADER = b"SQLite format 3\x00"
 
@@ -138,9 +149,9 @@ class SqliteStore(BufferedStore):
         return await self._call(self._db.lookup, ids)
 
     async def _failure_rows(
-        self, service: str, check: str, days: tuple[int, int], location: str | None
+        self, service: str, check: str, weeks: tuple[int, int], location: str | None
     ) -> list[tuple[str, int, bytes]]:
-        return await self._call(self._db.failure_rows, service, check, days, location)
+        return await self._call(self._db.failure_rows, service, check, weeks, location)
 
     async def _restore_rows(self, check_id: int) -> tuple[float, list[tuple[str, int, bytes]]]:
         return await self._call(self._db.restore_rows, check_id)
@@ -337,7 +348,7 @@ class _Db:
                 self.db.execute(f"PRAGMA user_version = {step.version}")
 
     def _convert_failed_tests(self) -> None:
-        """Version 5: the ``failed_tests`` rows into ``texts`` and ``failure_days``."""
+        """Version 5: the ``failed_tests`` rows into ``texts`` and ``failure_weeks``."""
         texts = [
             str(r[0])
             for r in self.db.execute(
@@ -350,7 +361,21 @@ class _Db:
             "SELECT check_id, location, at, duration, reason, transcript FROM failed_tests"
             " ORDER BY check_id, location, at"
         )
-        self.db.executemany(_APPEND, (astuple(r) for r in failures.pack(rows, ids)))
+        self.db.executemany(
+            _INSERT_PART,
+            (
+                {
+                    "c": b.check_id,
+                    "l": b.location,
+                    "w": b.week,
+                    "part": b.part,
+                    "at": b.last_at,
+                    "count": b.count,
+                    "data": b.data,
+                }
+                for b in failures.pack(rows, ids)
+            ),
+        )
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
@@ -407,9 +432,19 @@ class _Db:
             if failure is not None:
                 if failure.run_id is not None:  # folded into the failed test's record
                     self.db.execute("DELETE FROM pass_runs WHERE id = ?", (failure.run_id,))
-                day, at, data = failure.row()
-                self.db.execute(_APPEND, (failure.check_id, self.location, day, at, 1, data))
+                self._append(failure)
         return run_ids, seg_ids
+
+    def _append(self, failure: FailureWrite) -> None:
+        week, at, data = failure.row()
+        key = {"c": failure.check_id, "l": self.location, "w": week}
+        if self.db.execute(_APPEND, {**key, "at": at, "data": data}).fetchall():
+            return
+        part, last_at = self.db.execute(_LAST_PART, key).fetchone()
+        if last_at != at:  # full: the next part
+            self.db.execute(
+                _INSERT_PART, {**key, "part": part + 1, "at": at, "count": 1, "data": data}
+            )
 
     def intern(self, texts: Sequence[str], *, commit: bool = True) -> list[tuple[int, str]]:
         with self._tx() if commit else nullcontext():
@@ -517,11 +552,11 @@ class _Db:
             (check_id, self.location),
         ).fetchone()
         last_pass = float(row[0]) if row and row[0] is not None else float("-inf")
-        first_day = failures.day_of(last_pass) if math.isfinite(last_pass) else -(2**62)
+        first_week = failures.week_of(last_pass) if math.isfinite(last_pass) else -(2**62)
         rows = self.db.execute(
-            "SELECT location, day, data FROM failure_days WHERE check_id = ? AND location = ?"
-            " AND day >= ?",
-            (check_id, self.location, first_day),
+            "SELECT location, week, data FROM failure_weeks WHERE check_id = ? AND location = ?"
+            " AND week >= ?",
+            (check_id, self.location, first_week),
         ).fetchall()
         return last_pass, rows
 
@@ -551,14 +586,14 @@ class _Db:
         return None if r is None else StoredOutage(str(r[8]), outage_span(r), r[6])
 
     def failure_rows(
-        self, service: str, check: str, days: tuple[int, int], location: str | None
+        self, service: str, check: str, weeks: tuple[int, int], location: str | None
     ) -> list[tuple[str, int, bytes]]:
         return self.db.execute(
-            """SELECT f.location, f.day, f.data FROM failure_days f
+            """SELECT f.location, f.week, f.data FROM failure_weeks f
                JOIN checks c ON c.id = f.check_id
-               WHERE c.service = ? AND c.name = ? AND f.day >= ? AND f.day <= ?
+               WHERE c.service = ? AND c.name = ? AND f.week >= ? AND f.week <= ?
                AND (? IS NULL OR f.location = ?)""",
-            (service, check, days[0], days[1], location, location),
+            (service, check, weeks[0], weeks[1], location, location),
         ).fetchall()
 
     def coverage(
@@ -587,7 +622,7 @@ class _Db:
 
     def locations(self) -> list[str]:
         rows = self.db.execute(
-            "SELECT DISTINCT location FROM segments UNION SELECT DISTINCT location FROM failure_days"
+            "SELECT DISTINCT location FROM segments UNION SELECT DISTINCT location FROM failure_weeks"
         )
         return sorted(str(r[0]) for r in rows)
 
