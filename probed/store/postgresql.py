@@ -36,6 +36,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,20 +81,20 @@ Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
 # with this very test (a retry); RETURNING nothing then (failures.PART_TESTS)
 _APPEND = (
     "INSERT INTO failure_weeks (check_id, location, week, part, last_at, count, data)"
-    " VALUES (%(c)s, %(l)s, %(w)s, (SELECT COALESCE(max(part), 0) FROM failure_weeks"
-    " WHERE check_id = %(c)s AND location = %(l)s AND week = %(w)s), %(at)s, 1, %(data)s)"
+    " VALUES (%(check_id)s, %(location)s, %(week)s, (SELECT COALESCE(max(part), 0) FROM failure_weeks"
+    " WHERE check_id = %(check_id)s AND location = %(location)s AND week = %(week)s), %(last_at)s, 1, %(data)s)"
     " ON CONFLICT (check_id, location, week, part) DO UPDATE SET"
     " data = failure_weeks.data || EXCLUDED.data, last_at = EXCLUDED.last_at,"
     f" count = failure_weeks.count + 1 WHERE failure_weeks.count < {failures.PART_TESTS}"
     " AND failure_weeks.last_at <> EXCLUDED.last_at RETURNING count"
 )
 _LAST_PART = (
-    "SELECT part, last_at FROM failure_weeks WHERE check_id = %(c)s AND location = %(l)s"
-    " AND week = %(w)s ORDER BY part DESC LIMIT 1"
+    "SELECT part, last_at FROM failure_weeks WHERE check_id = %(check_id)s AND location = %(location)s"
+    " AND week = %(week)s ORDER BY part DESC LIMIT 1"
 )
 _INSERT_PART = (
     "INSERT INTO failure_weeks (check_id, location, week, part, last_at, count, data)"
-    " VALUES (%(c)s, %(l)s, %(w)s, %(part)s, %(at)s, %(count)s, %(data)s)"
+    " VALUES (%(check_id)s, %(location)s, %(week)s, %(part)s, %(last_at)s, %(count)s, %(data)s)"
 )
 
 
@@ -284,18 +285,7 @@ class PostgresStore(BufferedStore):
             rows = await cur.fetchall()
             await cur.executemany(
                 _INSERT_PART,
-                [
-                    {
-                        "c": b.check_id,
-                        "l": b.location,
-                        "w": b.week,
-                        "part": b.part,
-                        "at": b.last_at,
-                        "count": b.count,
-                        "data": b.data,
-                    }
-                    for b in failures.pack(rows, ids)
-                ],
+                [asdict(b) for b in failures.pack(rows, ids)],
             )
 
     async def _check_version(self) -> None:
@@ -350,14 +340,14 @@ class PostgresStore(BufferedStore):
 
     async def _append(self, cur: Cursor, failure: FailureWrite) -> None:
         week, at, data = failure.row()
-        key = {"c": failure.check_id, "l": self.location, "w": week}
-        await cur.execute(_APPEND, {**key, "at": at, "data": data})
+        key = {"check_id": failure.check_id, "location": self.location, "week": week}
+        await cur.execute(_APPEND, {**key, "last_at": at, "data": data})
         if await cur.fetchone() is not None:
             return
         await cur.execute(_LAST_PART, key)
         part, last_at = await cur.fetchone() or (0, at)
         if last_at != at:  # full: the next part
-            new = {**key, "part": part + 1, "at": at, "count": 1, "data": data}
+            new = {**key, "part": part + 1, "last_at": at, "count": 1, "data": data}
             await cur.execute(_INSERT_PART, new)
 
     async def _intern(self, texts: Sequence[str]) -> list[tuple[int, str]]:

@@ -1,6 +1,6 @@
 """The embedded store: one SQLite file in WAL mode (``storage: sqlite:///path``).
 
-:class:`SqliteStore` implements :class:`probed.store.base.Store`. Its
+:check_idlass:`SqliteStore` implements :check_idlass:`probed.store.base.Store`. Its
 connection lives in one dedicated thread (a single-worker executor) and every
 statement runs there, so the event loop never blocks on the disk; each call
 is a short transaction. Passing tests and coverage are buffered in memory on
@@ -9,7 +9,7 @@ failure run and outage changes are committed before the call returns.
 
 WAL lets ``probed report`` and ``probed exclude`` use the file while the
 daemon runs. The store refuses, without writing anything, a file that is not
-a probed store or is damaged (:class:`DamagedStore`), and stops writing when
+a probed store or is damaged (:check_idlass:`DamagedStore`), and stops writing when
 its file was deleted or replaced under it (it would write into an unlinked
 inode and lose everything at exit).
 """
@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,20 +59,20 @@ T = TypeVar("T")
 # with this very test (a retry); RETURNING nothing then (failures.PART_TESTS)
 _APPEND = (
     "INSERT INTO failure_weeks (check_id, location, week, part, last_at, count, data)"
-    " VALUES (:c, :l, :w, (SELECT COALESCE(MAX(part), 0) FROM failure_weeks"
-    " WHERE check_id = :c AND location = :l AND week = :w), :at, 1, :data)"
+    " VALUES (:check_id, :location, :week, (SELECT COALESCE(MAX(part), 0) FROM failure_weeks"
+    " WHERE check_id = :check_id AND location = :location AND week = :week), :last_at, 1, :data)"
     " ON CONFLICT (check_id, location, week, part) DO UPDATE SET"
     " data = CAST(data || excluded.data AS BLOB), last_at = excluded.last_at,"
     f" count = count + 1 WHERE count < {failures.PART_TESTS} AND last_at <> excluded.last_at"
     " RETURNING count"
 )
 _LAST_PART = (
-    "SELECT part, last_at FROM failure_weeks WHERE check_id = :c AND location = :l"
-    " AND week = :w ORDER BY part DESC LIMIT 1"
+    "SELECT part, last_at FROM failure_weeks WHERE check_id = :check_id AND location = :location"
+    " AND week = :week ORDER BY part DESC LIMIT 1"
 )
 _INSERT_PART = (
     "INSERT INTO failure_weeks (check_id, location, week, part, last_at, count, data)"
-    " VALUES (:c, :l, :w, :part, :at, :count, :data)"
+    " VALUES (:check_id, :location, :week, :part, :last_at, :count, :data)"
 )
 _HEADER = b"SQLite format 3\x00"
 
@@ -363,18 +364,7 @@ class _Db:
         )
         self.db.executemany(
             _INSERT_PART,
-            (
-                {
-                    "c": b.check_id,
-                    "l": b.location,
-                    "w": b.week,
-                    "part": b.part,
-                    "at": b.last_at,
-                    "count": b.count,
-                    "data": b.data,
-                }
-                for b in failures.pack(rows, ids)
-            ),
+            (asdict(b) for b in failures.pack(rows, ids)),
         )
 
     @contextmanager
@@ -437,13 +427,13 @@ class _Db:
 
     def _append(self, failure: FailureWrite) -> None:
         week, at, data = failure.row()
-        key = {"c": failure.check_id, "l": self.location, "w": week}
-        if self.db.execute(_APPEND, {**key, "at": at, "data": data}).fetchall():
+        key = {"check_id": failure.check_id, "location": self.location, "week": week}
+        if self.db.execute(_APPEND, {**key, "last_at": at, "data": data}).fetchall():
             return
         part, last_at = self.db.execute(_LAST_PART, key).fetchone()
         if last_at != at:  # full: the next part
             self.db.execute(
-                _INSERT_PART, {**key, "part": part + 1, "at": at, "count": 1, "data": data}
+                _INSERT_PART, {**key, "part": part + 1, "last_at": at, "count": 1, "data": data}
             )
 
     def intern(self, texts: Sequence[str], *, commit: bool = True) -> list[tuple[int, str]]:
