@@ -301,12 +301,13 @@ def service_figures(
             now=now,
         )
 
-    locations = tuple(_location_figures(name, own(name), window) for name in names)
-    return replace(
-        billed,
-        locations=locations if len(names) > 1 else (),
-        advisories=advisories(verdicts, window),
+    # one location: its own figures are the billed ones, not computed twice
+    locations = (
+        tuple(_location_figures(name, own(name), window) for name in names)
+        if len(names) > 1
+        else ()
     )
+    return replace(billed, locations=locations, advisories=advisories(verdicts, window))
 
 
 def _location_figures(name: str, f: ServiceFigures, window: Interval) -> LocationFigures:
