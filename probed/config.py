@@ -346,11 +346,12 @@ def load(path: str | os.PathLike[str], *, secrets: bool = True) -> Config:
     for commands that do not probe: report, exclude, reload.
     """
     file = Path(path)
-    try:
-        text = configfile.read_text(file)
-    except configfile.FileProblem as exc:
-        raise ConfigError([f"{file}:{exc.line}: {exc.message}"]) from None
-    return loads(text, file, secrets=secrets)
+    with _no_collections():
+        try:
+            text = configfile.read_text(file)
+        except configfile.FileProblem as exc:
+            raise ConfigError([f"{file}:{exc.line}: {exc.message}"]) from None
+        return loads(text, file, secrets=secrets)
 
 
 def loads(text: str, file: Path, *, secrets: bool = True) -> Config:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -259,3 +260,35 @@ def test_check_config_shows_each_checks_quorum(tmp_path: Path) -> None:
     lines = proc.stdout.splitlines()
     assert any(line.strip().startswith("smtp") and "quorum majority" in line for line in lines)
     assert any(line.strip().startswith("pop3") and "quorum 3" in line for line in lines)
+
+
+def test_no_garbage_collection_while_loading_and_collector_left_as_found(tmp_path: Path) -> None:
+    starts: list[str] = []  # the loading functions a collection interrupted
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        frame = sys._getframe(1)
+        while phase == "start" and frame is not None:
+            if frame.f_code in (config_mod._loads.__code__, config_mod.configfile.parse.__code__):
+                starts.append(frame.f_code.co_name)
+            frame = frame.f_back
+
+    good = write(tmp_path, GOOD)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("99.5\n", "101\n", 1), encoding="utf-8")
+    threshold = gc.get_threshold()
+    gc.set_threshold(1)  # without the guard, every allocation would trigger a collection
+    gc.callbacks.append(count)
+    try:
+        config_mod.load(good)
+        assert starts == []
+        assert gc.isenabled()
+        with pytest.raises(ConfigError):
+            config_mod.load(bad)
+        assert gc.isenabled()
+        gc.disable()  # a caller that turned it off keeps it off
+        config_mod.load(good)
+        assert not gc.isenabled()
+    finally:
+        gc.callbacks.remove(count)
+        gc.set_threshold(*threshold)
+        gc.enable()
