@@ -82,6 +82,10 @@ async def test_two_workers_split_the_checks_and_store_what_one_process_stores(
     two, daemon = await _scripted_run(tmp_path / "two", 2)
     ready = daemon.events("worker.ready")
     assert sorted(e["worker"] for e in ready) == [0, 1]
+    events = [e["event"] for e in daemon.log]  # READY=1 follows daemon.started
+    assert events.index("daemon.started") > max(
+        i for i, e in enumerate(events) if e == "worker.ready"
+    )
     assert {e["worker"]: e["checks"] for e in ready} == {
         w: sum(shard(("web", n), 2) == w for n in NAMES) for w in (0, 1)
     }

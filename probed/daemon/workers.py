@@ -36,7 +36,9 @@ from probes.base import CheckBase
 RESTART_MIN = 1.0  # seconds before a dead worker is started again, doubling ...
 RESTART_MAX = 30.0  # ... up to this
 STABLE = 60.0  # a worker that ran this long restarts after RESTART_MIN again
-SILENT = 30.0  # seconds without a message (a batch comes every second): the worker is stuck
+HEARD = 10.0  # a worker not heard from for this long (a batch comes every second) is not
+# running: the systemd watchdog is no longer fed
+SILENT = 30.0  # seconds without a message: the worker is stuck, it is killed and started again
 EXIT_WAIT = 5.0  # seconds for a worker to exit once its stream ended
 STOP_MARGIN = 2.0  # seconds past the stop grace before a worker is killed
 BIG = 1000  # a message with more checks than this is pickled in a thread, off the loop
@@ -92,8 +94,12 @@ class WorkerPool:
         """Every worker runs its checks and was heard from lately (the watchdog's condition)."""
         now = time.monotonic()
         return not self._stopping.is_set() and all(
-            s.ready and now - s.heard < SILENT for s in self._slots
+            s.ready and now - s.heard < HEARD for s in self._slots
         )
+
+    def pids(self) -> list[int]:
+        """Each worker's process id (0 while it is not running)."""
+        return [s.pid if s.ready else 0 for s in self._slots]
 
     def problems(self) -> list[str]:
         return [f"worker {s.index} is not running" for s in self._slots if not s.ready]
