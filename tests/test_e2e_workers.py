@@ -91,6 +91,7 @@ async def test_two_workers_split_the_checks_and_store_what_one_process_stores(
     }
     assert {shard(("web", n), 2) for n in SCRIPTS} == {0, 1}  # a failing check on each
     assert _shape(two) == _shape(one)
+    assert not daemon.events("worker.died")
     reason = "HTTP 503 Service Unavailable (expected 200)"
     assert _shape(two)["c0"] == (4, False, 0, 3, (reason,))
     assert _shape(two)["c5"] == (3, False, 1, 3, (reason,))
@@ -165,16 +166,24 @@ async def test_a_reload_adds_and_removes_checks_across_workers(tmp_path: Path) -
     assert len(daemon.events("worker.ready")) == 2  # no worker was restarted for it
 
 
-async def test_sigterm_stops_the_workers_and_then_the_daemon(tmp_path: Path) -> None:
+async def test_sigterm_to_the_whole_group_stops_the_workers_and_then_the_daemon(
+    tmp_path: Path,
+) -> None:
+    """As systemd stops a unit: SIGTERM to every process; no worker counts as dead."""
     async with ScriptedHTTP() as http:
         config = http_config(tmp_path, http.port, NAMES, INTERVAL, extra=_workers(2))
         daemon = await DaemonProcess(config).start()
         await wait_for(lambda: all(http.counts.get(n, 0) >= 2 for n in NAMES), what="tests")
         pids = [_worker_pid(daemon, w) for w in (0, 1)]
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        # the workers may be done before the main process hears its own signal
+        await wait_for(lambda: len(daemon.events("worker.stopped")) == 2, what="workers done")
         assert await daemon.stop(timeout=INTERVAL + 10) == 0
     assert not [pid for pid in pids if _alive(pid)]
     names = [e["event"] for e in daemon.log]
     assert names.count("worker.stopped") == 2
+    assert "worker.died" not in names
     assert names.index("daemon.stopped") > max(
         i for i, name in enumerate(names) if name == "worker.stopped"
     )

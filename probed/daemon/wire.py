@@ -14,7 +14,7 @@ worker → main: ``("ready", pid)`` once its checks are scheduled, then
 least every :data:`ALIVE_EVERY` seconds, empty, as a sign of life):
 ``outcomes`` are :data:`Wire` tuples of plain values, ``lags`` the tests'
 schedule lags and ``beats`` the worker loop's heartbeat lateness, both for
-the main process' histograms.
+the main process' histograms; ``("bye",)`` last when a signal stopped it.
 """
 
 from __future__ import annotations

@@ -52,6 +52,11 @@ class Worker:
         self.checks: dict[CheckKey, tuple[str, CheckBase]] = {}
         self.stop = asyncio.Event()
         self.grace = 1.0
+        self.by_signal = False  # stopped by SIGTERM/SIGINT (systemd stops the whole group)
+
+    def signalled(self) -> None:
+        self.by_signal = True
+        self.stop.set()
 
     async def _on_outcome(
         self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
@@ -115,7 +120,7 @@ async def serve(fd: int, concurrency: int) -> None:
     worker = Worker(writer, concurrency)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop.set)
+        loop.add_signal_handler(sig, worker.signalled)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # reloads go through the main process
     seconds = os.environ.get("PROBED_TEST_STALL_ON_SIGUSR2")
     if seconds:  # tests only, as in the main process
@@ -132,6 +137,8 @@ async def serve(fd: int, concurrency: int) -> None:
     await asyncio.gather(heartbeat, listener, sender, return_exceptions=True)
     try:
         worker.flush()
+        if worker.by_signal:  # not a crash: the main process is being stopped too
+            writer.write(frame(("bye",)))
         await writer.drain()
         writer.close()
         await writer.wait_closed()

@@ -39,6 +39,7 @@ STABLE = 60.0  # a worker that ran this long restarts after RESTART_MIN again
 HEARD = 10.0  # a worker not heard from for this long (a batch comes every second) is not
 # running: the systemd watchdog is no longer fed
 SILENT = 30.0  # seconds without a message: the worker is stuck, it is killed and started again
+BYE_WAIT = 5.0  # seconds for this process' own stop after a worker stopped on a signal
 EXIT_WAIT = 5.0  # seconds for a worker to exit once its stream ended
 STOP_MARGIN = 2.0  # seconds past the stop grace before a worker is killed
 BIG = 1000  # a message with more checks than this is pickled in a thread, off the loop
@@ -57,6 +58,7 @@ class _Slot:
     ready: bool = False  # its checks are scheduled
     heard: float = 0.0  # monotonic time of its last message
     pid: int = 0
+    bye: bool = False  # it said it stopped on a signal (systemd stops the whole group)
 
 
 class WorkerPool:
@@ -154,6 +156,11 @@ class WorkerPool:
         while not self._stopping.is_set():
             began = time.monotonic()
             code = await self._run(slot)
+            if slot.bye:  # the signal that stopped it stops this process too, in a moment
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), BYE_WAIT)
+                except TimeoutError:
+                    pass
             if self._stopping.is_set():
                 return
             self._on_restart()
@@ -178,6 +185,7 @@ class WorkerPool:
 
     async def _run(self, slot: _Slot) -> int | None:
         """One worker process, from start to exit; returns its exit status."""
+        slot.bye = False
         ours, theirs = socket.socketpair()
         fmt, level = settings()
         try:
@@ -224,8 +232,11 @@ class WorkerPool:
                 data = await asyncio.to_thread(frame, message)  # 100 000 checks: ~1 s
             else:
                 data = frame(message)
-            writer.write(data)
-            await writer.drain()
+            try:
+                writer.write(data)
+                await writer.drain()
+            except ConnectionError:
+                return  # it stopped or died: the receiving side sees its end
 
     async def _receive(self, slot: _Slot, reader: asyncio.StreamReader) -> bool:
         """The worker's messages until its stream ends (True: it stopped or died) or it is
@@ -241,6 +252,8 @@ class WorkerPool:
             slot.heard = time.monotonic()
             if message[0] == "batch":
                 await self._batch(slot, *message[1:])
+            elif message[0] == "bye":
+                slot.bye = True
             elif message[0] == "ready":
                 slot.pid, slot.ready = int(message[1]), True
                 log.info("worker.ready", worker=slot.index, pid=slot.pid, checks=len(slot.checks))
