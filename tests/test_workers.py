@@ -84,7 +84,7 @@ async def test_each_check_is_tested_in_its_worker_and_its_outcomes_come_in_order
     seen = Seen()
     pool = _pool(seen)
     async with ScriptedHTTP() as http:
-        added, removed = pool.set_checks(_checks(http.port))
+        added, removed = await pool.set_checks(_checks(http.port))
         assert (sorted(k[1] for k in added), removed) == (sorted(NAMES), [])
         try:
             await pool.ready()
@@ -105,7 +105,7 @@ async def test_a_killed_worker_is_not_running_until_it_is_back_and_its_checks_ar
     seen = Seen()
     pool = _pool(seen)
     async with ScriptedHTTP() as http:
-        pool.set_checks(_checks(http.port))
+        await pool.set_checks(_checks(http.port))
         try:
             await pool.ready()
             await wait_for(lambda: seen.count(NAMES) >= 2, what="tests")
@@ -132,10 +132,10 @@ async def test_a_reload_stops_a_removed_check_and_restarts_no_worker() -> None:
     pool = _pool(seen)
     async with ScriptedHTTP() as http:
         checks = _checks(http.port)
-        pool.set_checks(checks)
+        await pool.set_checks(checks)
         try:
             await pool.ready()
-            added, removed = pool.set_checks(checks[1:])  # c0 goes
+            added, removed = await pool.set_checks(checks[1:])  # c0 goes
             assert (added, removed) == ([], [("web", "c0")])
             await wait_for(lambda: seen.count(NAMES[1:]) >= 3, what="tests")
             c0 = len(seen.outcomes.get("c0", []))

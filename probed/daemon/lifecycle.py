@@ -31,7 +31,7 @@ from probed.daemon.metrics import Metrics, Snapshot, SpoolCollector
 from probed.daemon.recorder import Recorder
 from probed.daemon.reload import ReloadState
 from probed.daemon.runner import TestOutcome
-from probed.daemon.scheduler import Scheduler
+from probed.daemon.scheduler import CheckKey, Scheduler
 from probed.daemon.sdnotify import Notifier
 from probed.daemon.stalls import StallMeter
 from probed.daemon.workers import WorkerPool
@@ -156,6 +156,8 @@ class Daemon:
     async def _on_outcome(
         self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
     ) -> None:
+        if (service, check.name) not in self.recorder.checks:
+            return  # workers: N: tested by a worker while a reload removed it
         # on the session's timeline, even for a test that started before a clock step
         outcome = replace(outcome, started_at=self.clock.at(outcome.started_mono))
         try:
@@ -201,7 +203,7 @@ class Daemon:
         await self.accountant.refresh(self.config)
         api = ApiServer(self)
         await api.start(self.config.listen_host, self.config.listen_port)
-        self.scheduler.set_checks((s.name, c) for s, c in self.config.all_checks())
+        await self._set_checks(self.config)
         if isinstance(self.scheduler, WorkerPool):
             await self.scheduler.ready()  # READY=1 once every worker tests its checks
         _freeze_heap()
@@ -270,6 +272,13 @@ class Daemon:
             await self.recorder.clock_stepped(step)
         except StorageError as exc:
             self._storage_failed("store.write_failed", exc)
+
+    async def _set_checks(self, config: Config) -> tuple[list[CheckKey], list[CheckKey]]:
+        """Start, change and stop tests; the (added, removed) checks."""
+        checks = ((s.name, c) for s, c in config.all_checks())
+        if isinstance(self.scheduler, WorkerPool):
+            return await self.scheduler.set_checks(checks)
+        return self.scheduler.set_checks(checks)
 
     def _located(self, config: Config) -> Config:
         if self.location_override is None:
@@ -354,7 +363,7 @@ class Daemon:
         new = config_mod.adopt_windows(self.config, new, time.time())
         self.config = new
         self.dispatcher.configure(new.hooks)  # hooks
-        added, removed = self.scheduler.set_checks((s.name, c) for s, c in new.all_checks())
+        added, removed = await self._set_checks(new)
         _freeze_heap(collect=False)
         try:
             await self.accountant.refresh(new)

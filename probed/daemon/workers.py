@@ -45,6 +45,15 @@ STOP_MARGIN = 2.0  # seconds past the stop grace before a worker is killed
 BIG = 1000  # a message with more checks than this is pickled in a thread, off the loop
 
 
+Entry = tuple[str, CheckBase]
+_Plan = tuple[
+    dict[CheckKey, CheckBase],
+    list[tuple[dict[CheckKey, Entry], list[Entry], list[CheckKey]]],
+    list[CheckKey],
+    list[CheckKey],
+]
+
+
 def shard(key: CheckKey, workers: int) -> int:
     """The worker that owns a check: the same for the same name, whatever else changes."""
     return zlib.crc32(f"{key[0]}/{key[1]}".encode()) % workers
@@ -53,7 +62,7 @@ def shard(key: CheckKey, workers: int) -> int:
 @dataclass(slots=True)
 class _Slot:
     index: int
-    checks: dict[CheckKey, tuple[str, CheckBase]] = field(default_factory=dict)
+    checks: dict[CheckKey, Entry] = field(default_factory=dict)
     outbox: asyncio.Queue[tuple[Any, ...]] | None = None  # to the running worker
     ready: bool = False  # its checks are scheduled
     heard: float = 0.0  # monotonic time of its last message
@@ -106,24 +115,43 @@ class WorkerPool:
     def problems(self) -> list[str]:
         return [f"worker {s.index} is not running" for s in self._slots if not s.ready]
 
-    def set_checks(
+    async def set_checks(
         self, checks: Iterable[tuple[str, CheckBase]]
     ) -> tuple[list[CheckKey], list[CheckKey]]:
-        """Give each worker its shard (only what changed); returns (added, removed) overall."""
+        """Give each worker its shard (only what changed); returns (added, removed) overall.
+
+        The shards and their differences are worked out in a thread: comparing 100 000
+        checks takes seconds of pure Python, and the loop keeps recording meanwhile."""
+        plan = await asyncio.to_thread(self._plan, list(checks))
+        return self._install(*plan)
+
+    def _plan(self, checks: list[tuple[str, CheckBase]]) -> _Plan:
         wanted = {(service, c.name): (service, c) for service, c in checks}
         added = [k for k in wanted if k not in self._jobs]
         removed = [k for k in self._jobs if k not in wanted]
-        shards: list[dict[CheckKey, tuple[str, CheckBase]]] = [{} for _ in self._slots]
+        shards: list[dict[CheckKey, Entry]] = [{} for _ in self._slots]
         for key, entry in wanted.items():
             shards[shard(key, self.size)][key] = entry
+        changes = []
         for slot, new in zip(self._slots, shards, strict=True):
-            old = slot.checks
+            old = slot.checks  # only the loop replaces it, after this plan
             changed = [e for k, e in new.items() if k not in old or old[k][1] != e[1]]
-            gone = [k for k in old if k not in new]
+            changes.append((new, changed, [k for k in old if k not in new]))
+        jobs = {key: check for key, (_, check) in wanted.items()}
+        return jobs, changes, added, removed
+
+    def _install(
+        self,
+        jobs: dict[CheckKey, CheckBase],
+        changes: list[tuple[dict[CheckKey, Entry], list[Entry], list[CheckKey]]],
+        added: list[CheckKey],
+        removed: list[CheckKey],
+    ) -> tuple[list[CheckKey], list[CheckKey]]:
+        for slot, (new, changed, gone) in zip(self._slots, changes, strict=True):
             slot.checks = new
             if slot.outbox is not None and (changed or gone):
                 slot.outbox.put_nowait(("checks", changed, gone, False))
-        self._jobs = {key: check for key, (_, check) in wanted.items()}
+        self._jobs = jobs
         if not self._supervisors:
             self._supervisors = [
                 asyncio.create_task(self._supervise(s), name=f"worker {s.index}")
