@@ -92,3 +92,26 @@ async def test_stop_lets_a_test_in_flight_finish_within_its_timeout() -> None:
     await wait_for(lambda: scheduler.jobs[("s", "h")].testing, timeout=10, what="a test in flight")
     await scheduler.stop(grace=2.0)
     assert [o.result.reason for o in done] == ["timeout after 0.2s"]
+
+
+async def test_update_touches_only_the_checks_it_names() -> None:
+    async def handler(service: str, check: CheckBase, outcome: TestOutcome, t: Transcript) -> None:
+        pass
+
+    scheduler = Scheduler(handler, concurrency=10)
+    a, b, c = (FakeCheck(name=n, interval=10.0, timeout=1.0) for n in "abc")
+    assert scheduler.set_checks([("s", a), ("s", b)]) == ([("s", "a"), ("s", "b")], [])
+    tasks = {k: j.task for k, j in scheduler.jobs.items()}
+    slower = FakeCheck(name="b", interval=20.0, timeout=1.0)
+    scheduler.update([("s", slower), ("s", c)], [("s", "a")])
+    try:
+        assert sorted(scheduler.jobs) == [("s", "b"), ("s", "c")]
+        assert scheduler.jobs[("s", "b")].check == slower
+        assert scheduler.jobs[("s", "b")].task is not tasks[("s", "b")]  # restarted
+        await asyncio.sleep(0)
+        assert tasks[("s", "a")] is not None and tasks[("s", "a")].cancelled()
+        kept = scheduler.jobs[("s", "c")].task
+        scheduler.update([("s", FakeCheck(name="b", interval=30.0, timeout=1.0))], [])
+        assert scheduler.jobs[("s", "c")].task is kept  # not named: its schedule goes on
+    finally:
+        await scheduler.stop(grace=1.0)

@@ -82,21 +82,30 @@ class Scheduler:
         """Start new checks, restart changed ones, stop removed ones. Returns (added, removed)."""
         wanted = {(service, c.name): (service, c) for service, c in checks}
         removed = [k for k in self._jobs if k not in wanted]
+        added = [k for k in wanted if k not in self._jobs]
+        changed = [
+            (service, check)
+            for key, (service, check) in wanted.items()
+            if key not in self._jobs or self._jobs[key].check != check
+        ]
+        self.update(changed, removed)
+        return added, removed
+
+    def update(self, changed: Iterable[tuple[str, CheckBase]], removed: Iterable[CheckKey]) -> None:
+        """Start or restart the ``changed`` checks, stop the ``removed`` ones, leave the rest
+        alone (a worker process is told only what changed: ``workers: N``)."""
         for key in removed:
-            self._cancel(self._jobs.pop(key))
-        added = []
-        for key, (service, check) in wanted.items():
-            job = self._jobs.get(key)
-            if job is not None and job.check == check:
-                continue  # unchanged: keep its schedule
+            job = self._jobs.pop(key, None)
             if job is not None:
                 self._cancel(job)
-            else:
-                added.append(key)
+        for service, check in changed:
+            key = (service, check.name)
+            old = self._jobs.get(key)
+            if old is not None:
+                self._cancel(old)
             job = _Job(service, check)
             job.task = asyncio.create_task(self._loop(job), name=f"check {key[0]}/{key[1]}")
             self._jobs[key] = job
-        return added, removed
 
     @staticmethod
     def _cancel(job: _Job) -> None:

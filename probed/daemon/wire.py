@@ -31,6 +31,7 @@ from probes.base import ProbeResult, Transcript
 BATCH_EVERY = 0.05  # seconds between a worker's batches of outcomes
 ALIVE_EVERY = 1.0  # a worker sends at least this often, an empty batch when idle
 BUG_TEXT = 8000  # characters of a probe bug's traceback sent
+BIG = 1 << 20  # bytes: a longer message is unpickled in a thread
 TAIL = 20  # lines of a failed test's transcript sent (the recorder keeps as many)
 _HEADER = struct.Struct("!I")
 
@@ -58,9 +59,16 @@ async def read(reader: asyncio.StreamReader) -> tuple[Any, ...] | None:
     """The next message, or None at the end of the stream (the other side is gone)."""
     try:
         size = _HEADER.unpack(await reader.readexactly(_HEADER.size))[0]
-        message: tuple[Any, ...] = pickle.loads(await reader.readexactly(size))
+        body = await reader.readexactly(size)
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
+    if size > BIG:  # a shard of 50 000 checks: ~1 s of unpickling, off the loop
+        return await asyncio.to_thread(_loads, body)
+    return _loads(body)
+
+
+def _loads(body: bytes) -> tuple[Any, ...]:
+    message: tuple[Any, ...] = pickle.loads(body)
     return message
 
 

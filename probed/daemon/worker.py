@@ -32,6 +32,7 @@ from probed.logs import LogFormat, log
 from probed.logs import configure as configure_logs
 from probes.base import CheckBase, Transcript
 
+APPLY_SLICE = 1000  # checks (re)started between two turns of the loop
 STALL_LOGGED = 0.25  # seconds: a loop stall at least this long is logged (as in the main process)
 
 
@@ -68,12 +69,17 @@ class Worker:
     ) -> None:
         self._outcomes.append(encode(service, check.name, outcome, None, stalled))
 
-    def apply(self, changed: list[tuple[str, CheckBase]], removed: list[CheckKey]) -> None:
+    async def apply(self, changed: list[tuple[str, CheckBase]], removed: list[CheckKey]) -> None:
+        """Only what changed, a slice at a time: the tests in flight keep running."""
         for key in removed:
             self.checks.pop(key, None)
-        for service, check in changed:
-            self.checks[(service, check.name)] = (service, check)
-        self.scheduler.set_checks(self.checks.values())
+        self.scheduler.update((), removed)
+        for start in range(0, len(changed), APPLY_SLICE):
+            part = changed[start : start + APPLY_SLICE]
+            for service, check in part:
+                self.checks[(service, check.name)] = (service, check)
+            self.scheduler.update(part, ())
+            await asyncio.sleep(0)
         self.grace = max((c.timeout for _, c in self.checks.values()), default=0.0) + 1.0
 
     async def send(self) -> None:
@@ -95,13 +101,13 @@ class Worker:
         """Messages from the main process; its end of the stream stops the worker at once."""
         while (message := await read(reader)) is not None:
             if message[0] == "checks":
-                self.apply(message[1], message[2])
-                if message[3]:  # the first shard: scheduled, say so
-                    self._writer.write(frame(("ready", os.getpid())))
+                await self.apply(message[1], message[2])
                 # as the main process does: full collections skip the checks' long-lived objects
                 if message[3]:
                     gc.collect()
                 gc.freeze()
+                if message[3]:  # the first shard: scheduled, say so
+                    self._writer.write(frame(("ready", os.getpid())))
             elif message[0] == "stop":
                 self.grace = float(message[1])
                 self.stop.set()
