@@ -104,11 +104,12 @@ class Worker:
             if message[0] == "checks":
                 await self.apply(message[1], message[2])
                 # as the main process does: full collections skip the checks' long-lived objects
-                if message[3]:
+                if message[3]:  # the first shard: collect once, then say it is scheduled
                     gc.collect()
-                gc.freeze()
-                if message[3]:  # the first shard: scheduled, say so
+                    gc.freeze()
                     self._writer.write(frame(("ready", os.getpid())))
+                else:
+                    gc.freeze()
             elif message[0] == "stop":
                 self.grace = float(message[1])
                 self.stop.set()
@@ -141,7 +142,9 @@ async def serve(fd: int, concurrency: int) -> None:
     await worker.scheduler.stop(worker.grace)  # tests in flight end at their timeout
     for task in (heartbeat, listener, sender):
         task.cancel()
-    await asyncio.gather(heartbeat, listener, sender, return_exceptions=True)
+    for result in await asyncio.gather(heartbeat, listener, sender, return_exceptions=True):
+        if isinstance(result, Exception):  # a bug in the worker: it exits, and is started again
+            log.error("worker.crashed", exc_info=result)
     try:
         worker.flush()
         if worker.by_signal:  # not a crash: the main process is being stopped too

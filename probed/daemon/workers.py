@@ -183,7 +183,11 @@ class WorkerPool:
         backoff = RESTART_MIN
         while not self._stopping.is_set():
             began = time.monotonic()
-            code = await self._run(slot)
+            try:
+                code = await self._run(slot)
+            except Exception as exc:  # e.g. no file descriptor left to start it with
+                log.error("worker.start_failed", worker=slot.index, error=repr(exc))
+                code = None
             if slot.bye:  # the signal that stopped it stops this process too, in a moment
                 try:
                     await asyncio.wait_for(self._stopping.wait(), BYE_WAIT)
