@@ -51,6 +51,7 @@ def _pool(seen: Seen) -> WorkerPool:
     return WorkerPool(
         2,
         seen.outcome,
+        clock=lambda mono: mono + 1000.0,
         concurrency=10,
         on_discard=seen.discard,
         on_lag=seen.lags.append,
@@ -156,21 +157,24 @@ def test_the_wire_keeps_what_the_recorder_needs() -> None:
         ProbeResult.failed("HTTP 503", cert_not_after=1.9e9, status=503),
         started_mono=42.0,
     )
-    outcome, tail, stalled = decode(encode("web", "c0", failed, transcript))
+    outcome, tail, stalled = decode(
+        encode("web", "c0", failed, transcript), lambda mono: mono + 1000.0
+    )
     assert (outcome.started_mono, outcome.duration, outcome.ok) == (42.0, 0.5, False)
+    assert outcome.started_at == 1042.0  # the main process' timeline
     assert outcome.result.reason == "HTTP 503"
     assert dict(outcome.result.details) == {"cert_not_after": 1.9e9}
     assert tail.lines == transcript.lines[-20:]
     assert stalled == 0.0
-    _, _, stalled = decode(encode("web", "c0", failed, None, 1.5))
+    _, _, stalled = decode(encode("web", "c0", failed, None, 1.5), float)
     assert stalled == 1.5
     passed = TestOutcome(1.0, 0.1, ProbeResult.passed(), started_mono=3.0)
-    outcome, tail, _ = decode(encode("web", "c0", passed, transcript))
+    outcome, tail, _ = decode(encode("web", "c0", passed, transcript), float)
     assert outcome.ok and tail.lines == []  # a pass carries no transcript
     try:
         raise KeyError("boom")
     except KeyError as exc:
         crashed = TestOutcome(1.0, 0.1, ProbeResult.failed("probe error"), error=exc)
-    outcome, _, _ = decode(encode("web", "c0", crashed, None))
+    outcome, _, _ = decode(encode("web", "c0", crashed, None), float)
     assert isinstance(outcome.error, RemoteProbeBug) and outcome.error.kind == "KeyError"
     assert "boom" in str(outcome.error) and "Traceback" in str(outcome.error)

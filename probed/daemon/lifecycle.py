@@ -135,7 +135,8 @@ class Daemon:
         if config.workers > 1:
             return WorkerPool(
                 config.workers,
-                self._on_outcome,
+                self._record,
+                clock=self.clock.at,
                 concurrency=config.concurrency,
                 on_discard=self.recorder.discard,
                 on_lag=self.metrics.schedule_lag.observe,
@@ -160,10 +161,16 @@ class Daemon:
     async def _on_outcome(
         self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
     ) -> None:
-        if (service, check.name) not in self.recorder.checks:
-            return  # workers: N: tested by a worker while a reload removed it
         # on the session's timeline, even for a test that started before a clock step
         outcome = replace(outcome, started_at=self.clock.at(outcome.started_mono))
+        await self._record(service, check, outcome, transcript)
+
+    async def _record(
+        self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
+    ) -> None:
+        """A test's outcome, its time already on the session's timeline."""
+        if (service, check.name) not in self.recorder.checks:
+            return  # workers: N: tested by a worker while a reload removed it
         try:
             await self.recorder.record(service, check, outcome, transcript)
         except StorageError as exc:

@@ -23,10 +23,11 @@ import asyncio
 import pickle
 import struct
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from probed.daemon.runner import TestOutcome
-from probes.base import ProbeResult, Transcript
+from probes.base import DetailValue, ProbeResult, Transcript
 
 BATCH_EVERY = 0.05  # seconds between a worker's batches of outcomes
 ALIVE_EVERY = 1.0  # a worker sends at least this often, an empty batch when idle
@@ -108,20 +109,22 @@ def encode(
     )
 
 
-def decode(wire: Wire) -> tuple[TestOutcome, Transcript, float]:
-    """The outcome (its wall time is set by the main process' clock), its transcript's tail
-    and the stall that discarded it (0 when it is a verdict)."""
+def decode(wire: Wire, clock: Callable[[float], float]) -> tuple[TestOutcome, Transcript, float]:
+    """The outcome, its time from the main process' ``clock`` (monotonic time is the same
+    in every process), its transcript's tail and the stall that discarded it (0 when it is
+    a verdict)."""
     _, _, mono, duration, ok, reason, tail, delivery, expiry, bug, stalled = wire
-    details = {
-        key: value
-        for key, value in (("delivery_seconds", delivery), ("cert_not_after", expiry))
-        if value is not None
-    }
+    details: dict[str, DetailValue] = {}
+    if delivery is not None:
+        details["delivery_seconds"] = delivery
+    if expiry is not None:
+        details["cert_not_after"] = expiry
     transcript = Transcript()
-    transcript.lines.extend(tail)
+    if tail:
+        transcript.lines.extend(tail)
     error = RemoteProbeBug(bug, reason) if bug else None  # reason: the traceback
     outcome = TestOutcome(
-        started_at=0.0,
+        started_at=clock(mono),
         duration=duration,
         result=ProbeResult(ok, reason, details),
         error=error,

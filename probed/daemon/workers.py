@@ -6,7 +6,8 @@ of this running loop) owns a stable shard of the checks: crc32 of
 schedules and runs its checks' tests and streams the outcomes back
 (:mod:`probed.daemon.wire`); this process records them through the same
 handler as the one-process :class:`~probed.daemon.scheduler.Scheduler`, in
-each check's order. :class:`WorkerPool` has the scheduler's interface
+each check's order, its time on this process' timeline (``clock``).
+:class:`WorkerPool` has the scheduler's interface
 (``set_checks``, ``stop``, ``running``, ``jobs``) so the daemon drives either.
 
 A worker that dies is a bug of probed, never downtime of a customer: its
@@ -76,6 +77,7 @@ class WorkerPool:
         size: int,
         handler: OutcomeHandler,
         *,
+        clock: Callable[[float], float],
         concurrency: int,
         on_discard: DiscardHandler,
         on_lag: Callable[[float], None],
@@ -85,6 +87,7 @@ class WorkerPool:
     ) -> None:
         self.size = size
         self._handler, self._on_discard = handler, on_discard
+        self._clock = clock  # a monotonic instant (shared by all processes) -> the test's time
         self._on_lag, self._on_beat, self._on_restart = on_lag, on_beat, on_restart
         self._on_lost = on_lost  # told a dead worker's checks: their coverage ends there
         self._concurrency = max(1, -(-concurrency // size))  # the cap, shared out
@@ -304,7 +307,7 @@ class WorkerPool:
             if entry is None:
                 continue  # removed by a reload while it was tested
             service, check = entry
-            outcome, transcript, stalled = decode(wire)
+            outcome, transcript, stalled = decode(wire, self._clock)
             try:
                 if stalled > 0:
                     await self._on_discard(service, check, outcome, stalled)
