@@ -43,7 +43,8 @@ async def _stored(config: Path) -> dict[str, Any]:
 async def _scripted_run(tmp: Path, workers: int) -> tuple[dict[str, Any], DaemonProcess]:
     tmp.mkdir()  # noqa: ASYNC240  # a test's own directory
     async with ScriptedHTTP({n: list(s) for n, s in SCRIPTS.items()}) as http:
-        config = http_config(tmp, http.port, NAMES, INTERVAL, extra=_workers(workers))
+        # a longer timeout than elsewhere: two runs must not differ by a timeout under load
+        config = http_config(tmp, http.port, NAMES, 2 * INTERVAL, extra=_workers(workers))
         daemon = await DaemonProcess(config).start()
         try:
             await wait_for(
