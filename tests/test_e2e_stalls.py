@@ -89,7 +89,7 @@ async def stalled_daemon(
     assert sum(s >= STALL - 0.1 for s in stalls) >= len(STALL_AT), stalls
     db = sqlite3.connect(tmp_path / "probed.db")
     try:
-        assert db.execute("SELECT COUNT(*) FROM failed_tests").fetchone() == (0,)
+        assert db.execute("SELECT COUNT(*) FROM failure_weeks").fetchone() == (0,)
     finally:
         db.close()
     return daemon
