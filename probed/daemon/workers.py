@@ -4,18 +4,19 @@ Each worker (:mod:`probed.daemon.worker`, a fresh interpreter, never a fork
 of this running loop) owns a stable shard of the checks: crc32 of
 ``service/check`` modulo N, so a reload moves no check to another worker. It
 schedules and runs its checks' tests and streams the outcomes back
-(:mod:`probed.daemon.wire`); this process records them through the same
-handler as the one-process :class:`~probed.daemon.scheduler.Scheduler`, in
-each check's order, its time on this process' timeline (``clock``).
-:class:`WorkerPool` has the scheduler's interface
-(``set_checks``, ``stop``, ``running``, ``jobs``) so the daemon drives either.
+(:mod:`probed.daemon.wire`); this process records them as it records the
+one-process :class:`~probed.daemon.scheduler.Scheduler`'s, in each check's
+order, each test's time on this process' timeline (``clock``).
+:class:`WorkerPool` has the scheduler's interface (``set_checks``, ``stop``,
+``running``, ``jobs``) so the daemon drives either.
 
 A worker that dies is a bug of probed, never downtime of a customer: its
 tests in flight are simply not done, its checks' coverage ends at their last
 test (``on_lost``: the time until the new worker tests them again is
-unmonitored, as after a discarded test), the death is logged as ``worker.died`` and counted in
-``probed_worker_restarts_total``, and the worker is started again after a
-backoff (1 s, doubling up to 30 s; back to 1 s once one ran for a minute).
+unmonitored, as after a discarded test), the death is logged as
+``worker.died`` and counted in ``probed_worker_restarts_total``, and the
+worker is started again after a backoff (1 s, doubling up to 30 s; back to
+1 s once one ran for a minute).
 """
 
 from __future__ import annotations
