@@ -14,7 +14,7 @@ from probed import config as config_mod
 from probed.daemon.workers import shard
 from probed.store.base import open_store
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, http_config, wait_for
-from tests.test_e2e_stalls import STALL, stalled_daemon
+from tests.test_e2e_stalls import STALL, STALL_AT, stalled_daemon
 
 pytestmark = pytest.mark.e2e
 INTERVAL = 0.2
@@ -206,4 +206,9 @@ async def test_a_stalled_worker_records_no_failure_against_a_healthy_server(
     worker = shard(("web", "site"), 2)
     daemon = await stalled_daemon(tmp_path, _workers(2), lambda d: _worker_pid(d, worker))
     stalls = daemon.events("scheduler.loop_stalled")
-    assert {e.get("worker") for e in stalls if e["stalled_seconds"] >= STALL - 0.1} == {worker}
+    # the injected stalls were seen by the worker's own detector (a loaded machine may
+    # add short stalls of any process, not these)
+    injected = [
+        e for e in stalls if e["stalled_seconds"] >= STALL - 0.1 and e.get("worker") == worker
+    ]
+    assert len(injected) >= len(STALL_AT), stalls

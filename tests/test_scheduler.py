@@ -101,17 +101,17 @@ async def test_update_touches_only_the_checks_it_names() -> None:
     scheduler = Scheduler(handler, concurrency=10)
     a, b, c = (FakeCheck(name=n, interval=10.0, timeout=1.0) for n in "abc")
     assert scheduler.set_checks([("s", a), ("s", b)]) == ([("s", "a"), ("s", "b")], [])
-    tasks = {k: j.task for k, j in scheduler.jobs.items()}
+    jobs = dict(scheduler.jobs)
     slower = FakeCheck(name="b", interval=20.0, timeout=1.0)
     scheduler.update([("s", slower), ("s", c)], [("s", "a")])
     try:
         assert sorted(scheduler.jobs) == [("s", "b"), ("s", "c")]
         assert scheduler.jobs[("s", "b")].check == slower
-        assert scheduler.jobs[("s", "b")].task is not tasks[("s", "b")]  # restarted
-        await asyncio.sleep(0)
-        assert tasks[("s", "a")] is not None and tasks[("s", "a")].cancelled()
-        kept = scheduler.jobs[("s", "c")].task
+        assert scheduler.jobs[("s", "b")] is not jobs[("s", "b")]  # restarted
+        assert jobs[("s", "a")].timer is None and jobs[("s", "a")].task is None  # stopped
+        kept = scheduler.jobs[("s", "c")]
         scheduler.update([("s", FakeCheck(name="b", interval=30.0, timeout=1.0))], [])
-        assert scheduler.jobs[("s", "c")].task is kept  # not named: its schedule goes on
+        assert scheduler.jobs[("s", "c")] is kept  # not named: its schedule goes on
+        assert kept.timer is not None
     finally:
         await scheduler.stop(grace=1.0)
