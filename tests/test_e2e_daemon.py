@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, http_config, wait_for
+from tests.stored_failures import stored_failures
 
 pytestmark = pytest.mark.e2e
 INTERVAL = 0.2
@@ -138,7 +139,7 @@ async def _outage_closed(daemon: DaemonProcess) -> bool:
 
 
 def _failed_tests(db: Path) -> list[tuple[float, str]]:
-    return _rows(db, "SELECT at, reason FROM failed_tests ORDER BY at")
+    return [(r.at, reason) for r, reason in stored_failures(db)]
 
 
 def _rows(db: Path, sql: str) -> list[Any]:

@@ -86,6 +86,6 @@ async def test_a_stalled_daemon_records_no_failure_against_a_healthy_server(
     assert sum(s >= STALL - 0.1 for s in stalls) >= len(STALL_AT), stalls
     db = sqlite3.connect(tmp_path / "probed.db")
     try:
-        assert db.execute("SELECT COUNT(*) FROM failed_tests").fetchone() == (0,)
+        assert db.execute("SELECT COUNT(*) FROM failure_weeks").fetchone() == (0,)
     finally:
         db.close()
