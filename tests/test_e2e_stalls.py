@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -52,13 +53,15 @@ class StallingServer:
         await self._runner.cleanup()
 
 
-async def test_a_stalled_daemon_records_no_failure_against_a_healthy_server(
-    tmp_path: Path,
-) -> None:
+async def stalled_daemon(
+    tmp_path: Path, extra: str = "", stalled: Callable[[DaemonProcess], int] | None = None
+) -> DaemonProcess:
+    """Run the daemon against a :class:`StallingServer` that blocks the loop of the process
+    ``stalled`` names (default: the daemon's), and check that the stalls cost no failure."""
     server = await StallingServer().start()
     config = tmp_path / "probed.yaml"
     config.write_text(
-        f"timezone: UTC\nstorage: sqlite://{tmp_path}/probed.db\nlisten: 127.0.0.1:0\n"
+        f"timezone: UTC\nstorage: sqlite://{tmp_path}/probed.db\nlisten: 127.0.0.1:0\n{extra}"
         "defaults: {interval: 1.2s, timeout: 1s, failures_to_down: 2}\n"
         "services:\n  web:\n    objective: 99.5\n    checks:\n"
         f'      - {{name: site, type: http, url: "http://127.0.0.1:{server.port}/"}}\n',
@@ -68,7 +71,7 @@ async def test_a_stalled_daemon_records_no_failure_against_a_healthy_server(
     try:
         await daemon.start()
         assert daemon.proc is not None
-        server.daemon_pid = daemon.proc.pid
+        server.daemon_pid = stalled(daemon) if stalled else daemon.proc.pid
         await wait_for(
             lambda: server.requests > REQUESTS, timeout=120, what=f"{REQUESTS} tests served"
         )
@@ -89,3 +92,10 @@ async def test_a_stalled_daemon_records_no_failure_against_a_healthy_server(
         assert db.execute("SELECT COUNT(*) FROM failure_weeks").fetchone() == (0,)
     finally:
         db.close()
+    return daemon
+
+
+async def test_a_stalled_daemon_records_no_failure_against_a_healthy_server(
+    tmp_path: Path,
+) -> None:
+    await stalled_daemon(tmp_path)
