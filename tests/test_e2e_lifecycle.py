@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, http_config, wait_for
+from tests.daemon_storage import DaemonStorage
 
 pytestmark = pytest.mark.e2e
 INTERVAL = 0.2
@@ -42,10 +43,12 @@ class NotifySocket:
         self.sock.close()
 
 
-async def test_sd_notify_ready_status_watchdog_reload_and_stopping(tmp_path: Path) -> None:
+async def test_sd_notify_ready_status_watchdog_reload_and_stopping(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
     notify = NotifySocket(tmp_path / "notify.sock")
     async with ScriptedHTTP() as http:
-        config = http_config(tmp_path, http.port, ["site"], INTERVAL)
+        config = http_config(tmp_path, http.port, ["site"], INTERVAL, "", daemon_storage.lines)
         daemon = DaemonProcess(
             config, env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}
         )
@@ -69,9 +72,12 @@ async def test_sd_notify_ready_status_watchdog_reload_and_stopping(tmp_path: Pat
     notify.close()
 
 
-async def test_sighup_applies_a_good_config_and_keeps_the_old_one_when_bad(tmp_path: Path) -> None:
+async def test_sighup_applies_a_good_config_and_keeps_the_old_one_when_bad(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
     async with ScriptedHTTP() as http:
-        config = http_config(tmp_path, http.port, ["keep", "drop"], INTERVAL)
+        storage = daemon_storage.lines
+        config = http_config(tmp_path, http.port, ["keep", "drop"], INTERVAL, "", storage)
         daemon = await DaemonProcess(config).start()
         try:
             await wait_for(lambda: http.counts.get("drop", 0) >= 2, what="both checks running")
