@@ -232,6 +232,7 @@ def write_config(args: argparse.Namespace, port: int, workdir: Path) -> Path:
         ),
         f"listen: {HOST}:0",
         f"concurrency: {args.concurrency}",
+        f"workers: {args.workers}",
         f"defaults: {{interval: {args.interval:g}s, timeout: {args.timeout:g}s, failures_to_down: 2}}",
         "services:",
     ]
@@ -264,25 +265,39 @@ def tests_due(args: argparse.Namespace, window: float) -> int:
 
 @dataclass
 class Sampler:
-    """Peak RSS by polling (the kernel's VmHWM is read too, as the exact figure)."""
+    """Peak RSS by polling (the kernel's VmHWM is read too, as the exact figure). With
+    ``workers: N`` the daemon is a process tree: RSS, VmHWM and CPU are its sums."""
 
     proc: psutil.Process
     peak_rss: int = 0
     vm_hwm: int = 0
     samples: int = 0
 
-    def sample(self) -> None:
+    def tree(self) -> list[psutil.Process]:
         with contextlib.suppress(psutil.Error):
-            self.peak_rss = max(self.peak_rss, self.proc.memory_info().rss)
-            self.samples += 1
-        with contextlib.suppress(OSError, ValueError):
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    self.vm_hwm = max(self.vm_hwm, int(line.split()[1]) * 1024)
+            return [self.proc, *self.proc.children(recursive=True)]
+        return [self.proc]
+
+    def rss(self) -> int:
+        total = 0
+        for proc in self.tree():
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
+    def sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, self.rss())
+        self.samples += 1
+        hwm = 0
+        for proc in self.tree():
+            with contextlib.suppress(OSError, ValueError):
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        hwm += int(line.split()[1]) * 1024
+        self.vm_hwm = max(self.vm_hwm, hwm)
 
     def cpu(self) -> float:
-        t = self.proc.cpu_times()
-        return t.user + t.system
+        return tree_cpu_seconds(self.proc.pid)
 
 
 def wait_started(log_path: Path, daemon: subprocess.Popen[bytes], sampler: Sampler) -> int:
@@ -636,7 +651,7 @@ def measure(
             t0 = time.monotonic()
             startup_s = t0 - t_spawn
             sampler.sample()
-            rss_started, hwm_started = sampler.proc.memory_info().rss, sampler.vm_hwm
+            rss_started, hwm_started = sampler.rss(), sampler.vm_hwm
             cpu0 = sampler.cpu()
             server_cpu0 = pool.cpu_seconds()
             db_cpu0 = tree_cpu_seconds(args.db_pid) if args.db_pid else 0.0
@@ -678,7 +693,7 @@ def measure(
                     cpu = sampler.cpu()
                     print(
                         f"#   t={now - t0:5.1f}s daemon CPU {100 * (cpu - last_cpu) / (now - last_t):5.1f}%"
-                        f"  RSS {mib(sampler.proc.memory_info().rss)}",
+                        f"  RSS {mib(sampler.rss())}",
                         file=sys.stderr,
                     )
                     last_cpu, last_t = cpu, now
@@ -695,7 +710,7 @@ def measure(
             busy1, load1 = busy_cpu_seconds(), os.getloadavg()[0]
             sampler.sample()
             hwm_window = sampler.vm_hwm
-            rss_window = sampler.proc.memory_info().rss
+            rss_window = sampler.rss()
             s0 = time.monotonic()
             text = scrape(api_port, time.monotonic() + SCRAPE_DEADLINE)
             scrape_s = time.monotonic() - s0
@@ -867,6 +882,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--concurrency", type=int, default=1000, help="the daemon's concurrency setting")
     p.add_argument(
+        "--workers", type=int, default=1, help="the daemon's workers setting (probing processes)"
+    )
+    p.add_argument(
         "--fail-ratio", type=float, default=0.0, help="share of checks answered 503 (0..1)"
     )
     p.add_argument(
@@ -894,8 +912,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 0.0 <= args.fail_ratio <= 1.0:
         p.error("--fail-ratio must be within 0..1")
-    if args.checks < 1 or args.services < 1 or args.server_procs < 1:
-        p.error("--checks, --services and --server-procs must be at least 1")
+    if args.checks < 1 or args.services < 1 or args.server_procs < 1 or args.workers < 1:
+        p.error("--checks, --services, --server-procs and --workers must be at least 1")
     if args.timeout is None:
         args.timeout = min(5.0, args.interval / 2)
     if args.scrape_every < 0:

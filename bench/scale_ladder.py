@@ -10,6 +10,7 @@ against the healthy target (must be 0), and the store's size.
 
     .venv/bin/python bench/scale_ladder.py                      # 10k, 30k, 100k at 60 s; 10k at 10 s
     .venv/bin/python bench/scale_ladder.py --rungs 10000@60 30000@60 --duration 120
+    .venv/bin/python bench/scale_ladder.py --rungs 30000@60 --workers 1 2   # each rung both ways
 
 Loopback only; every rung is bounded (startup, window, scrape and stop deadlines).
 """
@@ -34,13 +35,16 @@ def rung(spec: str) -> tuple[int, float]:
 
 
 def one(
-    checks: int, interval: float, duration: float, extra: list[str]
+    checks: int, interval: float, duration: float, workers: int, extra: list[str]
 ) -> dict[str, float | int | None]:
     argv = [
         "--checks", str(checks), "--interval", f"{interval:g}", "--duration", f"{duration:g}",
-        "--scrape-every", "15", "--server-procs", "1", *extra,
+        "--scrape-every", "15", "--server-procs", "1", "--workers", str(workers), *extra,
     ]  # fmt: skip
-    print(f"\n===== {checks} checks every {interval:g}s for {duration:g}s", flush=True)
+    print(
+        f"\n===== {checks} checks every {interval:g}s for {duration:g}s, workers: {workers}",
+        flush=True,
+    )
     return http_checks.measure(http_checks.parse_args(argv))
 
 
@@ -48,13 +52,14 @@ def ms(x: float | int | None) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{x * 1000:.0f} ms"
 
 
-def row(f: dict[str, float | int | None], base_rss: float) -> list[str]:
+def row(f: dict[str, float | int | None], base_rss: float, workers: int) -> list[str]:
     def num(key: str) -> float:
         value = f[key]
         return math.nan if value is None else float(value)
 
     return [
         f"{int(num('checks'))} @ {num('interval'):g}s",
+        str(workers),
         f"{100 * num('done_ratio'):.1f} %",
         f"{ms(num('lag_p50'))} / {ms(num('lag_p99'))}",
         ms(num("loop_p99")),
@@ -70,6 +75,7 @@ def row(f: dict[str, float | int | None], base_rss: float) -> list[str]:
 
 HEADER = [
     "checks",
+    "workers",
     "done/due",
     "lag p50/p99",
     "loop stall p99",
@@ -88,14 +94,26 @@ def main() -> int:
     p.add_argument("--rungs", nargs="+", default=list(DEFAULT_RUNGS), help="CHECKS@INTERVAL")
     p.add_argument("--duration", type=float, default=120.0, help="seconds measured per rung")
     p.add_argument("--base-duration", type=float, default=5.0, help="the 1-check base run")
-    args, extra = p.parse_known_args()
-    base = one(1, 10, args.base_duration, extra)
-    base_rss = float(base["rss_window"] or 0)
-    rows = [row(one(*rung(spec), args.duration, extra), base_rss) for spec in args.rungs]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADER)]
-    print(
-        f"\nscale ladder, {args.duration:g} s per rung, 15 s scrape; base RSS {base_rss / 2**20:.1f} MiB"
+    p.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="the daemon's workers setting; several values run every rung with each",
     )
+    args, extra = p.parse_known_args()
+    # the base memory of the process tree: the main process and its workers
+    base = {
+        n: float(one(1, 10, args.base_duration, n, extra)["rss_window"] or 0) for n in args.workers
+    }
+    rows = [
+        row(one(*rung(spec), args.duration, n, extra), base[n], n)
+        for spec in args.rungs
+        for n in args.workers
+    ]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADER)]
+    bases = ", ".join(f"{mib / 2**20:.1f} MiB (workers {n})" for n, mib in base.items())
+    print(f"\nscale ladder, {args.duration:g} s per rung, 15 s scrape; base RSS {bases}")
     for line in (HEADER, ["-" * w for w in widths], *rows):
         print(" | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
     return 0

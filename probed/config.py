@@ -48,6 +48,7 @@ from probes.base import (
 Loc: TypeAlias = tuple[str | int, ...]
 EX_CONFIG = 78
 DEFAULT_LISTEN = "127.0.0.1:9469"
+MAX_WORKERS = 64
 _PERCENT = number_in(0, 100, above=True)  # objective, minimum, credit thresholds
 
 
@@ -170,6 +171,7 @@ class ConfigModel(_Strict):
     listen: str = DEFAULT_LISTEN
     api_token_file: str | None = None
     concurrency: Annotated[int, number_in(1, 1_000_000, whole=True)] = 1000  # tests at once
+    workers: Annotated[int, number_in(1, MAX_WORKERS, whole=True)] = 1  # probing processes
     metrics: MetricsModel = MetricsModel()
     defaults: DefaultsModel = DefaultsModel()
     services: dict[str, ServiceModel] = Field(min_length=1)
@@ -299,6 +301,7 @@ class Config:
     concurrency: int
     services: Mapping[str, Service]
     per_check_histograms: bool = False
+    workers: int = 1  # 1: this process probes; N > 1: N worker processes do (daemon/workers.py)
     hooks: tuple[HookConfig, ...] = ()
     status_page: StatusPage = StatusPage()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
@@ -397,6 +400,7 @@ def _loads(text: str, file: Path) -> Config:
         listen_port=port,
         api_token=token,
         concurrency=model.concurrency,
+        workers=model.workers,
         per_check_histograms=model.metrics.per_check_histograms,
         services=services,
         hooks=hooks,

@@ -16,7 +16,17 @@ import structlog
 LogFormat = Literal["auto", "json", "console"]
 
 
+_settings: tuple[LogFormat, str] = ("auto", "info")
+
+
+def settings() -> tuple[LogFormat, str]:
+    """The format and level :func:`configure` was given (worker processes log the same way)."""
+    return _settings
+
+
 def configure(fmt: LogFormat = "auto", level: str = "info") -> None:
+    global _settings
+    _settings = (fmt, level)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
@@ -34,7 +44,8 @@ def configure(fmt: LogFormat = "auto", level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # one write per line: worker processes (workers: N) share stderr without mixing lines
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
     # Libraries log through the standard library: one structlog line each, never the

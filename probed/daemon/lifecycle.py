@@ -34,6 +34,7 @@ from probed.daemon.runner import TestOutcome
 from probed.daemon.scheduler import Scheduler
 from probed.daemon.sdnotify import Notifier
 from probed.daemon.stalls import StallMeter
+from probed.daemon.workers import WorkerPool
 from probed.hooks import BudgetWatch, Dispatcher
 from probed.hooks.quorum import QuorumWatch
 from probed.logs import log
@@ -123,7 +124,22 @@ class Daemon:
         # called after the monitor handled a test, so outage state includes it (the demo's live view)
         self.observers: list[Callable[[str, CheckBase, TestOutcome], None]] = []
         self.stalls = StallMeter(on_beat=self.metrics.loop_lag.observe)
-        self.scheduler = Scheduler(
+        self.scheduler: Scheduler | WorkerPool = self._probing(config)
+
+    def _probing(self, config: Config) -> Scheduler | WorkerPool:
+        """What runs the tests: this process' scheduler, or ``workers:`` processes."""
+        if config.workers > 1:
+            return WorkerPool(
+                config.workers,
+                self._on_outcome,
+                concurrency=config.concurrency,
+                on_discard=self.recorder.discard,
+                on_lag=self.metrics.schedule_lag.observe,
+                on_beat=self.metrics.loop_lag.observe,
+                on_restart=self.metrics.worker_restarts.inc,
+                on_lost=self.recorder.unmonitored,
+            )
+        return Scheduler(
             self._on_outcome,
             concurrency=config.concurrency,
             on_lag=self.metrics.schedule_lag.observe,
@@ -186,10 +202,13 @@ class Daemon:
         api = ApiServer(self)
         await api.start(self.config.listen_host, self.config.listen_port)
         self.scheduler.set_checks((s.name, c) for s, c in self.config.all_checks())
+        if isinstance(self.scheduler, WorkerPool):
+            await self.scheduler.ready()  # READY=1 once every worker tests its checks
         _freeze_heap()
         log.info(
             "daemon.started",
             checks=len(self.recorder.checks),
+            workers=self.config.workers,
             listen=f"{self.config.listen_host}:{api.port}",
             storage=self.store.describe,
             location=self.store.location,
@@ -267,7 +286,9 @@ class Daemon:
 
     def health_problems(self) -> list[str]:
         problems = []
-        if not self.scheduler.running and self.scheduler.jobs:
+        if isinstance(self.scheduler, WorkerPool):
+            problems += self.scheduler.problems()
+        elif not self.scheduler.running and self.scheduler.jobs:
             problems.append("scheduler is not running")
         if self.storage_problem:
             problems.append(self.storage_problem)
@@ -319,6 +340,8 @@ class Daemon:
                 raise config_mod.ConfigError(
                     ["storage and listen cannot change on reload; restart probed"]
                 )
+            if new.workers != self.config.workers:
+                raise config_mod.ConfigError(["workers cannot change on reload; restart probed"])
         except config_mod.ConfigError as exc:
             return self._reload_refused(exc.problems)
         except Exception as exc:  # a loader bug must not kill a daemon that is measuring

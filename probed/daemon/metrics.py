@@ -186,6 +186,11 @@ class Metrics:
             ("hook",),
             registry=registry,
         )
+        self.worker_restarts = Counter(
+            "probed_worker_restarts",
+            "Worker processes (workers: N) started again after they died: a bug in probed",
+            registry=registry,
+        )
         self.reload_ok = Gauge(
             "probed_config_last_reload_successful",
             "1 if the last config (re)load was applied",

@@ -20,6 +20,7 @@ from probed.daemon.downclock import DownClock
 from probed.daemon.metrics import Metrics
 from probed.daemon.runner import TestOutcome
 from probed.daemon.scheduler import CheckKey
+from probed.daemon.wire import RemoteProbeBug
 from probed.hooks.quorum import QuorumWatch
 from probed.logs import log
 from probed.store.base import FailedTest, Store
@@ -211,10 +212,18 @@ class Recorder:
             stalled_seconds=round(stalled, 3),
         )
 
+    async def unmonitored(self, keys: Iterable[CheckKey]) -> None:
+        """These checks' tests were lost (a worker process died): their coverage ends at
+        their last test, the time until their next one is unmonitored, never downtime."""
+        for key in keys:
+            state = self.checks.get(key)
+            if state is not None:
+                await self.store.record_unmonitored(state.check_id)
+
     def _probe_bug(self, service: str, check: CheckBase, error: Exception) -> None:
         """Not a verdict: nothing is stored (the time shows as unmonitored), the failure run
         neither grows nor ends, and the operator sees "probed is broken", once per type."""
-        kind = type(error).__name__
+        kind = error.kind if isinstance(error, RemoteProbeBug) else type(error).__name__
         if self.metrics is not None:
             self.metrics.count_probe_error(service, check.name, check.type, kind)
         key = (service, check.name, kind)
