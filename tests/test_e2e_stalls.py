@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from tests.daemon_helpers import DaemonProcess, wait_for
+from tests.daemon_storage import DaemonStorage
 
 pytestmark = pytest.mark.e2e
 STALL = 2.0  # seconds the daemon's loop is blocked: twice the check's timeout
@@ -53,12 +53,12 @@ class StallingServer:
 
 
 async def test_a_stalled_daemon_records_no_failure_against_a_healthy_server(
-    tmp_path: Path,
+    tmp_path: Path, daemon_storage: DaemonStorage
 ) -> None:
     server = await StallingServer().start()
     config = tmp_path / "probed.yaml"
     config.write_text(
-        f"timezone: UTC\nstorage: sqlite://{tmp_path}/probed.db\nlisten: 127.0.0.1:0\n"
+        f"timezone: UTC\n{daemon_storage.lines}\nlisten: 127.0.0.1:0\n"
         "defaults: {interval: 1.2s, timeout: 1s, failures_to_down: 2}\n"
         "services:\n  web:\n    objective: 99.5\n    checks:\n"
         f'      - {{name: site, type: http, url: "http://127.0.0.1:{server.port}/"}}\n',
@@ -84,8 +84,5 @@ async def test_a_stalled_daemon_records_no_failure_against_a_healthy_server(
     assert lagged is not None and lagged > 0
     stalls = [e["stalled_seconds"] for e in daemon.events("scheduler.loop_stalled")]
     assert sum(s >= STALL - 0.1 for s in stalls) >= len(STALL_AT), stalls
-    db = sqlite3.connect(tmp_path / "probed.db")
-    try:
-        assert db.execute("SELECT COUNT(*) FROM failed_tests").fetchone() == (0,)
-    finally:
-        db.close()
+    async with daemon_storage.reading() as store:
+        assert await store.failed_tests("web", "site", (0.0, 4e9)) == []

@@ -64,6 +64,26 @@ async def silent_network(pg_cluster: PgCluster, pg_dsn: str) -> AsyncIterator[Fa
         yield DaemonStorage("postgresql", pg_dsn, storage.lines), proxy.cut, proxy.mend
 
 
+@asynccontextmanager
+async def down_during_a_fault(
+    tmp_path: Path, storage: DaemonStorage, inject: Callable[[], object]
+) -> AsyncIterator[tuple[DaemonProcess, ScriptedHTTP, Receiver]]:
+    """A daemon whose check "site" (a webhook hook: pager) passed three times; then the
+    store's fault is injected and the site goes down. Stopped cleanly at the end."""
+    async with ScriptedHTTP({"site": [True] * 3}) as http, Receiver() as hooks:
+        hook = f'hooks:\n  - {{type: webhook, name: pager, url: "{hooks.url("/h")}"}}\n'
+        config = http_config(tmp_path, http.port, ["site"], INTERVAL, hook, storage.lines)
+        daemon = await DaemonProcess(config).start()
+        try:
+            await wait_for(lambda: http.counts.get("site", 0) >= 3, what="three passes")
+            await asyncio.to_thread(inject)  # the target keeps answering meanwhile
+            http.down.add("site")
+            yield daemon, http, hooks
+        finally:
+            http.down.clear()
+            assert await daemon.stop() == 0
+
+
 FAULTS = ["sqlite-disk-full", "postgresql-stopped", "postgresql-network-silent"]
 
 
@@ -81,34 +101,25 @@ async def test_a_store_fault_during_an_outage_loses_nothing(
     fault: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     async with fault_of(fault, tmp_path, request) as (storage, inject, heal):
-        async with ScriptedHTTP({"site": [True] * 3}) as http, Receiver() as hooks:
-            hook = f'hooks:\n  - {{type: webhook, name: pager, url: "http://127.0.0.1:{hooks.port}/h"}}\n'
-            config = http_config(tmp_path, http.port, ["site"], INTERVAL, hook, storage.lines)
-            daemon = await DaemonProcess(config).start()
-            try:
-                await wait_for(lambda: http.counts.get("site", 0) >= 3, what="three passes")
-                await asyncio.to_thread(inject)  # the target keeps answering meanwhile
-                http.down.add("site")
-                health = await wait_for(lambda: _unhealthy(daemon), what="/healthz 503")
-                assert "records spooled" in health
-                await wait_for(lambda: http.failed.get("site", 0) >= 6, what="six failures")
-                fails = await daemon.metric("probed_probes_total", check="site", result="fail")
-                assert fails is not None and fails >= 5  # /metrics keeps counting
-                assert await daemon.metric("probed_check_up", check="site") == 0.0
-                spooled = await daemon.metric("probed_store_spool_records")
-                assert spooled is not None and spooled >= 5
-                # the outage's events wait too: an event goes out from the outbox, its
-                # durable record (retried after a restart, sent once, the store's outage id)
-                assert hooks.requests == []
-                http.down.clear()
-                passes = http.counts["site"]
-                await wait_for(lambda: http.counts["site"] >= passes + 3, what="passes again")
-                await asyncio.to_thread(heal)
-                await wait_for(lambda: _healthy(daemon), timeout=60, what="/healthz 200 again")
-                assert await daemon.metric("probed_store_spool_records") == 0.0
-                await wait_for(lambda: len(hooks.requests) >= 4, what="the hook events")
-            finally:
-                assert await daemon.stop() == 0
+        async with down_during_a_fault(tmp_path, storage, inject) as (daemon, http, hooks):
+            health = await wait_for(lambda: _unhealthy(daemon), what="/healthz 503")
+            assert "records spooled" in health
+            await wait_for(lambda: http.failed.get("site", 0) >= 6, what="six failures")
+            fails = await daemon.metric("probed_probes_total", check="site", result="fail")
+            assert fails is not None and fails >= 5  # /metrics keeps counting
+            assert await daemon.metric("probed_check_up", check="site") == 0.0
+            spooled = await daemon.metric("probed_store_spool_records")
+            assert spooled is not None and spooled >= 5
+            # the outage's events wait too: an event goes out from the outbox, its
+            # durable record (retried after a restart, sent once, the store's outage id)
+            assert hooks.requests == []
+            http.down.clear()
+            passes = http.counts["site"]
+            await wait_for(lambda: http.counts["site"] >= passes + 3, what="passes again")
+            await asyncio.to_thread(heal)
+            await wait_for(lambda: _healthy(daemon), timeout=60, what="/healthz 200 again")
+            assert await daemon.metric("probed_store_spool_records") == 0.0
+            await wait_for(lambda: len(hooks.requests) >= 4, what="the hook events")
         served = http.failed["site"]
         store = await storage.open()
         try:
@@ -145,22 +156,12 @@ async def test_status_during_a_fault_shows_no_provisional_outage_id(
     provisional outage id: null while the opening waits, then the id reports and
     ``--incident`` know. Hook counts need the store: null while it cannot be read."""
     async with fault_of(fault, tmp_path, request) as (storage, inject, heal):
-        async with ScriptedHTTP({"site": [True] * 3}) as http, Receiver() as hooks:
-            hook = f'hooks:\n  - {{type: webhook, name: pager, url: "{hooks.url("/h")}"}}\n'
-            config = http_config(tmp_path, http.port, ["site"], INTERVAL, hook, storage.lines)
-            daemon = await DaemonProcess(config).start()
-            try:
-                await wait_for(lambda: http.counts.get("site", 0) >= 3, what="three passes")
-                await asyncio.to_thread(inject)
-                http.down.add("site")
-                await wait_for(lambda: _unhealthy(daemon), what="/healthz 503")
-                during = await wait_for(lambda: _with_open_outage(daemon), what="an open outage")
-                await asyncio.to_thread(heal)
-                await wait_for(lambda: _healthy(daemon), timeout=60, what="/healthz 200 again")
-                after = await _with_open_outage(daemon)
-            finally:
-                http.down.clear()
-                assert await daemon.stop() == 0
+        async with down_during_a_fault(tmp_path, storage, inject) as (daemon, _, _):
+            await wait_for(lambda: _unhealthy(daemon), what="/healthz 503")
+            during = await wait_for(lambda: _with_open_outage(daemon), what="an open outage")
+            await asyncio.to_thread(heal)
+            await wait_for(lambda: _healthy(daemon), timeout=60, what="/healthz 200 again")
+            after = await _with_open_outage(daemon)
         async with storage.reading() as store:
             [outage] = await store.outages("web", WIDE)
     [opened] = during["services"][0]["open_outages"]

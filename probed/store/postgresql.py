@@ -438,18 +438,19 @@ class PostgresStore(BufferedStore):
             return await _returned_id(cur)
 
     async def update_outage(self, outage_id: int, run: FailureRun) -> None:
-        async with self._cursor() as cur:
-            await cur.execute(
-                "UPDATE outages SET last_failed = %s, failed_tests = %s, reasons = %s WHERE id = %s",
-                (run.last_at, run.count, _reasons(run), outage_id),
-            )
+        await self._update_outage(outage_id, run, None)
 
     async def close_outage(self, outage_id: int, run: FailureRun, closed_at: float) -> None:
+        await self._update_outage(outage_id, run, closed_at)
+
+    async def _update_outage(
+        self, outage_id: int, run: FailureRun, closed_at: float | None
+    ) -> None:
         async with self._cursor() as cur:
-            await cur.execute(
-                "UPDATE outages SET last_failed = %s, failed_tests = %s, reasons = %s,"
-                " closed_at = %s WHERE id = %s",
-                (run.last_at, run.count, _reasons(run), closed_at, outage_id),
+            await cur.execute(  # start too: a clock step moves an open run as a whole
+                "UPDATE outages SET start = %s, last_failed = %s, failed_tests = %s,"
+                " reasons = %s, closed_at = COALESCE(%s, closed_at) WHERE id = %s",
+                (run.first_at, run.last_at, run.count, _reasons(run), closed_at, outage_id),
             )
 
     _OUTAGE = (
