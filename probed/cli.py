@@ -16,7 +16,7 @@ from typing import NoReturn, TypeVar
 
 import click
 
-from probed import __version__
+from probed import __version__, eventloop
 from probed import config as config_mod
 from probed.config import EX_CONFIG, Config, ConfigError
 from probed.core import accounting
@@ -70,14 +70,6 @@ def _author(by: str | None) -> str:
         return f"uid {os.getuid()}"
 
 
-def _install_event_loop() -> None:
-    try:
-        import uvloop  # optional speed-up
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
 config_option = click.option(
     "-c",
     "--config",
@@ -125,7 +117,7 @@ def run(config_path: str, log_format: str, log_level: str, location: str | None)
         except ValueError as exc:
             _fail(f"--location: {exc}", 2)
     config = _load(config_path)
-    _install_event_loop()
+    eventloop.install()
 
     async def _run() -> int:
         try:
@@ -194,7 +186,7 @@ def probe(config_path: str, check: str) -> None:
     except KeyError as exc:
         _fail(str(exc.args[0]), 2)
     transcript = Transcript(chk.secrets())
-    _install_event_loop()
+    eventloop.install()
     outcome = asyncio.run(run_test(REGISTRY[chk.type], chk, transcript))
     verdict = "PASS" if outcome.ok else f"FAIL: {outcome.result.reason}"
     click.echo(f"{service.name}/{chk.name} ({chk.type} {chk.target()}): {verdict}")
@@ -495,7 +487,7 @@ def demo(
     from probed.demo.locations import run_locations_demo
 
     configure_logs("console", "warning")
-    _install_event_loop()
+    eventloop.install()
     if locations is not None:
         sys.exit(
             asyncio.run(

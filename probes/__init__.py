@@ -13,4 +13,16 @@ _MODULES = (http, tcp, pop3, smtp, imap, mailflow)
 
 REGISTRY: dict[str, ProbeType] = {module.PROBE.name: module.PROBE for module in _MODULES}
 
-__all__ = ["REGISTRY", "ProbeType"]
+
+def share() -> None:
+    """Tests on the running loop share what may be shared (one HTTP session) until
+    :func:`unshare`; calls nest. A test outside makes its own."""
+    http.SharedSession.hold()
+
+
+async def unshare() -> None:
+    """The end of one :func:`share`; the last one closes what was shared."""
+    await http.SharedSession.release()
+
+
+__all__ = ["REGISTRY", "ProbeType", "share", "unshare"]

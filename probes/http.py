@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import codecs
+import contextlib
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextvars import ContextVar
 from http import HTTPStatus
-from typing import Literal
+from http.cookies import BaseCookie, SimpleCookie
+from typing import ClassVar, Literal
 
 import aiohttp
 from aiohttp.connector import Connection
 from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.typedefs import LooseCookies
 from pydantic import Field, field_validator
 from yarl import URL
 
@@ -85,39 +90,140 @@ class _Response(aiohttp.ClientResponse):
         return await super().start(connection)
 
 
-def _session() -> aiohttp.ClientSession:
-    # A session and connector per test, never a shared pool: one hung server
-    # then holds only its own connection, every test opens a fresh connection
-    # (an SLA measures whether *new* visitors get in, not a kept-alive socket),
-    # and no cookie leaks between checks. Measured on loopback, a private
-    # session costs ~30 us more per request than a shared connector (275 vs
-    # 245 us), i.e. 3% of one core at 1000 tests/s. The expensive part, the
-    # TLS context (~15 ms), is shared.
+_NO_URL = URL()
+
+
+class _TestCookies(aiohttp.DummyCookieJar):
+    """The shared session's jar: a test's own cookies, and nobody else's.
+
+    Each test gets an empty jar (made only when a server sets a cookie), so a
+    redirect's ``Set-Cookie`` reaches the next hop of the same test, as a new
+    visitor's browser would send it, and never a later test.
+    """
+
+    def update_cookies(self, cookies: LooseCookies, response_url: URL = _NO_URL) -> None:
+        if (jar := _test_jar()) is not None:
+            jar.update_cookies(cookies, response_url)
+
+    def update_cookies_from_headers(self, headers: Sequence[str], response_url: URL) -> None:
+        if (jar := _test_jar()) is not None:
+            jar.update_cookies_from_headers(headers, response_url)
+
+    def filter_cookies(self, request_url: URL) -> BaseCookie[str]:
+        jar = _TEST_COOKIES.get(None)
+        return jar[0].filter_cookies(request_url) if jar else SimpleCookie()
+
+
+# The running test's jar, in a list so that the jar is made on the first cookie only.
+_TEST_COOKIES: ContextVar[list[aiohttp.CookieJar]] = ContextVar("probed_http_cookies")
+
+
+def _test_jar() -> aiohttp.CookieJar | None:
+    holder = _TEST_COOKIES.get(None)
+    if holder is None:  # not inside probe(): nobody may see it
+        return None
+    if not holder:
+        holder.append(aiohttp.CookieJar())
+    return holder[0]
+
+
+def _session(*, shared: bool) -> aiohttp.ClientSession:
+    # Every test opens a fresh TCP connection (force_close: a connection is never
+    # kept for a later test, and an SLA measures whether *new* visitors get in),
+    # resolves the name afresh (no DNS cache) and sees only its own cookies.
+    # Shared by all tests of a daemon (see SharedSession), it has no connection
+    # limit: the scheduler's concurrency is the limit, and one hung server then
+    # holds only its own connection. The TLS context (~15 ms to build) is shared too.
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(force_close=True),
+        connector=aiohttp.TCPConnector(force_close=True, limit=0, use_dns_cache=False),
         timeout=aiohttp.ClientTimeout(total=None),  # the scheduler owns the deadline
         headers={"User-Agent": USER_AGENT},
         response_class=_Response,
+        cookie_jar=_TestCookies() if shared else None,
     )
+
+
+class SharedSession:
+    """One session for every HTTP test on an event loop while at least one holder holds it.
+
+    A session costs ~100 us of CPU to make and close, a large part of a test on
+    loopback. The scheduler holds it while it runs; a test outside any holder
+    (``probed probe``, a test of the probe) makes a session of its own.
+    """
+
+    _by_loop: ClassVar[dict[asyncio.AbstractEventLoop, SharedSession]] = {}
+
+    def __init__(self) -> None:
+        self.holders = 0
+        self.session: aiohttp.ClientSession | None = None  # made by the first test
+
+    @classmethod
+    def hold(cls) -> None:
+        """One more holder on the running loop."""
+        loop = asyncio.get_running_loop()
+        cls._by_loop.setdefault(loop, cls()).holders += 1
+
+    @classmethod
+    async def release(cls) -> None:
+        """One holder less; the last one closes the session (after its tests ended)."""
+        loop = asyncio.get_running_loop()
+        shared = cls._by_loop.get(loop)
+        if shared is None:
+            return
+        shared.holders -= 1
+        if shared.holders <= 0:
+            del cls._by_loop[loop]
+            if shared.session is not None:
+                await shared.session.close()
+
+    @classmethod
+    def current(cls) -> aiohttp.ClientSession | None:
+        shared = cls._by_loop.get(asyncio.get_running_loop())
+        if shared is None:
+            return None
+        if shared.session is None or shared.session.closed:
+            shared.session = _session(shared=True)
+        return shared.session
+
+
+@contextlib.asynccontextmanager
+async def shared_session() -> AsyncIterator[None]:
+    """Every HTTP test on this loop shares one session inside the block."""
+    SharedSession.hold()
+    try:
+        yield
+    finally:
+        await SharedSession.release()
 
 
 async def probe(check: HttpCheck, transcript: Transcript) -> ProbeResult:
     """One request; pass when the status is expected and the body matches."""
+    shared = SharedSession.current()
+    if shared is None:
+        async with _session(shared=False) as private:
+            return await _request(private, check, transcript)
+    token = _TEST_COOKIES.set([])
+    try:
+        return await _request(shared, check, transcript)
+    finally:
+        _TEST_COOKIES.reset(token)
+
+
+async def _request(
+    session: aiohttp.ClientSession, check: HttpCheck, transcript: Transcript
+) -> ProbeResult:
     url = URL(check.url)
     ssl_context = shared_ssl_context(verify=check.tls_verify, ca_file=check.ca_file)
     _request_lines(transcript, check.method, url, check.headers)
     try:
-        async with (
-            _session() as session,
-            session.request(
-                check.method,
-                url,
-                headers=check.headers,
-                allow_redirects=check.follow_redirects,
-                max_redirects=MAX_REDIRECTS,
-                ssl=ssl_context,
-            ) as response,
-        ):
+        async with session.request(
+            check.method,
+            url,
+            headers=check.headers,
+            allow_redirects=check.follow_redirects,
+            max_redirects=MAX_REDIRECTS,
+            ssl=ssl_context,
+        ) as response:
             _response_lines(transcript, response)
             body = await _read_body(response)
     except aiohttp.ClientError as exc:

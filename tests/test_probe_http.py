@@ -9,15 +9,20 @@ import ssl
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import http_parser, web
 from pydantic import ValidationError
 
 from probed.daemon.runner import TestOutcome, run_test
+from probed.daemon.scheduler import Scheduler
 from probes import REGISTRY
-from probes.base import Transcript
-from probes.http import MAX_BODY, PROBE, HttpCheck
+from probes import http as http_module
+from probes.base import CheckBase, Transcript
+from probes.http import MAX_BODY, PROBE, HttpCheck, SharedSession, shared_session
+from tests.daemon_helpers import wait_for
 from tests.fakeservers import (
     HugeLine,
     LoopbackPKI,
@@ -38,10 +43,23 @@ def http_check(url: str, **fields: object) -> HttpCheck:
     return HttpCheck.model_validate({"name": "web", "type": "http", "url": url, **fields})
 
 
+SHARED = False  # set per test by the ``sessions`` fixture
+
+
+@pytest.fixture(autouse=True, params=["own session", "shared session"])
+def sessions(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test twice: with a session of its own (``probed probe``) and with the
+    session the daemon's tests share."""
+    monkeypatch.setattr(f"{__name__}.SHARED", request.param == "shared session")
+
+
 async def probe(url: str, **fields: object) -> tuple[TestOutcome, Transcript]:
     check = http_check(url, **fields)
     transcript = Transcript(check.secrets())
-    return await run_test(PROBE, check, transcript), transcript
+    if not SHARED:
+        return await run_test(PROBE, check, transcript), transcript
+    async with shared_session():
+        return await run_test(PROBE, check, transcript), transcript
 
 
 def app() -> web.Application:
@@ -365,6 +383,87 @@ async def test_hung_server_does_not_delay_other_checks(site: str) -> None:
             await asyncio.gather(*stuck, return_exceptions=True)
     assert outcome.ok, outcome.result.reason
     assert outcome.duration < 1.0
+
+
+async def test_each_test_of_a_shared_session_opens_its_own_connection() -> None:
+    peers: list[tuple[str, int]] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer.get_extra_info("peername"))
+        await reader.readuntil(b"\r\n\r\n")
+        # keep-alive offered: only the client's choice can close the connection
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
+        await writer.drain()
+        await reader.read()  # until the client hangs up
+
+    async with fake_server(answer) as port, shared_session():
+        check = http_check(f"http://127.0.0.1:{port}/")
+        for _ in range(2):
+            outcome = await run_test(PROBE, check, Transcript())
+            assert outcome.ok, outcome.result.reason
+    assert len(peers) == 2
+    assert peers[0] != peers[1]  # two connections, from two source ports
+
+
+def cookie_app(seen: list[str | None]) -> web.Application:
+    async def set_cookie(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        raise web.HTTPFound("/landing", headers={"Set-Cookie": "visitor=42; Path=/"})
+
+    async def landing(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        return web.Response(text="hello")
+
+    application = web.Application()
+    application.router.add_get("/", set_cookie)
+    application.router.add_get("/landing", landing)
+    return application
+
+
+async def test_a_cookie_reaches_the_redirect_of_its_test_and_never_the_next_test() -> None:
+    seen: list[str | None] = []
+    runner = web.AppRunner(cookie_app(seen))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        # a name, not an IP: cookie jars refuse cookies from IP addresses
+        url = f"http://localhost:{runner.addresses[0][1]}/"
+        async with shared_session():
+            for _ in range(2):
+                outcome, _ = await probe(url)
+                assert outcome.ok, outcome.result.reason
+    finally:
+        await runner.cleanup()
+    # each test: no cookie on its first request, its own cookie on the redirect
+    assert seen == [None, "visitor=42", None, "visitor=42"]
+
+
+async def test_the_scheduler_shares_one_session_and_closes_it_when_it_stops(
+    site: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sessions: list[aiohttp.ClientSession] = []
+    request = http_module._request
+
+    async def spy(session: aiohttp.ClientSession, *args: Any) -> Any:
+        sessions.append(session)
+        return await request(session, *args)
+
+    monkeypatch.setattr(http_module, "_request", spy)
+    outcomes: list[TestOutcome] = []
+
+    async def handler(service: str, check: CheckBase, outcome: TestOutcome, t: Transcript) -> None:
+        outcomes.append(outcome)
+
+    scheduler = Scheduler(handler, concurrency=10)
+    scheduler.set_checks([("s", http_check(f"{site}/", interval=0.3, timeout=0.25))])
+    try:
+        await wait_for(lambda: len(outcomes) >= 3, timeout=10, what="three tests")
+    finally:
+        await scheduler.stop(grace=1.0)
+    assert len(sessions) >= 3
+    assert len(set(map(id, sessions))) == 1
+    assert sessions[0].closed
+    assert SharedSession.current() is None  # the next test makes its own
 
 
 # --- configuration --------------------------------------------------------------------------

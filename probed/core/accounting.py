@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
-from typing import Literal, TypeAlias
+from typing import Literal, Protocol, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 Interval: TypeAlias = tuple[float, float]
@@ -405,9 +405,50 @@ def _availability(downtime: Fraction, period: Fraction) -> Fraction:
     return _ONE - downtime / period
 
 
+@dataclass(frozen=True, slots=True)
+class DownPart:
+    """The outages' share of a period: exact lengths and one row per outage touching it.
+
+    ``any``: some outage has time inside the period (before exclusions are taken out).
+    """
+
+    downtime: Fraction
+    excluded: Fraction
+    any: bool
+    rows: tuple[OutageFigures, ...]
+
+
+class DownSource(Protocol):
+    """Where a service-month's outages' share comes from: the outages themselves
+    (:func:`down_part`) or an incremental ledger (``probed.core.ledger``)."""
+
+    def part(self, window: Interval, excluded: list[Interval]) -> DownPart: ...
+
+
+def down_part(
+    outages: Sequence[OutageSpan], window: Interval, excluded: list[Interval]
+) -> DownPart:
+    """The outages' downtime and excluded time inside ``window``, and their rows."""
+    down_all = clip((o.interval for o in outages), window)
+    return DownPart(
+        downtime=_length(subtract(down_all, excluded)),
+        excluded=_length(intersection(down_all, excluded)),
+        any=bool(down_all),
+        rows=_outage_figures(outages, window, excluded),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Outages:
+    outages: Sequence[OutageSpan]
+
+    def part(self, window: Interval, excluded: list[Interval]) -> DownPart:
+        return down_part(self.outages, window, excluded)
+
+
 def _tally(
     window: Interval,
-    outages: list[Interval],
+    down: DownPart,
     excluded: list[Interval],
     coverage: Sequence[Interval],
     excluded_time: ExcludedTime,
@@ -416,19 +457,17 @@ def _tally(
     # too: they count neither as up nor as down.
     removed = excluded if excluded_time == "not_counted" else []
     period = subtract([window], removed)
-    down_all = clip(outages, window)
-    downtime = _length(subtract(down_all, excluded))
     period_length = _length(period)
     # No test in the period (before the first test, a month the daemon was stopped
     # throughout, all of it excluded): no figure at all, never a fake 100 %. An
     # outage reaching into the period across a monitoring gap is a measurement.
-    measured = period_length > 0 and (bool(intersection(period, coverage)) or bool(down_all))
+    measured = period_length > 0 and (bool(intersection(period, coverage)) or down.any)
     return _Tally(
         period=period_length,
-        downtime=downtime,
-        excluded=_length(intersection(down_all, excluded)),
+        downtime=down.downtime,
+        excluded=down.excluded,
         unmonitored=_length(subtract(period, coverage)),
-        availability=_availability(downtime, period_length) if measured else None,
+        availability=_availability(down.downtime, period_length) if measured else None,
     )
 
 
@@ -469,18 +508,22 @@ def service_figures(
     coverage: Sequence[Interval],
     first_test_at: float | None,
     now: float,
+    down: DownSource | None = None,
 ) -> ServiceFigures:
     """The month's figures for ``service`` from all its checks' outages.
 
     ``outages`` are every check's outages (any month; they are clipped here),
     ``exclusions`` every stored exclusion (filtered here by service and
     revocation), ``coverage`` the times the daemon was testing this service.
+    ``down``, when given, supplies the outages' share instead of ``outages``
+    (the daemon's incremental ledger; it must give what ``outages`` would).
     """
     month_span = month_period(month, tz)
     window = _period_window(month_span, first_test_at, now)
     applicable = [x for x in exclusions if x.applies_to(service)]
     excluded = union(x.interval for x in applicable if x.live)
-    tally = _tally(window, [o.interval for o in outages], excluded, coverage, policy.excluded_time)
+    share = (down or _Outages(outages)).part(window, excluded)
+    tally = _tally(window, share, excluded, coverage, policy.excluded_time)
     objective = exact_ratio(policy.objective)
     minimum = None if policy.minimum is None else exact_ratio(policy.minimum)
     budget = (_ONE - objective) * _length([month_span])
@@ -503,7 +546,7 @@ def service_figures(
         credit_percent=_credit(policy.credits, tally.availability),
         error_budget_seconds=float(budget),
         error_budget_remaining_seconds=float(budget - tally.downtime),
-        outages=_outage_figures(outages, window, excluded),
+        outages=share.rows,
         exclusions=_audit_trail(applicable, window),
     )
 

@@ -101,7 +101,11 @@ class Daemon:
         self._rendering: asyncio.Future[bytes] | None = None
         self.recorder = Recorder(self.store, self._emit, self.metrics, resolve=self.spool.resolve)
         self.accountant = Accountant(
-            self.store, self.recorder.service_up, self.recorder.down_clock, clock=self.clock.now
+            self.store,
+            self.recorder.service_up,
+            self.recorder.down_clock,
+            clock=self.clock.now,
+            pending_writes=lambda: self.spool.records,
         )
         # hooks: events go to a durable outbox in the store; delivery runs in run()
         self.dispatcher = Dispatcher(
@@ -270,6 +274,8 @@ class Daemon:
             await self.recorder.clock_stepped(step)
         except StorageError as exc:
             self._storage_failed("store.write_failed", exc)
+        finally:
+            self.accountant.invalidate()  # open outages moved with the timeline
 
     def _located(self, config: Config) -> Config:
         if self.location_override is None:

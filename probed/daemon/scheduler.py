@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from probed.daemon.runner import TestOutcome, run_test
 from probed.daemon.stalls import StallMeter
 from probed.logs import log
-from probes import REGISTRY
+from probes import REGISTRY, share, unshare
 from probes.base import CheckBase, Transcript
 
 CheckKey = tuple[str, str]  # (service, check)
@@ -66,6 +66,7 @@ class Scheduler:
         self._sem = asyncio.Semaphore(concurrency)
         self._jobs: dict[CheckKey, _Job] = {}
         self._stopping = False
+        self._sharing = False  # holds probes' shared resources (one HTTP session) while running
         self.last_tick = clock()
 
     @property
@@ -81,6 +82,9 @@ class Scheduler:
     ) -> tuple[list[CheckKey], list[CheckKey]]:
         """Start new checks, restart changed ones, stop removed ones. Returns (added, removed)."""
         wanted = {(service, c.name): (service, c) for service, c in checks}
+        if not self._sharing and not self._stopping:
+            share()
+            self._sharing = True
         removed = [k for k in self._jobs if k not in wanted]
         for key in removed:
             self._cancel(self._jobs.pop(key))
@@ -146,9 +150,11 @@ class Scheduler:
             if not job.testing:
                 self._cancel(job)
         tasks = [j.task for j in self._jobs.values() if j.task is not None]
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._sharing:  # after the last test
+            self._sharing = False
+            await unshare()

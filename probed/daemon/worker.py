@@ -24,6 +24,7 @@ from typing import cast
 
 import structlog
 
+from probed import eventloop
 from probed.daemon.runner import TestOutcome
 from probed.daemon.scheduler import CheckKey, Scheduler
 from probed.daemon.stalls import StallMeter
@@ -143,12 +144,7 @@ def main(argv: list[str]) -> int:
     fd, index, log_format, log_level, concurrency = argv
     configure_logs(cast(LogFormat, log_format), log_level)
     structlog.contextvars.bind_contextvars(worker=int(index))
-    try:
-        import uvloop  # optional speed-up, as in the main process
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
-        pass
+    eventloop.install()  # as in the main process
     log.info("worker.started", pid=os.getpid())
     asyncio.run(serve(int(fd), int(concurrency)))
     log.info("worker.stopped")

@@ -3,11 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from probed.config import Config, Service
 from probed.core import accounting, quorum
 from probed.core.maintenance import expand
 from probed.store.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class MonthInputs:
+    """What the store holds for one service-month, read at ``now``: the figures' inputs."""
+
+    service: Service
+    month: str
+    tz: str
+    now: float
+    outages: list[accounting.OutageSpan]
+    coverage: dict[str, list[accounting.Interval]]
+    exclusions: list[accounting.ExclusionSpan]
+    first_test_at: float | None
+
+    def figures(self) -> accounting.ServiceFigures:
+        """Pure: the month's billed figures from these inputs."""
+        return quorum.service_figures(
+            service=self.service.name,
+            policy=self.service.policy,
+            month=self.month,
+            tz=self.tz,
+            checks=check_records(self.service, self.outages, self.coverage),
+            exclusions=self.exclusions,
+            first_test_at=self.first_test_at,
+            now=self.now,
+        )
 
 
 async def service_month(
@@ -24,6 +52,18 @@ async def service_month(
 
     ``locations``: every location in the store, when the caller already asked for it.
     """
+    return (await month_inputs(store, service, month, tz, now, locations)).figures()
+
+
+async def month_inputs(
+    store: Store,
+    service: Service,
+    month: str,
+    tz: str,
+    now: float,
+    locations: Sequence[str] | None = None,
+) -> MonthInputs:
+    """Read what :func:`service_month` computes the figures from."""
     window = accounting.month_period(month, tz)
     outages = await store.outages(service.name, window)
     names = set(await store.locations() if locations is None else locations)
@@ -31,15 +71,15 @@ async def service_month(
     coverage = await _coverage(
         store, service.name, window, now, names | {o.location for o in outages}
     )
-    return quorum.service_figures(
-        service=service.name,
-        policy=service.policy,
+    return MonthInputs(
+        service=service,
         month=month,
         tz=tz,
-        checks=check_records(service, outages, coverage),
+        now=now,
+        outages=outages,
+        coverage=coverage,
         exclusions=await service_exclusions(store, service, tz, window),
         first_test_at=await store.first_test_at(service.name),
-        now=now,
     )
 
 
