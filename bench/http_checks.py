@@ -405,6 +405,12 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return lower
 
 
+SUMS = {  # what the row counts stand for
+    "failed tests (sum of failure_weeks.count)": "SELECT COALESCE(SUM(count), 0) FROM failure_weeks",
+    "tests (sum of segments.tests)": "SELECT COALESCE(SUM(tests), 0) FROM segments",
+}
+
+
 def db_figures(workdir: Path, storage: str | None = None) -> tuple[dict[str, int], dict[str, int]]:
     if storage and storage.startswith("postgresql"):
         return pg_figures(storage, workdir)
@@ -415,11 +421,10 @@ def db_figures(workdir: Path, storage: str | None = None) -> tuple[dict[str, int
     rows: dict[str, int] = {}
     db = sqlite3.connect(f"file:{workdir / 'probed.db'}?mode=ro", uri=True)
     try:
-        for table in ("checks", "pass_runs", "failed_tests", "segments", "outages"):
+        for table in ("checks", "pass_runs", "failure_weeks", "segments", "outages"):
             rows[table] = int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-        rows["tests (sum of segments.tests)"] = int(
-            db.execute("SELECT COALESCE(SUM(tests), 0) FROM segments").fetchone()[0]
-        )
+        for what, sql in SUMS.items():
+            rows[what] = int(db.execute(sql).fetchone()[0])
     finally:
         db.close()
     return sizes, rows
@@ -433,11 +438,12 @@ def pg_figures(storage: str, workdir: Path) -> tuple[dict[str, int], dict[str, i
     with psycopg.connect(storage, password=password) as conn:
         size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
         rows: dict[str, int] = {}
-        for table in ("checks", "pass_runs", "failed_tests", "segments", "outages"):
+        for table in ("checks", "pass_runs", "failure_weeks", "segments", "outages"):
             found = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
             rows[table] = int(found[0]) if found else 0
-        found = conn.execute("SELECT COALESCE(SUM(tests), 0) FROM segments").fetchone()
-        rows["tests (sum of segments.tests)"] = int(found[0]) if found else 0
+        for what, sql in SUMS.items():
+            found = conn.execute(sql).fetchone()
+            rows[what] = int(found[0]) if found else 0
     return {"pg_database_size": int(size[0]) if size else 0}, rows
 
 

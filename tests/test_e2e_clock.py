@@ -8,6 +8,7 @@ is in an outage; the outage must last what elapsed, not what the clock jumped.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,12 @@ def faketime_env(offset: Path) -> dict[str, str]:
 
 async def _outage_through_a_step(
     tmp_path: Path, step: str, storage: DaemonStorage
-) -> tuple[DaemonProcess, Any, Any]:
+) -> tuple[DaemonProcess, Any, Any, float]:
+    """The daemon, its report, the incident and the seconds that really elapsed (an upper
+    bound of any downtime: a loaded machine stretches it, the step must not)."""
     offset = tmp_path / "faketime"
     env = faketime_env(offset)
+    began = time.monotonic()
     async with ScriptedHTTP() as http:
         http.down.add("site")
         config = http_config(tmp_path, http.port, ["site"], 0.5, "", storage.lines)
@@ -85,10 +89,16 @@ async def _outage_through_a_step(
             await wait_for(lambda: daemon.events("outage.opened"), what="outage opened")
             offset.write_text(f"{step}\n")
             await wait_for(lambda: daemon.events("clock.stepped"), what="clock.stepped")
-            tests = http.counts["site"]
-            await wait_for(lambda: http.counts["site"] >= tests + 3, what="tests after the step")
+            # failed tests recorded after the step (on a loaded machine some are discarded
+            # as overlapping a stall of the daemon's loop, by the rules: not verdicts)
+            stepped_at = len(daemon.log)
+            await wait_for(
+                lambda: sum(e.get("event") == "probe.failed" for e in daemon.log[stepped_at:]) >= 3,
+                what="failed tests after the step",
+            )
             http.down.discard("site")
             await wait_for(lambda: daemon.events("outage.closed"), what="outage closed")
+            elapsed = time.monotonic() - began
             report = await daemon.json("/api/v1/report")
         finally:
             assert await daemon.stop() == 0
@@ -97,7 +107,7 @@ async def _outage_through_a_step(
         outage_id = min(o.id or 0 for o in await store.outages("web", (0.0, 4e9)))
     code, out, err = await cli(config, "report", "--incident", str(outage_id), "--format", "json")
     assert code == 0, err
-    return daemon, report, json.loads(out)
+    return daemon, report, json.loads(out), elapsed
 
 
 @pytest.mark.e2e
@@ -105,15 +115,16 @@ async def _outage_through_a_step(
 async def test_a_clock_step_during_an_outage_is_logged_and_never_downtime(
     tmp_path: Path, step: str, size: float, daemon_storage: DaemonStorage
 ) -> None:
-    daemon, report, incident = await _outage_through_a_step(tmp_path, step, daemon_storage)
+    daemon, report, incident, elapsed = await _outage_through_a_step(tmp_path, step, daemon_storage)
+    assert elapsed < abs(size) / 10  # else the bounds below could not tell the step apart
     [stepped] = daemon.events("clock.stepped")  # once: a step is not seen again
     assert stepped["level"] == "warning"
     assert stepped["seconds"] == pytest.approx(size, abs=2)
     closed = daemon.events("outage.closed")[0]
-    # was 3602 s (+1h) and -5397.5 s (-1.5h): now what elapsed, a few intervals
-    assert 0 < closed["downtime_seconds"] < 10
+    # was 3602 s (+1h) and -5397.5 s (-1.5h): now at most what really elapsed
+    assert 0 < closed["downtime_seconds"] <= elapsed
     [web] = report["services"]
-    assert web["outages"] and all(0 < o["downtime_seconds"] < 10 for o in web["outages"])
-    assert 0 < web["downtime_seconds"] < 10 * len(web["outages"])
-    assert 0 < incident["downtime_seconds"] < 10
+    assert web["outages"] and all(0 < o["downtime_seconds"] <= elapsed for o in web["outages"])
+    assert 0 < web["downtime_seconds"] <= elapsed
+    assert 0 < incident["downtime_seconds"] <= elapsed
     assert incident["start"] <= incident["end"]

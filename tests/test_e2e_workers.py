@@ -216,8 +216,12 @@ async def test_a_stalled_worker_records_no_failure_against_a_healthy_server(
     assert failed == 0.0, daemon.events("probe.failed")
     assert passed is not None and passed + (discarded or 0.0) >= REQUESTS
     stalls = daemon.events("scheduler.loop_stalled")
-    assert sum(e["stalled_seconds"] >= STALL - 0.1 for e in stalls) >= len(STALL_AT), stalls
-    assert {e.get("worker") for e in stalls} == {worker}  # the worker's own detector
+    # the injected stalls were seen by the worker's own detector (a loaded machine may
+    # add short stalls of any process, not these)
+    injected = [
+        e for e in stalls if e["stalled_seconds"] >= STALL - 0.1 and e.get("worker") == worker
+    ]
+    assert len(injected) >= len(STALL_AT), stalls
     store = await open_store(config_mod.load(config))
     try:
         assert await store.failed_tests("web", "site", (0.0, time.time() + 60)) == []

@@ -133,7 +133,7 @@ async def test_a_copied_history_reports_exactly_as_before(
         "--to-password-file",
         str(pg_cluster.password_file),
     )
-    assert "failed_tests" in copied and "outbox" in copied
+    assert "failure_weeks" in copied and "outbox" in copied
     pg_config = tmp_path / "pg.yaml"
     pg_config.write_text(
         sqlite_config.read_text(encoding="utf-8").replace(

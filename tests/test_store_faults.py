@@ -22,6 +22,7 @@ import pytest
 
 from probed.store import migrations
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, http_config, wait_for
+from tests.stored_failures import stored_failures
 
 pytestmark = pytest.mark.e2e
 U, D = True, False
@@ -61,8 +62,8 @@ async def test_a_pass_lost_in_a_kill_9_does_not_merge_two_failure_runs(tmp_path:
             await wait_for(lambda: _recovered(second), what="recovery")
         finally:
             assert await second.stop() == 0
+    before = [r.at for r, _ in stored_failures(tmp_path / "probed.db") if r.at < killed_at]
     with sqlite3.connect(tmp_path / "probed.db") as db:
-        before = [at for (at,) in db.execute("SELECT at FROM failed_tests") if at < killed_at]
         outages = db.execute("SELECT start, last_failed, failed_tests FROM outages").fetchall()
     assert before  # the failure before the crash is stored...
     after = [o for o in outages if o[0] > killed_at]

@@ -12,6 +12,7 @@ import pytest
 from probed import config as config_mod
 from probed.config import ConfigError
 from probed.store.base import DamagedStore, FailedTest, OutboxEntry, StorageError, open_store
+from probed.store.buffered import FailureWrite
 from probed.store.postgresql import PostgresStore
 from tests.pgcluster import PgCluster
 
@@ -202,7 +203,7 @@ async def test_a_retried_write_never_stores_a_row_twice(pg_dsn: str) -> None:
         test = FailedTest("site", T0, 0.1, "HTTP 503")
         # the same write arriving twice, as after a commit whose answer was lost
         for _ in range(2):
-            await store._write_batch([], [], (cid, test), T0)
+            await store._write_batch([], [], FailureWrite(cid, test, 0, 0, 0, None), T0)
         from probed.core.outages import FailureRun
 
         run = FailureRun(T0, T0 + 1, 2, ("HTTP 503",))

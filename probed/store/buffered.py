@@ -18,11 +18,19 @@ import asyncio
 import copy
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 
 from probed.core.accounting import Interval
+from probed.core.outages import FailureRun
+from probed.store import failures
 from probed.store.base import LIVE_AFTER_FLUSH, FailedTest
+from probed.store.failures import Record, Texts
+
+
+def _week(at: float) -> int:
+    """The week of a window's end; an infinite end is a week beyond any test."""
+    return failures.week_of(min(max(at, -1e15), 1e15))
 
 
 @dataclass(slots=True)
@@ -69,6 +77,24 @@ class SegWrite:
     interval: float
     timeout: float
     tests: int
+
+
+@dataclass(frozen=True, slots=True)
+class FailureWrite:
+    """A failed test to append to its week's row, with the pass run it ends folded in."""
+
+    check_id: int
+    test: FailedTest
+    reason: int  # text ids
+    transcript: int
+    passes: int  # tests of the pass run this one ends (0: none pending)
+    run_id: int | None  # that run's ``pass_runs`` row, deleted in the same transaction
+
+    def row(self) -> tuple[int, float, bytes]:
+        """week, at, record bytes."""
+        t = self.test
+        record = Record(t.at, t.duration, self.reason, self.transcript, self.passes)
+        return failures.week_of(t.at), t.at, failures.encode(record)
 
 
 @dataclass(slots=True)
@@ -118,6 +144,7 @@ class BufferedStore(ABC):
         self._pending: dict[int, Pending] = {}
         self._services: dict[int, str] = {}  # check id -> service, for pending coverage
         self._lock = asyncio.Lock()  # buffered state handed to the engine: one writer at a time
+        self.texts = Texts()  # the texts dictionary's committed ids
 
     # ------------------------------------------------------ the engine
 
@@ -133,11 +160,33 @@ class BufferedStore(ABC):
         self,
         runs: Sequence[RunWrite],
         segments: Sequence[SegWrite],
-        failure: tuple[int, FailedTest] | None,
+        failure: FailureWrite | None,
         seen_at: float,
     ) -> tuple[list[int], list[int]]:
         """One transaction: pass runs, segments (``seen_at`` = now) and the failed test;
         returns the ids of the runs and segments, in order."""
+
+    @abstractmethod
+    async def _intern(self, texts: Sequence[str]) -> list[tuple[int, str]]:
+        """Commit these texts into ``texts`` (each once); their (id, text)."""
+
+    @abstractmethod
+    async def _lookup(self, ids: Sequence[int]) -> list[tuple[int, str]]:
+        """The (id, text) of stored texts."""
+
+    @abstractmethod
+    async def _failure_rows(
+        self, service: str, check: str, weeks: tuple[int, int], location: str | None
+    ) -> list[tuple[str, int, bytes]]:
+        """(location, week, data) of the check's ``failure_weeks`` rows within ``weeks``."""
+
+    @abstractmethod
+    async def _restore_rows(self, check_id: int) -> tuple[float, list[tuple[str, int, bytes]]]:
+        """This location's last stored pass (``-inf`` without one) and its rows from then on."""
+
+    @abstractmethod
+    async def _open_outage_id(self, check_id: int, start: float) -> int | None:
+        """This location's open outage of the check that starts at ``start``."""
 
     @abstractmethod
     async def _stopped(self, segment_ids: Sequence[int] | None) -> None:
@@ -200,10 +249,48 @@ class BufferedStore(ABC):
     async def record_failure(
         self, check_id: int, test: FailedTest, *, interval: float, test_timeout: float = 0.0
     ) -> None:
+        reason, transcript = await self._text_ids(test.reason, test.transcript)
         async with self._durable(check_id):
             p = self._extend(check_id, test.at, interval, test_timeout)
-            await self._write_locked([check_id], failure=(check_id, test))
+            fold = FailureWrite(check_id, test, reason, transcript, p.run_count, p.run_id)
+            p.run_dirty = False  # the pass run becomes part of the failed test's record
+            await self._write_locked([check_id], failure=fold)
             p.run_count, p.run_id, p.run_dirty = 0, None, False
+
+    async def _text_ids(self, *texts: str) -> list[int]:
+        missing = self.texts.missing(texts)
+        if missing:
+            self.texts.learn(await self._intern(missing))
+        return [self.texts.ids[t] for t in texts]
+
+    async def failed_tests(
+        self, service: str, check: str, window: Interval, *, location: str | None = None
+    ) -> list[FailedTest]:
+        weeks = (_week(window[0]), _week(window[1]))
+        rows = await self._failure_rows(service, check, weeks, location)
+        found = [
+            (loc, r) for loc, r in failures.decode_rows(rows) if window[0] <= r.at <= window[1]
+        ]
+        await self._known(r for _, r in found)
+        found.sort(key=lambda lr: (lr[1].at, lr[0]))
+        return [self.texts.failed_test(check, loc, r) for loc, r in found]
+
+    async def _known(self, records: Iterable[Record]) -> None:
+        unknown = self.texts.unknown(failures.text_ids(records))
+        if unknown:
+            self.texts.learn(await self._lookup(unknown))
+
+    async def restore_run(self, check_id: int) -> FailureRun | None:
+        last_pass, rows = await self._restore_rows(check_id)
+        fails = failures.trailing((r for _, r in failures.decode_rows(rows)), last_pass)
+        if not fails:
+            return None
+        await self._known(fails)
+        reason = self.texts.texts
+        run = FailureRun(fails[0].at, fails[0].at, 1, (reason[fails[0].reason],))
+        for r in fails[1:]:
+            run = run.with_failure(r.at, reason[r.reason])
+        return replace(run, outage_id=await self._open_outage_id(check_id, run.first_at))
 
     async def record_unmonitored(self, check_id: int) -> None:
         """The check's test was discarded (a stall of the daemon): its coverage segment ends
@@ -228,7 +315,7 @@ class BufferedStore(ABC):
         return _Durable(self, check_id)
 
     async def _write_locked(
-        self, check_ids: Sequence[int], *, failure: tuple[int, FailedTest] | None = None
+        self, check_ids: Sequence[int], *, failure: FailureWrite | None = None
     ) -> None:
         batch = _Batch()
         for cid in check_ids:

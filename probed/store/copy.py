@@ -21,8 +21,9 @@ from probed.store.base import StorageError, open_store
 # parents before children (checks are referenced by the result tables)
 TABLES = (
     "checks",
+    "texts",
     "pass_runs",
-    "failed_tests",
+    "failure_weeks",
     "segments",
     "outages",
     "exclusions",

@@ -40,10 +40,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,14 +54,13 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from probed.core.accounting import ExclusionSpan, Interval, OutageSpan
 from probed.core.outages import FailureRun
-from probed.store import migrations
+from probed.store import failures, migrations
 from probed.store.base import (
     LIVE_AFTER_FLUSH,
     STORE_TIMEOUT,
     AlreadyRevoked,
     DamagedStore,
     DeadLetter,
-    FailedTest,
     NewExclusion,
     OutboxEntry,
     OutboxRow,
@@ -68,7 +68,13 @@ from probed.store.base import (
     StoredOutage,
     UnknownExclusion,
 )
-from probed.store.buffered import BufferedStore, RunWrite, SegWrite, covered_until
+from probed.store.buffered import (
+    BufferedStore,
+    FailureWrite,
+    RunWrite,
+    SegWrite,
+    covered_until,
+)
 from probed.store.rows import exclusion_span, outage_span, outbox_row
 
 if TYPE_CHECKING:
@@ -84,6 +90,25 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5}
 KEEPALIVE_COUNT = 3
 
 Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
+# one failed test appended to the last row of its week unless that row is full or ends
+# with this very test (a retry); RETURNING nothing then (failures.PART_TESTS)
+_APPEND = (
+    "INSERT INTO failure_weeks (check_id, location, week, part, last_at, count, data)"
+    " VALUES (%(check_id)s, %(location)s, %(week)s, (SELECT COALESCE(max(part), 0) FROM failure_weeks"
+    " WHERE check_id = %(check_id)s AND location = %(location)s AND week = %(week)s), %(last_at)s, 1, %(data)s)"
+    " ON CONFLICT (check_id, location, week, part) DO UPDATE SET"
+    " data = failure_weeks.data || EXCLUDED.data, last_at = EXCLUDED.last_at,"
+    f" count = failure_weeks.count + 1 WHERE failure_weeks.count < {failures.PART_TESTS}"
+    " AND failure_weeks.last_at <> EXCLUDED.last_at RETURNING count"
+)
+_LAST_PART = (
+    "SELECT part, last_at FROM failure_weeks WHERE check_id = %(check_id)s AND location = %(location)s"
+    " AND week = %(week)s ORDER BY part DESC LIMIT 1"
+)
+_INSERT_PART = (
+    "INSERT INTO failure_weeks (check_id, location, week, part, last_at, count, data)"
+    " VALUES (%(check_id)s, %(location)s, %(week)s, %(part)s, %(last_at)s, %(count)s, %(data)s)"
+)
 
 
 def check_url(url: str) -> dict[str, str]:
@@ -268,17 +293,42 @@ class PostgresStore(BufferedStore):
             await cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             version = await self._version(cur)
             self._newer(version)
-            for target, statements in migrations.pending("postgresql", version, self.location):
+            for step in migrations.pending("postgresql", version, self.location):
                 # one round trip per version (simple query protocol: no parameters)
+                await cur.execute(";\n".join(step.statements).encode())
+                if step.convert:
+                    await self._convert_failed_tests(cur)
                 await cur.execute(
                     ";\n".join(
                         [
-                            *statements,
+                            *step.then,
                             "INSERT INTO meta (key, value) VALUES ('schema_version',"
-                            f" '{target:d}') ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                            f" '{step.version:d}') ON CONFLICT (key) DO UPDATE"
+                            " SET value = EXCLUDED.value",
                         ]
                     ).encode()
                 )
+
+    async def _convert_failed_tests(self, cur: Cursor) -> None:
+        """Version 5: the ``failed_tests`` rows into ``texts`` and ``failure_weeks``."""
+        await cur.execute(
+            "SELECT reason FROM failed_tests UNION SELECT transcript FROM failed_tests"
+        )
+        texts = [str(r[0]) for r in await cur.fetchall()]
+        ids = {t: i for i, t in await self._interned(cur, texts)}
+        ids[""] = 0
+        await cur.execute("SELECT DISTINCT check_id FROM failed_tests ORDER BY 1")
+        for (check_id,) in await cur.fetchall():  # one check at a time: bounded memory
+            await cur.execute(
+                "SELECT check_id, location, at, duration, reason, transcript FROM failed_tests"
+                " WHERE check_id = %s ORDER BY location, at",
+                (check_id,),
+            )
+            rows = await cur.fetchall()
+            await cur.executemany(
+                _INSERT_PART,
+                [asdict(b) for b in failures.pack(rows, ids)],
+            )
 
     async def _check_version(self) -> None:
         async with self._cursor(transaction=False) as cur:
@@ -317,7 +367,7 @@ class PostgresStore(BufferedStore):
         self,
         runs: Sequence[RunWrite],
         segments: Sequence[SegWrite],
-        failure: tuple[int, FailedTest] | None,
+        failure: FailureWrite | None,
         seen_at: float,
     ) -> tuple[list[int], list[int]]:
         """One transaction; updates and inserts each as one pipelined batch."""
@@ -325,14 +375,79 @@ class PostgresStore(BufferedStore):
             run_ids = await self._runs(cur, runs)
             seg_ids = await self._segments(cur, segments, seen_at)
             if failure is not None:
-                check_id, t = failure
-                await cur.execute(
-                    "INSERT INTO failed_tests (check_id, at, duration, reason, transcript, location)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)"
-                    " ON CONFLICT (check_id, location, at) DO NOTHING",
-                    (check_id, t.at, t.duration, t.reason, t.transcript, self.location),
-                )
+                if failure.run_id is not None:  # folded into the failed test's record
+                    await cur.execute("DELETE FROM pass_runs WHERE id = %s", (failure.run_id,))
+                await self._append(cur, failure)
         return run_ids, seg_ids
+
+    async def _append(self, cur: Cursor, failure: FailureWrite) -> None:
+        week, at, data = failure.row()
+        key = {"check_id": failure.check_id, "location": self.location, "week": week}
+        await cur.execute(_APPEND, {**key, "last_at": at, "data": data})
+        if await cur.fetchone() is not None:
+            return
+        await cur.execute(_LAST_PART, key)
+        part, last_at = await cur.fetchone() or (0, at)
+        if last_at != at:  # full: the next part
+            new = {**key, "part": part + 1, "last_at": at, "count": 1, "data": data}
+            await cur.execute(_INSERT_PART, new)
+
+    async def _intern(self, texts: Sequence[str]) -> list[tuple[int, str]]:
+        async with self._cursor() as cur:
+            return await self._interned(cur, texts)
+
+    @staticmethod
+    async def _interned(cur: Cursor, texts: Sequence[str]) -> list[tuple[int, str]]:
+        wanted = [t for t in texts if t]
+        if not wanted:
+            return []
+        await cur.executemany(
+            "INSERT INTO texts (digest, text) VALUES (%s, %s) ON CONFLICT (digest) DO NOTHING",
+            [(failures.digest(t), t) for t in wanted],
+        )
+        await cur.execute(
+            "SELECT id, digest FROM texts WHERE digest = ANY(%s)",
+            ([failures.digest(t) for t in wanted],),
+        )
+        by_digest = {bytes(d): int(i) for i, d in await cur.fetchall()}
+        return [(by_digest[failures.digest(t)], t) for t in wanted]
+
+    async def _lookup(self, ids: Sequence[int]) -> list[tuple[int, str]]:
+        rows = await self._rows("SELECT id, text FROM texts WHERE id = ANY(%s)", (list(ids),))
+        return [(int(i), str(t)) for i, t in rows]
+
+    async def _failure_rows(
+        self, service: str, check: str, weeks: tuple[int, int], location: str | None
+    ) -> list[tuple[str, int, bytes]]:
+        rows = await self._rows(
+            "SELECT f.location, f.week, f.data FROM failure_weeks f"
+            " JOIN checks c ON c.id = f.check_id WHERE c.service = %s AND c.name = %s"
+            " AND f.week >= %s AND f.week <= %s AND (%s::text IS NULL OR f.location = %s)",
+            (service, check, weeks[0], weeks[1], location, location),
+        )
+        return [(str(r[0]), int(r[1]), bytes(r[2])) for r in rows]
+
+    async def _restore_rows(self, check_id: int) -> tuple[float, list[tuple[str, int, bytes]]]:
+        row = await self._one(
+            "SELECT max(last_at) FROM pass_runs WHERE check_id = %s AND location = %s",
+            (check_id, self.location),
+        )
+        last_pass = float(row[0]) if row and row[0] is not None else float("-inf")
+        first_week = failures.week_of(last_pass) if math.isfinite(last_pass) else -(2**62)
+        rows = await self._rows(
+            "SELECT location, week, data FROM failure_weeks WHERE check_id = %s"
+            " AND location = %s AND week >= %s",
+            (check_id, self.location, first_week),
+        )
+        return last_pass, [(str(r[0]), int(r[1]), bytes(r[2])) for r in rows]
+
+    async def _open_outage_id(self, check_id: int, start: float) -> int | None:
+        row = await self._one(
+            "SELECT id FROM outages WHERE check_id = %s AND location = %s AND closed_at IS NULL"
+            " AND start = %s",
+            (check_id, self.location, start),
+        )
+        return None if row is None else int(row[0])
 
     async def _runs(self, cur: Cursor, runs: Sequence[RunWrite]) -> list[int]:
         updates = [(r.last, r.count, r.id) for r in runs if r.id is not None]
@@ -400,29 +515,6 @@ class PostgresStore(BufferedStore):
                     "UPDATE segments SET seen_at = NULL WHERE id = ANY(%s)", (list(segment_ids),)
                 )
 
-    async def restore_run(self, check_id: int) -> FailureRun | None:
-        row = await self._one(
-            "SELECT max(last_at) FROM pass_runs WHERE check_id = %s AND location = %s",
-            (check_id, self.location),
-        )
-        last_pass = row[0] if row and row[0] is not None else float("-inf")
-        fails = await self._rows(
-            "SELECT at, reason FROM failed_tests WHERE check_id = %s AND location = %s AND at > %s"
-            " ORDER BY at",
-            (check_id, self.location, last_pass),
-        )
-        if not fails:
-            return None
-        run = FailureRun(first_at=fails[0][0], last_at=fails[0][0], count=1, reasons=(fails[0][1],))
-        for at, reason in fails[1:]:
-            run = run.with_failure(at, reason)
-        outage = await self._one(
-            "SELECT id FROM outages WHERE check_id = %s AND location = %s AND closed_at IS NULL"
-            " AND start = %s",
-            (check_id, self.location, run.first_at),
-        )
-        return replace(run, outage_id=int(outage[0]) if outage else None)
-
     # ----------------------------------------------------------- outages
 
     async def open_outage(self, check_id: int, run: FailureRun) -> int:
@@ -474,18 +566,6 @@ class PostgresStore(BufferedStore):
             return None
         return StoredOutage(service=str(row[8]), span=outage_span(row), closed_at=row[6])
 
-    async def failed_tests(
-        self, service: str, check: str, window: Interval, *, location: str | None = None
-    ) -> list[FailedTest]:
-        rows = await self._rows(
-            "SELECT f.at, f.duration, f.reason, f.transcript, f.location FROM failed_tests f"
-            " JOIN checks c ON c.id = f.check_id WHERE c.service = %s AND c.name = %s"
-            " AND f.at >= %s AND f.at <= %s AND (%s::text IS NULL OR f.location = %s)"
-            " ORDER BY f.at, f.location",
-            (service, check, window[0], window[1], location, location),
-        )
-        return [FailedTest(check, r[0], r[1], r[2], r[3], r[4]) for r in rows]
-
     # --------------------------------------------------------- coverage
 
     async def _stored_coverage(
@@ -510,7 +590,7 @@ class PostgresStore(BufferedStore):
 
     async def locations(self) -> list[str]:
         rows = await self._rows(
-            "SELECT DISTINCT location FROM segments UNION SELECT DISTINCT location FROM failed_tests"
+            "SELECT DISTINCT location FROM segments UNION SELECT DISTINCT location FROM failure_weeks"
             " ORDER BY 1"
         )
         return [str(r[0]) for r in rows]

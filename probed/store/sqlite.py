@@ -1,6 +1,6 @@
 """The embedded store: one SQLite file in WAL mode (``storage: sqlite:///path``).
 
-:class:`SqliteStore` implements :class:`probed.store.base.Store`. Its
+:check_idlass:`SqliteStore` implements :check_idlass:`probed.store.base.Store`. Its
 connection lives in one dedicated thread (a single-worker executor) and every
 statement runs there, so the event loop never blocks on the disk; each call
 is a short transaction. Passing tests and coverage are buffered in memory on
@@ -9,7 +9,7 @@ failure run and outage changes are committed before the call returns.
 
 WAL lets ``probed report`` and ``probed exclude`` use the file while the
 daemon runs. The store refuses, without writing anything, a file that is not
-a probed store or is damaged (:class:`DamagedStore`), and stops writing when
+a probed store or is damaged (:check_idlass:`DamagedStore`), and stops writing when
 its file was deleted or replaced under it (it would write into an unlinked
 inode and lose everything at exit).
 """
@@ -18,25 +18,26 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from probed.core.accounting import ExclusionSpan, Interval, OutageSpan
 from probed.core.outages import FailureRun
-from probed.store import migrations
+from probed.store import failures, migrations
 from probed.store.base import (
     LIVE_AFTER_FLUSH,
     AlreadyRevoked,
     DamagedStore,
     DeadLetter,
-    FailedTest,
     NewExclusion,
     OutboxEntry,
     OutboxRow,
@@ -44,10 +45,35 @@ from probed.store.base import (
     StoredOutage,
     UnknownExclusion,
 )
-from probed.store.buffered import BufferedStore, RunWrite, SegWrite, covered_until
+from probed.store.buffered import (
+    BufferedStore,
+    FailureWrite,
+    RunWrite,
+    SegWrite,
+    covered_until,
+)
 from probed.store.rows import dead_letter, exclusion_span, outage_span, outbox_row
 
 T = TypeVar("T")
+# one failed test appended to the last row of its week unless that row is full or ends
+# with this very test (a retry); RETURNING nothing then (failures.PART_TESTS)
+_APPEND = (
+    "INSERT INTO failure_weeks (check_id, location, week, part, last_at, count, data)"
+    " VALUES (:check_id, :location, :week, (SELECT COALESCE(MAX(part), 0) FROM failure_weeks"
+    " WHERE check_id = :check_id AND location = :location AND week = :week), :last_at, 1, :data)"
+    " ON CONFLICT (check_id, location, week, part) DO UPDATE SET"
+    " data = CAST(data || excluded.data AS BLOB), last_at = excluded.last_at,"
+    f" count = count + 1 WHERE count < {failures.PART_TESTS} AND last_at <> excluded.last_at"
+    " RETURNING count"
+)
+_LAST_PART = (
+    "SELECT part, last_at FROM failure_weeks WHERE check_id = :check_id AND location = :location"
+    " AND week = :week ORDER BY part DESC LIMIT 1"
+)
+_INSERT_PART = (
+    "INSERT INTO failure_weeks (check_id, location, week, part, last_at, count, data)"
+    " VALUES (:check_id, :location, :week, :part, :last_at, :count, :data)"
+)
 _HEADER = b"SQLite format 3\x00"
 
 
@@ -112,16 +138,30 @@ class SqliteStore(BufferedStore):
         self,
         runs: Sequence[RunWrite],
         segments: Sequence[SegWrite],
-        failure: tuple[int, FailedTest] | None,
+        failure: FailureWrite | None,
         seen_at: float,
     ) -> tuple[list[int], list[int]]:
         return await self._call(self._db.write, runs, segments, failure, seen_at)
 
+    async def _intern(self, texts: Sequence[str]) -> list[tuple[int, str]]:
+        return await self._call(self._db.intern, texts)
+
+    async def _lookup(self, ids: Sequence[int]) -> list[tuple[int, str]]:
+        return await self._call(self._db.lookup, ids)
+
+    async def _failure_rows(
+        self, service: str, check: str, weeks: tuple[int, int], location: str | None
+    ) -> list[tuple[str, int, bytes]]:
+        return await self._call(self._db.failure_rows, service, check, weeks, location)
+
+    async def _restore_rows(self, check_id: int) -> tuple[float, list[tuple[str, int, bytes]]]:
+        return await self._call(self._db.restore_rows, check_id)
+
+    async def _open_outage_id(self, check_id: int, start: float) -> int | None:
+        return await self._call(self._db.open_outage_id, check_id, start)
+
     async def _stopped(self, segment_ids: Sequence[int] | None) -> None:
         await self._call(self._db.stopped, segment_ids)
-
-    async def restore_run(self, check_id: int) -> FailureRun | None:
-        return await self._call(self._db.restore_run, check_id)
 
     # --------------------------------------------------------- outages
 
@@ -141,11 +181,6 @@ class SqliteStore(BufferedStore):
 
     async def outage(self, outage_id: int) -> StoredOutage | None:
         return await self._call(self._db.outage, outage_id)
-
-    async def failed_tests(
-        self, service: str, check: str, window: Interval, *, location: str | None = None
-    ) -> list[FailedTest]:
-        return await self._call(self._db.failed_tests, service, check, window, location)
 
     async def _stored_coverage(
         self, service: str, window: Interval, now: float, location: str | None
@@ -303,11 +338,34 @@ class _Db:
 
     def _migrate(self) -> None:
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
-        for target, statements in migrations.pending("sqlite", version, self.location):
+        for step in migrations.pending("sqlite", version, self.location):
             with self._tx():
-                for statement in statements:
+                for statement in step.statements:
                     self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version = {target}")
+                if step.convert:
+                    self._convert_failed_tests()
+                for statement in step.then:
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {step.version}")
+
+    def _convert_failed_tests(self) -> None:
+        """Version 5: the ``failed_tests`` rows into ``texts`` and ``failure_weeks``."""
+        texts = [
+            str(r[0])
+            for r in self.db.execute(
+                "SELECT reason FROM failed_tests UNION SELECT transcript FROM failed_tests"
+            )
+        ]
+        ids = dict((t, i) for i, t in self.intern(texts, commit=False))
+        ids[""] = 0
+        rows = self.db.execute(
+            "SELECT check_id, location, at, duration, reason, transcript FROM failed_tests"
+            " ORDER BY check_id, location, at"
+        )
+        self.db.executemany(
+            _INSERT_PART,
+            (asdict(b) for b in failures.pack(rows, ids)),
+        )
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
@@ -354,7 +412,7 @@ class _Db:
         self,
         runs: Sequence[RunWrite],
         segments: Sequence[SegWrite],
-        failure: tuple[int, FailedTest] | None,
+        failure: FailureWrite | None,
         seen_at: float,
     ) -> tuple[list[int], list[int]]:
         """One transaction: pass runs, segments, and the failed test they end."""
@@ -362,13 +420,48 @@ class _Db:
             run_ids = [self._run(r) for r in runs]
             seg_ids = [self._segment(s, seen_at) for s in segments]
             if failure is not None:
-                check_id, t = failure
-                self.db.execute(
-                    "INSERT INTO failed_tests (check_id, at, duration, reason, transcript, location)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (check_id, t.at, t.duration, t.reason, t.transcript, self.location),
-                )
+                if failure.run_id is not None:  # folded into the failed test's record
+                    self.db.execute("DELETE FROM pass_runs WHERE id = ?", (failure.run_id,))
+                self._append(failure)
         return run_ids, seg_ids
+
+    def _append(self, failure: FailureWrite) -> None:
+        week, at, data = failure.row()
+        key = {"check_id": failure.check_id, "location": self.location, "week": week}
+        if self.db.execute(_APPEND, {**key, "last_at": at, "data": data}).fetchall():
+            return
+        part, last_at = self.db.execute(_LAST_PART, key).fetchone()
+        if last_at != at:  # full: the next part
+            self.db.execute(
+                _INSERT_PART, {**key, "part": part + 1, "last_at": at, "count": 1, "data": data}
+            )
+
+    def intern(self, texts: Sequence[str], *, commit: bool = True) -> list[tuple[int, str]]:
+        with self._tx() if commit else nullcontext():
+            self.db.executemany(
+                "INSERT INTO texts (digest, text) VALUES (?, ?) ON CONFLICT (digest) DO NOTHING",
+                [(failures.digest(t), t) for t in texts if t],
+            )
+            return [
+                (
+                    int(
+                        self.db.execute(
+                            "SELECT id FROM texts WHERE digest = ?", (failures.digest(t),)
+                        ).fetchone()[0]
+                    ),
+                    t,
+                )
+                for t in texts
+                if t
+            ]
+
+    def lookup(self, ids: Sequence[int]) -> list[tuple[int, str]]:
+        found: list[tuple[Any, ...]] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ", ".join("?" for _ in chunk)
+            found += self.db.execute(f"SELECT id, text FROM texts WHERE id IN ({marks})", chunk)
+        return [(int(i), str(t)) for i, t in found]
 
     def _run(self, r: RunWrite) -> int:
         if r.id is not None:
@@ -443,30 +536,27 @@ class _Db:
 
     # --------------------------------------------------------- reads
 
-    def restore_run(self, check_id: int) -> FailureRun | None:
+    def restore_rows(self, check_id: int) -> tuple[float, list[tuple[str, int, bytes]]]:
         row = self.db.execute(
             "SELECT MAX(last_at) FROM pass_runs WHERE check_id = ? AND location = ?",
             (check_id, self.location),
         ).fetchone()
-        last_pass = row[0] if row and row[0] is not None else float("-inf")
-        fails = self.db.execute(
-            "SELECT at, reason FROM failed_tests WHERE check_id = ? AND location = ? AND at > ?"
-            " ORDER BY at",
-            (check_id, self.location, last_pass),
+        last_pass = float(row[0]) if row and row[0] is not None else float("-inf")
+        first_week = failures.week_of(last_pass) if math.isfinite(last_pass) else -(2**62)
+        rows = self.db.execute(
+            "SELECT location, week, data FROM failure_weeks WHERE check_id = ? AND location = ?"
+            " AND week >= ?",
+            (check_id, self.location, first_week),
         ).fetchall()
-        if not fails:
-            return None
-        run = FailureRun(first_at=fails[0][0], last_at=fails[0][0], count=1, reasons=(fails[0][1],))
-        for at, reason in fails[1:]:
-            run = run.with_failure(at, reason)
-        outage = self.db.execute(
+        return last_pass, rows
+
+    def open_outage_id(self, check_id: int, start: float) -> int | None:
+        row = self.db.execute(
             "SELECT id FROM outages WHERE check_id = ? AND location = ? AND closed_at IS NULL"
             " AND start = ?",
-            (check_id, self.location, run.first_at),
+            (check_id, self.location, start),
         ).fetchone()
-        return FailureRun(
-            run.first_at, run.last_at, run.count, run.reasons, outage[0] if outage else None
-        )
+        return None if row is None else int(row[0])
 
     _OUTAGE = (
         "SELECT o.id, c.name, o.start, o.last_failed, o.failed_tests, o.reasons, o.closed_at,"
@@ -485,17 +575,16 @@ class _Db:
         r = self.db.execute(self._OUTAGE + " WHERE o.id = ?", (outage_id,)).fetchone()
         return None if r is None else StoredOutage(str(r[8]), outage_span(r), r[6])
 
-    def failed_tests(
-        self, service: str, check: str, window: Interval, location: str | None
-    ) -> list[FailedTest]:
-        rows = self.db.execute(
-            """SELECT f.at, f.duration, f.reason, f.transcript, f.location FROM failed_tests f
+    def failure_rows(
+        self, service: str, check: str, weeks: tuple[int, int], location: str | None
+    ) -> list[tuple[str, int, bytes]]:
+        return self.db.execute(
+            """SELECT f.location, f.week, f.data FROM failure_weeks f
                JOIN checks c ON c.id = f.check_id
-               WHERE c.service = ? AND c.name = ? AND f.at >= ? AND f.at <= ?
-               AND (? IS NULL OR f.location = ?) ORDER BY f.at, f.id""",
-            (service, check, window[0], window[1], location, location),
+               WHERE c.service = ? AND c.name = ? AND f.week >= ? AND f.week <= ?
+               AND (? IS NULL OR f.location = ?)""",
+            (service, check, weeks[0], weeks[1], location, location),
         ).fetchall()
-        return [FailedTest(check, r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def coverage(
         self, service: str, window: Interval, now: float, location: str | None
@@ -523,7 +612,7 @@ class _Db:
 
     def locations(self) -> list[str]:
         rows = self.db.execute(
-            "SELECT DISTINCT location FROM segments UNION SELECT DISTINCT location FROM failed_tests"
+            "SELECT DISTINCT location FROM segments UNION SELECT DISTINCT location FROM failure_weeks"
         )
         return sorted(str(r[0]) for r in rows)
 
