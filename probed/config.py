@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import time
@@ -405,7 +406,7 @@ def _loads(text: str, file: Path) -> Config:
         services=services,
         hooks=hooks,
         status_page=status_page,
-        raw=data,
+        raw={k: v for k, v in data.items() if k != "services"},  # the checks are in services
         location=model.location or default_location(),
         storage_dsn=dsn,
         storage_password=password,
@@ -480,10 +481,33 @@ def _check(
         return None
     merged = {**defaults, **raw}
     try:
-        return REGISTRY[kind].config.model_validate(merged)
+        return _compact(REGISTRY[kind].config.model_validate(merged))
     except ValidationError as exc:
         problems.extend(locator.format(e, prefix=loc) for e in exc.errors())
         return None
+
+
+# Checks are frozen and nothing changes a check's values, so equal small values are shared
+# by every check that has them (100 000 checks, docs/scale.md "Memory"): the set of fields
+# given (pydantic keeps one per model, ~700 bytes, and copies it for model_copy), lists of
+# numbers or words (HTTP's expected statuses), empty dicts (headers) and the type's name.
+_SHARED: dict[tuple[str, object], Any] = {}
+
+
+def _compact(check: CheckBase) -> CheckBase:
+    """The check, its equal small values shared with the other checks'."""
+    given = check.__pydantic_fields_set__
+    object.__setattr__(
+        check, "__pydantic_fields_set__", _SHARED.setdefault(("", frozenset(given)), given)
+    )
+    values = check.__dict__
+    for name, value in values.items():
+        if isinstance(value, list) and all(isinstance(v, int | str) for v in value):
+            values[name] = _SHARED.setdefault((name, tuple(value)), value)
+        elif isinstance(value, dict) and not value:
+            values[name] = _SHARED.setdefault((name, None), value)
+    values["type"] = sys.intern(check.type)
+    return check
 
 
 # ------------------------------------------------------------------ hooks

@@ -94,29 +94,35 @@ class _Loader(_Bounded, _Base):  # type: ignore[misc]  # _Base is CSafeLoader or
     """The fastest safe loader available, with the bounds above."""
 
 
-def _check_depth(text: str) -> None:
+def _check_depth(text: str) -> bool:
     """Refuse deep nesting from the event stream (the parser is iterative) before the
-    composer, which recurses, sees it."""
-    depth = 0
+    composer, which recurses, sees it. True when the tree needs :func:`_check_tree`
+    (aliases, or more events than MAX_NODES); else only its keys need a look."""
+    depth = events = 0
+    aliased = False
     for event in yaml.parse(text, Loader=_Base):
-        if isinstance(event, yaml.CollectionStartEvent):
+        events += 1
+        if isinstance(event, yaml.AliasEvent):
+            aliased = True
+        elif isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
                 line = event.start_mark.line + 1 if event.start_mark else 1
                 raise FileProblem(line, f"nested deeper than {MAX_DEPTH} levels")
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
+    return aliased or events > MAX_NODES
 
 
 def parse(text: str) -> tuple[yaml.Node | None, Any]:
     """The composed node tree (for line numbers) and the plain data it stands for."""
     try:
-        _check_depth(text)
+        whole_tree = _check_depth(text)
         loader = _Loader(text)  # type: ignore[call-arg]  # mypy cannot see _Base's __init__
         try:
             root = loader.get_single_node()
             if root is not None:
-                _check_tree(root)
+                (_check_tree if whole_tree else _check_keys)(root)
             return root, None if root is None else loader.construct_document(root)
         finally:
             loader.dispose()
@@ -165,6 +171,17 @@ def _check_tree(root: yaml.Node) -> None:
                 _no_duplicate_keys(node)
             stack.append((node, True))
             stack.extend((c, False) for c in children if id(c) not in size)
+
+
+def _check_keys(root: yaml.Node) -> None:
+    """Duplicate keys of a tree without aliases: its size and depth are the event
+    stream's, bounded already (the same order of visits as :func:`_check_tree`)."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            _no_duplicate_keys(node)
+        stack.extend(_children(node))
 
 
 def _bounded(node: yaml.Node, size: int, depth: int) -> None:

@@ -113,6 +113,15 @@ def test_one_location_under_any_quorum_up_to_one_is_todays_rule(
     assert replace(figures, outages=plain) == today
 
 
+@given(histories(), st.sampled_from([1, MAJORITY]), st.booleans())
+def test_one_location_s_shortcut_gives_what_the_general_combination_does(
+    history: LocationRecord, k: Quorum, renamed: bool
+) -> None:
+    if renamed:  # outages read under another name or location are the check's, here
+        history = replace(history, outages=tuple(replace(o, check="x") for o in history.outages))
+    assert quorum.check_verdict("pop3", [history], k) == quorum._combined("pop3", [history], k)
+
+
 @given(st.lists(histories(), min_size=1, max_size=4), st.integers(min_value=1, max_value=4))
 def test_every_location_outage_is_billed_in_a_quorum_outage_or_advised(
     records: list[LocationRecord], k: int

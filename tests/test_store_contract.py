@@ -92,6 +92,51 @@ async def test_runs_are_restored_per_location(engine: Engine) -> None:
     await here.close()
 
 
+async def test_check_ids_register_a_whole_config_in_one_call_like_check_id(
+    engine: Engine,
+) -> None:
+    url = engine.url()
+    store = await engine.open(url)
+    known = await store.check_id("mail", "imap", "imap")
+    checks = [("mail", "imap", "imap"), ("web", "home", "http"), ("mail", "pop3", "pop3")]
+    ids = await store.check_ids(checks)
+    assert ids[0] == known and len(set(ids)) == 3
+    other = await engine.open(url, location="ams1")
+    assert await other.check_ids(list(reversed(checks))) == list(reversed(ids))  # shared ids
+    assert await other.check_ids([("web", "home", "tcp")]) == [ids[1]]  # its type changed
+    assert await other.check_id("web", "home", "tcp") == ids[1]
+    assert await store.check_ids([]) == []
+    await other.close()
+    await store.close()
+
+
+async def test_restore_runs_gives_restore_run_of_every_check_that_has_a_run(
+    engine: Engine,
+) -> None:
+    url = engine.url()
+    store = await engine.open(url)
+    names = ["passing", "failing", "down", "ended", "never"]
+    ids = await store.check_ids([("mail", n, "imap") for n in names])
+    passing, failing, down, ended, _ = ids
+    await store.record_pass(passing, 0.0, interval=60.0)
+    await store.record_failure(failing, fail(60.0, "a", "failing"), interval=60.0)
+    for at in (60.0, 120.0):
+        await store.record_failure(down, fail(at, "b", "down"), interval=60.0)
+    await store.open_outage(down, FailureRun(60.0, 120.0, 2, ("b", "b")))
+    await store.record_failure(ended, fail(60.0, "c", "ended"), interval=60.0)
+    await store.record_pass(ended, 120.0, interval=60.0, durable=True)
+    await engine.crash(store)
+    again = await engine.open(url)
+    runs = await again.restore_runs(ids)
+    assert sorted(runs) == sorted([failing, down])
+    for cid in ids:
+        assert runs.get(cid) == await again.restore_run(cid)
+    elsewhere = await engine.open(url, location="ams1")
+    assert await elsewhere.restore_runs(ids) == {}  # runs are per location
+    await elsewhere.close()
+    await again.close()
+
+
 async def _recorded(engine: Engine, url: str, script: str, start: float) -> Writer:
     check = StubCheck(name="pop3", interval=60.0, timeout=5.0, failures_to_down=1)
     writer = Writer(engine, url, [check])

@@ -487,6 +487,11 @@ def _outage_figures(
         if not overlaps(span.interval, window):
             continue
         inside = clip([span.interval], window)
+        if not any(overlaps(e, span.interval) for e in excluded):
+            # one interval, nothing excluded: IEEE subtraction is the exact length rounded
+            # like float(Fraction), so the same figure without exact arithmetic
+            rows.append(OutageFigures(span, sum((b - a for a, b in inside), 0.0), 0.0))
+            continue
         rows.append(
             OutageFigures(
                 span=span,

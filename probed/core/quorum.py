@@ -177,6 +177,40 @@ class CheckVerdict:
 
 def check_verdict(check: str, records: Sequence[LocationRecord], quorum: Quorum) -> CheckVerdict:
     """Combine every location's record of ``check`` under ``quorum``."""
+    if len(records) == 1 and quorum in (1, MAJORITY):
+        alone = _alone(check, records[0], quorum)
+        if alone is not None:
+            return alone
+    return _combined(check, records, quorum)
+
+
+def _alone(check: str, record: LocationRecord, quorum: Quorum) -> CheckVerdict | None:
+    """One location under a quorum of one: each of its outages is a quorum outage of its
+    own (what :func:`_combined` finds, without the breakpoint sweep); None when two of
+    them touch, for :func:`_combined` to merge."""
+    own = sorted(
+        (
+            o
+            if (o.check, o.location) == (check, record.location)
+            else replace(o, check=check, location=record.location)
+            for o in record.outages
+        ),
+        key=lambda o: o.interval,
+    )
+    down = closed_union(o.interval for o in own)
+    if down != [o.interval for o in own]:
+        return None
+    coverage = {record.location: list(record.coverage)}
+    still_down = _still_down(coverage, quorum)
+    return CheckVerdict(
+        check=check,
+        outages=tuple(_quorum_outage(check, o.interval, (o,), still_down) for o in own),
+        monitored=tuple(closed_union(record.coverage)),
+        unreached=(),
+    )
+
+
+def _combined(check: str, records: Sequence[LocationRecord], quorum: Quorum) -> CheckVerdict:
     own = [replace(o, check=check, location=r.location) for r in records for o in r.outages]
     outages: dict[str, list[Interval]] = {}
     coverage: dict[str, list[Interval]] = {}
@@ -301,12 +335,13 @@ def service_figures(
             now=now,
         )
 
-    locations = tuple(_location_figures(name, own(name), window) for name in names)
-    return replace(
-        billed,
-        locations=locations if len(names) > 1 else (),
-        advisories=advisories(verdicts, window),
+    # one location: its own figures are the billed ones, not computed twice
+    locations = (
+        tuple(_location_figures(name, own(name), window) for name in names)
+        if len(names) > 1
+        else ()
     )
+    return replace(billed, locations=locations, advisories=advisories(verdicts, window))
 
 
 def _location_figures(name: str, f: ServiceFigures, window: Interval) -> LocationFigures:

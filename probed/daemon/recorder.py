@@ -76,10 +76,9 @@ class Recorder:
             old = self.checks.pop(key)
             if self.metrics is not None:
                 self.metrics.remove_check(key[0], key[1], old.check.type)
+        await self._restore([(k, c) for k, c in by_key.items() if k not in self.checks])
         for key, check in by_key.items():
-            state = self.checks.get(key)
-            if state is None:
-                state = self.checks[key] = await self._restore(key, check)
+            state = self.checks[key]
             state.check = check
             state.tracker.failures_to_down = check.failures_to_down
             if self.metrics is not None:
@@ -91,19 +90,23 @@ class Recorder:
         for service, down in self._down.items():
             self.down_clock.set_down(service, bool(down))
 
-    async def _restore(self, key: CheckKey, check: CheckBase) -> CheckState:
-        cid = await self.store.check_id(key[0], key[1], check.type)
-        state = CheckState(
-            cid, check, Tracker(check.failures_to_down, await self.store.restore_run(cid))
-        )
-        if state.tracker.run is not None:
-            log.info(
-                "outage.restored" if state.tracker.in_outage else "failure_run.restored",
-                service=key[0],
-                check=key[1],
-                failed_tests=state.tracker.run.count,
-            )
-        return state
+    async def _restore(self, new: list[tuple[CheckKey, CheckBase]]) -> None:
+        """New checks: registered and their failure runs restored, in two store calls."""
+        if not new:
+            return
+        ids = await self.store.check_ids([(key[0], key[1], check.type) for key, check in new])
+        runs = await self.store.restore_runs(ids)
+        for (key, check), cid in zip(new, ids, strict=True):
+            run = runs.get(cid)
+            tracker = Tracker(check.failures_to_down, run)
+            self.checks[key] = CheckState(cid, check, tracker)
+            if run is not None:
+                log.info(
+                    "outage.restored" if tracker.in_outage else "failure_run.restored",
+                    service=key[0],
+                    check=key[1],
+                    failed_tests=run.count,
+                )
 
     def service_up(self) -> dict[str, bool]:
         """O(services), from the outage counts; with several locations, the quorum's."""

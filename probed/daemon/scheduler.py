@@ -1,7 +1,9 @@
 """Run every check at its interval, on the monotonic clock.
 
-One task per check keeps its tests in order (the failure-run rules need
-that) and makes a slow or hung target unable to delay any other check:
+Each check holds one timer while it waits and one task while its test runs,
+never both (an idle check costs a timer, not a task and its coroutine: 100 000
+checks are mostly idle). Its tests stay in order (the failure-run rules need
+that), and a slow or hung target cannot delay any other check:
 every test is cut at its timeout by :func:`probed.daemon.runner.run_test`, and a
 global semaphore caps how many tests run at once. A failed test during
 which the daemon's own event loop was stalled for a large part of its
@@ -13,6 +15,7 @@ together and restarts keep the same phase.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import time
 import zlib
@@ -41,7 +44,9 @@ def phase(key: CheckKey, interval: float) -> float:
 class _Job:
     service: str
     check: CheckBase
-    task: asyncio.Task[None] | None = None
+    task: asyncio.Task[None] | None = None  # the test under way (or waiting for a slot)
+    timer: asyncio.TimerHandle | None = None  # the next test, while none is under way
+    due: float = 0.0
     testing: bool = False
     tests: int = 0
     errors: int = 0
@@ -65,13 +70,17 @@ class Scheduler:
         self._clock = clock
         self._sem = asyncio.Semaphore(concurrency)
         self._jobs: dict[CheckKey, _Job] = {}
+        self._context = contextvars.copy_context()  # one for every timer, not one each
         self._stopping = False
         self._sharing = False  # holds probes' shared resources (one HTTP session) while running
         self.last_tick = clock()
 
     @property
     def running(self) -> bool:
-        return not self._stopping and any(j.task and not j.task.done() for j in self._jobs.values())
+        return not self._stopping and any(
+            j.timer is not None or (j.task is not None and not j.task.done())
+            for j in self._jobs.values()
+        )
 
     @property
     def jobs(self) -> dict[CheckKey, _Job]:
@@ -97,58 +106,76 @@ class Scheduler:
                 self._cancel(job)
             else:
                 added.append(key)
-            job = _Job(service, check)
-            job.task = asyncio.create_task(self._loop(job), name=f"check {key[0]}/{key[1]}")
+            job = _Job(service, check, due=self._clock() + phase(key, check.interval))
+            self._arm(job)
             self._jobs[key] = job
         return added, removed
 
     @staticmethod
     def _cancel(job: _Job) -> None:
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
         if job.task is not None:
             job.task.cancel()
 
-    async def _loop(self, job: _Job) -> None:
+    def _arm(self, job: _Job) -> None:
+        """Wake the job at its due time (the clock may be injected: a delay, not a date)."""
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, job.due - self._clock())
+        job.timer = loop.call_later(delay, self._fire, job, context=self._context)
+
+    def _fire(self, job: _Job) -> None:
+        job.timer = None
+        if not self._stopping:
+            name = f"check {job.service}/{job.check.name}"
+            job.task = asyncio.create_task(self._test(job), name=name)
+
+    async def _test(self, job: _Job) -> None:
+        """One test of the job, then its next one armed (unless it was stopped or replaced)."""
         check, key = job.check, (job.service, job.check.name)
         probe = REGISTRY[check.type]
-        due = self._clock() + phase(key, check.interval)
-        while not self._stopping:
-            await asyncio.sleep(max(0.0, due - self._clock()))
-            async with self._sem:
-                if self._stopping:
-                    return
-                job.testing = True
-                self._on_lag(max(0.0, self._clock() - due))
-                transcript = Transcript(check.secrets())
-                try:
-                    started = self._stalls.now() if self._stalls else 0.0
-                    outcome = await run_test(probe, check, transcript, self._stalls)
-                    stalled = self._stalls.stalled(started) if self._stalls else 0.0
-                    stall_failed = not outcome.ok and outcome.error is None  # a bug is logged
-                    if stall_failed and stalled >= DISCARD_SHARE * check.timeout:
-                        if self._on_discard is not None:
-                            await self._on_discard(job.service, check, outcome, stalled)
-                    else:
-                        await self._handler(job.service, check, outcome, transcript)
-                except Exception as exc:  # e.g. the store is full: keep testing, say so loudly
-                    job.errors += 1
-                    log.error(
-                        "scheduler.outcome_failed", service=key[0], check=key[1], error=repr(exc)
-                    )
-                finally:
-                    job.testing = False
-            job.tests += 1
-            self.last_tick = self._clock()
-            due += check.interval
-            behind = self._clock() - due
-            if behind > 0:  # missed whole slots (overload): skip them, keep the phase
-                due += math.ceil(behind / check.interval) * check.interval
+        due = job.due
+        async with self._sem:
+            if self._stopping:
+                return
+            job.testing = True
+            self._on_lag(max(0.0, self._clock() - due))
+            transcript = Transcript(check.secrets())
+            try:
+                started = self._stalls.now() if self._stalls else 0.0
+                outcome = await run_test(probe, check, transcript, self._stalls)
+                stalled = self._stalls.stalled(started) if self._stalls else 0.0
+                stall_failed = not outcome.ok and outcome.error is None  # a bug is logged
+                if stall_failed and stalled >= DISCARD_SHARE * check.timeout:
+                    if self._on_discard is not None:
+                        await self._on_discard(job.service, check, outcome, stalled)
+                else:
+                    await self._handler(job.service, check, outcome, transcript)
+            except Exception as exc:  # e.g. the store is full: keep testing, say so loudly
+                job.errors += 1
+                log.error("scheduler.outcome_failed", service=key[0], check=key[1], error=repr(exc))
+            finally:
+                job.testing = False
+        job.tests += 1
+        self.last_tick = self._clock()
+        due += check.interval
+        behind = self._clock() - due
+        if behind > 0:  # missed whole slots (overload): skip them, keep the phase
+            due += math.ceil(behind / check.interval) * check.interval
+        job.due, job.task = due, None
+        if not self._stopping and self._jobs.get(key) is job:
+            self._arm(job)
 
     async def stop(self, grace: float) -> None:
         """Let tests in flight finish (they end at their timeout), cancel idle loops."""
         self._stopping = True
         for job in self._jobs.values():
-            if not job.testing:
-                self._cancel(job)
+            if job.timer is not None:
+                job.timer.cancel()
+                job.timer = None
+            if not job.testing and job.task is not None:
+                job.task.cancel()
         tasks = [j.task for j in self._jobs.values() if j.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)

@@ -174,6 +174,11 @@ class Store(Protocol):
         """The shared id of a check (created on first use; its type is kept current)."""
         ...
 
+    async def check_ids(self, checks: Sequence[tuple[str, str, str]]) -> list[int]:
+        """``check_id`` of many ``(service, check, type)`` at once, in order: one call
+        for a whole config (100 000 checks start in seconds)."""
+        ...
+
     async def record_pass(
         self,
         check_id: int,
@@ -215,6 +220,10 @@ class Store(Protocol):
     async def restore_run(self, check_id: int) -> FailureRun | None:
         """This location's failure run of the check that no pass has ended yet,
         bound to its open outage row if it has one (after a restart)."""
+        ...
+
+    async def restore_runs(self, check_ids: Sequence[int]) -> dict[int, FailureRun]:
+        """``restore_run`` of many checks at once; checks without a run are left out."""
         ...
 
     # --------------------------------------------------------- outages

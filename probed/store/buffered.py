@@ -56,7 +56,7 @@ class Pending:
     run_dirty: bool = False
     segment: Segment | None = None
     seg_dirty: bool = False
-    finished: list[Segment] = field(default_factory=list)  # cadence changed, not written yet
+    finished: tuple[Segment, ...] = ()  # cadence changed, not written yet (rare: no list each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +156,13 @@ class BufferedStore(ABC):
     async def _check_id(self, service: str, check: str, type_: str) -> int: ...
 
     @abstractmethod
+    async def _unfinished(self, check_ids: Sequence[int]) -> list[int]:
+        """The checks whose latest failed test at this location is after their latest pass."""
+
+    @abstractmethod
+    async def _check_ids(self, checks: Sequence[tuple[str, str, str]]) -> list[int]: ...
+
+    @abstractmethod
     async def _write_batch(
         self,
         runs: Sequence[RunWrite],
@@ -207,6 +214,12 @@ class BufferedStore(ABC):
         self._services[cid] = service
         return cid
 
+    async def check_ids(self, checks: Sequence[tuple[str, str, str]]) -> list[int]:
+        ids = await self._check_ids(checks)
+        for (service, _, _), cid in zip(checks, ids, strict=True):
+            self._services[cid] = service
+        return ids
+
     def _extend(self, check_id: int, at: float, interval: float, timeout: float) -> Pending:
         p = self._pending.get(check_id)
         if p is None:
@@ -214,7 +227,7 @@ class BufferedStore(ABC):
         s = p.segment
         if s is None or (s.interval, s.timeout) != (interval, timeout):
             if s is not None and p.seg_dirty:
-                p.finished.append(s)
+                p.finished += (s,)
             p.segment = Segment(at, at, interval, timeout)
         else:
             s.last = max(s.last, at)
@@ -292,13 +305,21 @@ class BufferedStore(ABC):
             run = run.with_failure(r.at, reason[r.reason])
         return replace(run, outage_id=await self._open_outage_id(check_id, run.first_at))
 
+    async def restore_runs(self, check_ids: Sequence[int]) -> dict[int, FailureRun]:
+        found: dict[int, FailureRun] = {}
+        for cid in await self._unfinished(check_ids):  # only those: few, whatever the config
+            run = await self.restore_run(cid)
+            if run is not None:
+                found[cid] = run
+        return found
+
     async def record_unmonitored(self, check_id: int) -> None:
         """The check's test was discarded (a stall of the daemon): its coverage segment ends
         here, so the time until its next test is a gap, not coverage."""
         p = self._pending.get(check_id)
         if p is not None and p.segment is not None:
             if p.seg_dirty:
-                p.finished.append(p.segment)  # written by the next flush
+                p.finished += (p.segment,)  # written by the next flush
             p.segment, p.seg_dirty = None, False
 
     async def flush(self) -> None:
@@ -337,7 +358,7 @@ class BufferedStore(ABC):
         for seg, seg_id in zip(batch.seg_owners, seg_ids, strict=True):
             seg.id = seg_id
         for p, written in batch.finished:
-            del p.finished[:written]
+            p.finished = p.finished[written:]
 
     # ---------------------------------------------------------- coverage
 

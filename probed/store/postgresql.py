@@ -363,6 +363,28 @@ class PostgresStore(BufferedStore):
         assert row is not None
         return int(row[0])
 
+    async def _check_ids(self, checks: Sequence[tuple[str, str, str]]) -> list[int]:
+        """Every check's id: one read of the table, one transaction for the new ones."""
+        known = {
+            (str(service), str(name)): (int(cid), str(type_))
+            for cid, service, name, type_ in await self._rows(
+                "SELECT id, service, name, type FROM checks"
+            )
+        }
+        changed = [c for c in checks if known.get((c[0], c[1]), (0, None))[1] != c[2]]
+        if changed:
+            async with self._cursor() as cur:
+                await cur.execute(
+                    "INSERT INTO checks (service, name, type)"
+                    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])"
+                    " ON CONFLICT (service, name) DO UPDATE SET type = EXCLUDED.type"
+                    " RETURNING id, service, name, type",
+                    ([c[0] for c in changed], [c[1] for c in changed], [c[2] for c in changed]),
+                )
+                for cid, service, name, type_ in await cur.fetchall():
+                    known[(str(service), str(name))] = (int(cid), str(type_))
+        return [known[(service, name)][0] for service, name, _ in checks]
+
     async def _write_batch(
         self,
         runs: Sequence[RunWrite],
@@ -514,6 +536,19 @@ class PostgresStore(BufferedStore):
                 await cur.execute(
                     "UPDATE segments SET seen_at = NULL WHERE id = ANY(%s)", (list(segment_ids),)
                 )
+
+    async def _unfinished(self, check_ids: Sequence[int]) -> list[int]:
+        """The checks whose latest failed test here is after their latest pass here: one
+        statement, two index lookups per check."""
+        rows = await self._rows(
+            "SELECT c.id FROM unnest(%s::bigint[]) AS c(id)"
+            " WHERE (SELECT max(f.last_at) FROM failure_weeks f"
+            "        WHERE f.check_id = c.id AND f.location = %s)"
+            " > coalesce((SELECT max(p.last_at) FROM pass_runs p"
+            "        WHERE p.check_id = c.id AND p.location = %s), '-infinity'::float8)",
+            ([int(c) for c in check_ids], self.location, self.location),
+        )
+        return [int(cid) for (cid,) in rows]
 
     # ----------------------------------------------------------- outages
 

@@ -327,11 +327,17 @@ class Spool:
     async def check_id(self, service: str, check: str, type_: str) -> int:
         return await self.inner.check_id(service, check, type_)
 
+    async def check_ids(self, checks: Sequence[tuple[str, str, str]]) -> list[int]:
+        return await self.inner.check_ids(checks)
+
     async def start_session(self) -> None:
         await self.inner.start_session()
 
     async def restore_run(self, check_id: int) -> FailureRun | None:
         return await self.inner.restore_run(check_id)
+
+    async def restore_runs(self, check_ids: Sequence[int]) -> dict[int, FailureRun]:
+        return await self.inner.restore_runs(check_ids)
 
     async def outages(
         self, service: str, window: Interval, *, location: str | None = None

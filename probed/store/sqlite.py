@@ -75,6 +75,7 @@ _INSERT_PART = (
     " VALUES (:check_id, :location, :week, :part, :last_at, :count, :data)"
 )
 _HEADER = b"SQLite format 3\x00"
+RESTORE_CHUNK = 10_000  # check ids per statement when restoring failure runs
 
 
 # ------------------------------------------------------------- the store
@@ -134,6 +135,9 @@ class SqliteStore(BufferedStore):
     async def _check_id(self, service: str, check: str, type_: str) -> int:
         return await self._call(self._db.check_id, service, check, type_)
 
+    async def _check_ids(self, checks: Sequence[tuple[str, str, str]]) -> list[int]:
+        return await self._call(self._db.check_ids, checks)
+
     async def _write_batch(
         self,
         runs: Sequence[RunWrite],
@@ -162,6 +166,9 @@ class SqliteStore(BufferedStore):
 
     async def _stopped(self, segment_ids: Sequence[int] | None) -> None:
         await self._call(self._db.stopped, segment_ids)
+
+    async def _unfinished(self, check_ids: Sequence[int]) -> list[int]:
+        return await self._call(self._db.unfinished, check_ids)
 
     # --------------------------------------------------------- outages
 
@@ -408,6 +415,29 @@ class _Db:
             ).fetchone()
         return int(found[0])
 
+    def check_ids(self, checks: Sequence[tuple[str, str, str]]) -> list[int]:
+        """Every check's id: one read of the table, one transaction for the new ones."""
+        known = {
+            (str(service), str(name)): (int(cid), str(type_))
+            for cid, service, name, type_ in self.db.execute(
+                "SELECT id, service, name, type FROM checks"
+            )
+        }
+        changed = [c for c in checks if known.get((c[0], c[1]), (0, None))[1] != c[2]]
+        if changed:
+            with self._tx():
+                self.db.executemany(
+                    "INSERT INTO checks (service, name, type) VALUES (?, ?, ?) "
+                    "ON CONFLICT (service, name) DO UPDATE SET type = excluded.type",
+                    changed,
+                )
+                for service, name, type_ in changed:
+                    row = self.db.execute(
+                        "SELECT id FROM checks WHERE service = ? AND name = ?", (service, name)
+                    ).fetchone()
+                    known[(service, name)] = (int(row[0]), type_)
+        return [known[(service, name)][0] for service, name, _ in checks]
+
     def write(
         self,
         runs: Sequence[RunWrite],
@@ -535,6 +565,23 @@ class _Db:
             )
 
     # --------------------------------------------------------- reads
+
+    def unfinished(self, check_ids: Sequence[int]) -> list[int]:
+        """The checks whose latest failed test here is after their latest pass here: two
+        index lookups per check, one statement per chunk."""
+        found: list[int] = []
+        for at in range(0, len(check_ids), RESTORE_CHUNK):
+            chunk = check_ids[at : at + RESTORE_CHUNK]
+            rows = self.db.execute(
+                "SELECT c.id FROM checks c WHERE c.id IN (SELECT value FROM json_each(?))"
+                " AND (SELECT MAX(f.last_at) FROM failure_weeks f"
+                "      WHERE f.check_id = c.id AND f.location = ?)"
+                " > COALESCE((SELECT MAX(p.last_at) FROM pass_runs p"
+                "      WHERE p.check_id = c.id AND p.location = ?), -1e308)",
+                (json.dumps([int(c) for c in chunk]), self.location, self.location),
+            ).fetchall()
+            found += [int(cid) for (cid,) in rows]
+        return found
 
     def restore_rows(self, check_id: int) -> tuple[float, list[tuple[str, int, bytes]]]:
         row = self.db.execute(
