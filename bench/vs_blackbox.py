@@ -127,7 +127,10 @@ def probed_config(args: argparse.Namespace, protocol: str, target: Target, workd
         "  bench:",
         "    objective: 99.5",
         "    checks:",
-        *(f"      - {probed_check(protocol, f'c{i:05d}', target)}" for i in range(args.checks)),
+        *(
+            f"      - {probed_check(protocol, f'c{i:05d}', target)}"
+            for i in range(checks(args, protocol))
+        ),
     ]
     path = workdir / "probed.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

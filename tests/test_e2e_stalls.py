@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from tests.daemon_helpers import DaemonProcess, wait_for
-from tests.daemon_storage import DaemonStorage
+from tests.daemon_storage import DaemonStorage, sqlite_storage
 
 pytestmark = pytest.mark.e2e
 STALL = 2.0  # seconds the daemon's loop is blocked: twice the check's timeout
@@ -53,13 +54,19 @@ class StallingServer:
         await self._runner.cleanup()
 
 
-async def test_a_stalled_daemon_records_no_failure_against_a_healthy_server(
-    tmp_path: Path, daemon_storage: DaemonStorage
-) -> None:
+async def stalled_daemon(
+    tmp_path: Path,
+    extra: str = "",
+    stalled: Callable[[DaemonProcess], int] | None = None,
+    storage: DaemonStorage | None = None,
+) -> DaemonProcess:
+    """Run the daemon against a :class:`StallingServer` that blocks the loop of the process
+    ``stalled`` names (default: the daemon's), and check that the stalls cost no failure."""
+    storage = storage or sqlite_storage(tmp_path)
     server = await StallingServer().start()
     config = tmp_path / "probed.yaml"
     config.write_text(
-        f"timezone: UTC\n{daemon_storage.lines}\nlisten: 127.0.0.1:0\n"
+        f"timezone: UTC\n{storage.lines}\nlisten: 127.0.0.1:0\n{extra}"
         "defaults: {interval: 1.2s, timeout: 1s, failures_to_down: 2}\n"
         "services:\n  web:\n    objective: 99.5\n    checks:\n"
         f'      - {{name: site, type: http, url: "http://127.0.0.1:{server.port}/"}}\n',
@@ -69,7 +76,7 @@ async def test_a_stalled_daemon_records_no_failure_against_a_healthy_server(
     try:
         await daemon.start()
         assert daemon.proc is not None
-        server.daemon_pid = daemon.proc.pid
+        server.daemon_pid = stalled(daemon) if stalled else daemon.proc.pid
         await wait_for(
             lambda: server.requests > REQUESTS, timeout=120, what=f"{REQUESTS} tests served"
         )
@@ -85,5 +92,12 @@ async def test_a_stalled_daemon_records_no_failure_against_a_healthy_server(
     assert lagged is not None and lagged > 0
     stalls = [e["stalled_seconds"] for e in daemon.events("scheduler.loop_stalled")]
     assert sum(s >= STALL - 0.1 for s in stalls) >= len(STALL_AT), stalls
-    async with daemon_storage.reading() as store:
+    async with storage.reading() as store:
         assert await store.failed_tests("web", "site", (0.0, 4e9)) == []
+    return daemon
+
+
+async def test_a_stalled_daemon_records_no_failure_against_a_healthy_server(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
+    await stalled_daemon(tmp_path, storage=daemon_storage)

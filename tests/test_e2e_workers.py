@@ -14,7 +14,7 @@ from probed import config as config_mod
 from probed.daemon.workers import shard
 from probed.store.base import open_store
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, http_config, wait_for
-from tests.test_e2e_stalls import REQUESTS, STALL, STALL_AT, StallingServer
+from tests.test_e2e_stalls import STALL, STALL_AT, stalled_daemon
 
 pytestmark = pytest.mark.e2e
 INTERVAL = 0.2
@@ -43,7 +43,8 @@ async def _stored(config: Path) -> dict[str, Any]:
 async def _scripted_run(tmp: Path, workers: int) -> tuple[dict[str, Any], DaemonProcess]:
     tmp.mkdir()  # noqa: ASYNC240  # a test's own directory
     async with ScriptedHTTP({n: list(s) for n, s in SCRIPTS.items()}) as http:
-        config = http_config(tmp, http.port, NAMES, INTERVAL, extra=_workers(workers))
+        # a longer timeout than elsewhere: two runs must not differ by a timeout under load
+        config = http_config(tmp, http.port, NAMES, 2 * INTERVAL, extra=_workers(workers))
         daemon = await DaemonProcess(config).start()
         try:
             await wait_for(
@@ -82,11 +83,16 @@ async def test_two_workers_split_the_checks_and_store_what_one_process_stores(
     two, daemon = await _scripted_run(tmp_path / "two", 2)
     ready = daemon.events("worker.ready")
     assert sorted(e["worker"] for e in ready) == [0, 1]
+    events = [e["event"] for e in daemon.log]  # READY=1 follows daemon.started
+    assert events.index("daemon.started") > max(
+        i for i, e in enumerate(events) if e == "worker.ready"
+    )
     assert {e["worker"]: e["checks"] for e in ready} == {
         w: sum(shard(("web", n), 2) == w for n in NAMES) for w in (0, 1)
     }
     assert {shard(("web", n), 2) for n in SCRIPTS} == {0, 1}  # a failing check on each
     assert _shape(two) == _shape(one)
+    assert not daemon.events("worker.died")
     reason = "HTTP 503 Service Unavailable (expected 200)"
     assert _shape(two)["c0"] == (4, False, 0, 3, (reason,))
     assert _shape(two)["c5"] == (3, False, 1, 3, (reason,))
@@ -161,16 +167,24 @@ async def test_a_reload_adds_and_removes_checks_across_workers(tmp_path: Path) -
     assert len(daemon.events("worker.ready")) == 2  # no worker was restarted for it
 
 
-async def test_sigterm_stops_the_workers_and_then_the_daemon(tmp_path: Path) -> None:
+async def test_sigterm_to_the_whole_group_stops_the_workers_and_then_the_daemon(
+    tmp_path: Path,
+) -> None:
+    """As systemd stops a unit: SIGTERM to every process; no worker counts as dead."""
     async with ScriptedHTTP() as http:
         config = http_config(tmp_path, http.port, NAMES, INTERVAL, extra=_workers(2))
         daemon = await DaemonProcess(config).start()
         await wait_for(lambda: all(http.counts.get(n, 0) >= 2 for n in NAMES), what="tests")
         pids = [_worker_pid(daemon, w) for w in (0, 1)]
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        # the workers may be done before the main process hears its own signal
+        await wait_for(lambda: len(daemon.events("worker.stopped")) == 2, what="workers done")
         assert await daemon.stop(timeout=INTERVAL + 10) == 0
     assert not [pid for pid in pids if _alive(pid)]
     names = [e["event"] for e in daemon.log]
     assert names.count("worker.stopped") == 2
+    assert "worker.died" not in names
     assert names.index("daemon.stopped") > max(
         i for i, name in enumerate(names) if name == "worker.stopped"
     )
@@ -189,32 +203,8 @@ async def test_a_stalled_worker_records_no_failure_against_a_healthy_server(
 ) -> None:
     """The stall rules hold inside a worker: its loop blocked for twice the timeout while
     a healthy server answers is no failed test (docs/sla-rules.md)."""
-    server = await StallingServer().start()
-    config = http_config(tmp_path, server.port, [])
-    config.write_text(
-        config.read_text(encoding="utf-8").split("defaults:")[0]
-        + _workers(2)
-        + "defaults: {interval: 1.2s, timeout: 1s, failures_to_down: 2}\n"
-        "services:\n  web:\n    objective: 99.5\n    checks:\n"
-        f'      - {{name: site, type: http, url: "http://127.0.0.1:{server.port}/"}}\n',
-        encoding="utf-8",
-    )
-    daemon = DaemonProcess(config, env={"PROBED_TEST_STALL_ON_SIGUSR2": str(STALL)})
-    try:
-        await daemon.start()
-        worker = shard(("web", "site"), 2)
-        server.daemon_pid = _worker_pid(daemon, worker)
-        await wait_for(
-            lambda: server.requests > REQUESTS, timeout=120, what=f"{REQUESTS} tests served"
-        )
-        failed = await daemon.metric("probed_probes_total", check="site", result="fail")
-        passed = await daemon.metric("probed_probes_total", check="site", result="pass")
-        discarded = await daemon.metric("probed_tests_discarded_total", reason="loop_stall")
-    finally:
-        assert await daemon.stop() == 0
-        await server.stop()
-    assert failed == 0.0, daemon.events("probe.failed")
-    assert passed is not None and passed + (discarded or 0.0) >= REQUESTS
+    worker = shard(("web", "site"), 2)
+    daemon = await stalled_daemon(tmp_path, _workers(2), lambda d: _worker_pid(d, worker))
     stalls = daemon.events("scheduler.loop_stalled")
     # the injected stalls were seen by the worker's own detector (a loaded machine may
     # add short stalls of any process, not these)
@@ -222,8 +212,3 @@ async def test_a_stalled_worker_records_no_failure_against_a_healthy_server(
         e for e in stalls if e["stalled_seconds"] >= STALL - 0.1 and e.get("worker") == worker
     ]
     assert len(injected) >= len(STALL_AT), stalls
-    store = await open_store(config_mod.load(config))
-    try:
-        assert await store.failed_tests("web", "site", (0.0, time.time() + 60)) == []
-    finally:
-        await store.close()

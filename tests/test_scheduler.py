@@ -7,9 +7,11 @@ import itertools
 from typing import Literal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from probed.daemon.runner import TestOutcome
-from probed.daemon.scheduler import Scheduler, phase
+from probed.daemon.scheduler import TICK, Scheduler, phase, start_at
 from probes import REGISTRY
 from probes.base import CheckBase, ProbeResult, ProbeType, Transcript
 from tests.daemon_helpers import wait_for
@@ -38,6 +40,41 @@ def test_phase_is_deterministic_and_inside_the_interval() -> None:
     # spread: no tenth of the interval holds more than twice its share
     buckets = [sum(1 for o in offsets if k * 6 <= o < (k + 1) * 6) for k in range(10)]
     assert max(buckets) < 200
+
+
+@given(
+    due=st.floats(min_value=0, max_value=1e7),
+    interval=st.sampled_from([0.02, 0.05, 0.3, 1.0, 10.0, 60.0, 86400.0]),
+)
+def test_a_test_starts_on_the_grid_at_most_one_step_early(due: float, interval: float) -> None:
+    step, rounding = min(TICK, interval / 10), 1e-6
+    start = start_at(due, interval)
+    assert due - step - rounding < start <= due + rounding  # never late, at most a step early
+    assert start_at(start, interval) == start  # on the grid: every check shares its points
+    # a check's next test keeps the interval (to rounding) when the step divides it
+    assert abs(start_at(due + interval, interval) - start - interval) < rounding
+
+
+async def test_checks_due_within_one_tick_start_together() -> None:
+    starts: dict[str, float] = {}
+
+    async def handler(service: str, check: CheckBase, outcome: TestOutcome, t: Transcript) -> None:
+        starts.setdefault(check.name, outcome.started_mono)
+
+    scheduler = Scheduler(handler, concurrency=10)
+    # 40 checks at 1 s: their phases are spread over the second, ~4 per 0.1 s tick
+    scheduler.set_checks(
+        [("s", FakeCheck(name=f"c{i}", interval=1.0, timeout=0.5)) for i in range(40)]
+    )
+    try:
+        await wait_for(lambda: len(starts) == 40, timeout=10, what="a test of every check")
+    finally:
+        await scheduler.stop(grace=1.0)
+    # wake-ups: starts more than 5 ms apart. Spread at random, 40 phases over 1 s make
+    # ~33 of them; on the grid the tests of one tick start in one pass of the loop
+    times = sorted(starts.values())
+    wakeups = 1 + sum(b - a > 0.005 for a, b in itertools.pairwise(times))
+    assert wakeups <= 15, times
 
 
 async def test_a_hung_check_never_delays_another() -> None:
@@ -92,3 +129,26 @@ async def test_stop_lets_a_test_in_flight_finish_within_its_timeout() -> None:
     await wait_for(lambda: scheduler.jobs[("s", "h")].testing, timeout=10, what="a test in flight")
     await scheduler.stop(grace=2.0)
     assert [o.result.reason for o in done] == ["timeout after 0.2s"]
+
+
+async def test_update_touches_only_the_checks_it_names() -> None:
+    async def handler(service: str, check: CheckBase, outcome: TestOutcome, t: Transcript) -> None:
+        pass
+
+    scheduler = Scheduler(handler, concurrency=10)
+    a, b, c = (FakeCheck(name=n, interval=10.0, timeout=1.0) for n in "abc")
+    assert scheduler.set_checks([("s", a), ("s", b)]) == ([("s", "a"), ("s", "b")], [])
+    jobs = dict(scheduler.jobs)
+    slower = FakeCheck(name="b", interval=20.0, timeout=1.0)
+    scheduler.update([("s", slower), ("s", c)], [("s", "a")])
+    try:
+        assert sorted(scheduler.jobs) == [("s", "b"), ("s", "c")]
+        assert scheduler.jobs[("s", "b")].check == slower
+        assert scheduler.jobs[("s", "b")] is not jobs[("s", "b")]  # restarted
+        assert jobs[("s", "a")].timer is None and jobs[("s", "a")].task is None  # stopped
+        kept = scheduler.jobs[("s", "c")]
+        scheduler.update([("s", FakeCheck(name="b", interval=30.0, timeout=1.0))], [])
+        assert scheduler.jobs[("s", "c")] is kept  # not named: its schedule goes on
+        assert kept.timer is not None
+    finally:
+        await scheduler.stop(grace=1.0)

@@ -66,6 +66,17 @@ def test_a_truncated_row_is_an_error_not_a_shorter_history() -> None:
         failures.decode(failures.week_of(NOV), data[:-2])
 
 
+def test_the_texts_cache_starts_afresh_past_its_bound_between_operations() -> None:
+    texts = failures.Texts()
+    texts.MAX_CACHED = 3
+    wanted = ["a", "b", "c", "d"]
+    assert texts.missing(wanted) == wanted
+    texts.learn(enumerate(wanted, 1))  # one operation may exceed it: nothing it needs is lost
+    assert [texts.ids[t] for t in wanted] == [1, 2, 3, 4]
+    assert texts.missing(["d"]) == ["d"]  # the next one starts afresh
+    assert texts.ids == {"": 0} and texts.unknown([0]) == []
+
+
 # ------------------------------------------------ through the product's Store
 
 

@@ -31,7 +31,7 @@ from probed.daemon.metrics import Metrics, Snapshot, SpoolCollector
 from probed.daemon.recorder import Recorder
 from probed.daemon.reload import ReloadState
 from probed.daemon.runner import TestOutcome
-from probed.daemon.scheduler import Scheduler
+from probed.daemon.scheduler import CheckKey, Scheduler
 from probed.daemon.sdnotify import Notifier
 from probed.daemon.stalls import StallMeter
 from probed.daemon.workers import WorkerPool
@@ -135,7 +135,8 @@ class Daemon:
         if config.workers > 1:
             return WorkerPool(
                 config.workers,
-                self._on_outcome,
+                self._record,
+                clock=self.clock.at,
                 concurrency=config.concurrency,
                 on_discard=self.recorder.discard,
                 on_lag=self.metrics.schedule_lag.observe,
@@ -162,6 +163,14 @@ class Daemon:
     ) -> None:
         # on the session's timeline, even for a test that started before a clock step
         outcome = replace(outcome, started_at=self.clock.at(outcome.started_mono))
+        await self._record(service, check, outcome, transcript)
+
+    async def _record(
+        self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
+    ) -> None:
+        """A test's outcome, its time already on the session's timeline."""
+        if (service, check.name) not in self.recorder.checks:
+            return  # workers: N: tested by a worker while a reload removed it
         try:
             await self.recorder.record(service, check, outcome, transcript)
         except StorageError as exc:
@@ -205,7 +214,7 @@ class Daemon:
         await self.accountant.refresh(self.config)
         api = ApiServer(self)
         await api.start(self.config.listen_host, self.config.listen_port)
-        self.scheduler.set_checks((s.name, c) for s, c in self.config.all_checks())
+        await self._set_checks(self.config)
         if isinstance(self.scheduler, WorkerPool):
             await self.scheduler.ready()  # READY=1 once every worker tests its checks
         _freeze_heap()
@@ -276,6 +285,13 @@ class Daemon:
             self._storage_failed("store.write_failed", exc)
         finally:
             self.accountant.invalidate()  # open outages moved with the timeline
+
+    async def _set_checks(self, config: Config) -> tuple[list[CheckKey], list[CheckKey]]:
+        """Start, change and stop tests; the (added, removed) checks."""
+        checks = ((s.name, c) for s, c in config.all_checks())
+        if isinstance(self.scheduler, WorkerPool):
+            return await self.scheduler.set_checks(checks)
+        return self.scheduler.set_checks(checks)
 
     def _located(self, config: Config) -> Config:
         if self.location_override is None:
@@ -360,7 +376,7 @@ class Daemon:
         new = config_mod.adopt_windows(self.config, new, time.time())
         self.config = new
         self.dispatcher.configure(new.hooks)  # hooks
-        added, removed = self.scheduler.set_checks((s.name, c) for s, c in new.all_checks())
+        added, removed = await self._set_checks(new)
         _freeze_heap(collect=False)
         try:
             await self.accountant.refresh(new)

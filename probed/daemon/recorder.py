@@ -203,7 +203,9 @@ class Recorder:
     ) -> None:
         """A failed test the daemon's own stall may have caused: no verdict, unmonitored
         (docs/sla-rules.md, "Timeouts and daemon stalls")."""
-        state = self.checks[(service, check.name)]
+        state = self.checks.get((service, check.name))
+        if state is None:
+            return  # workers: N: a reload removed it while a worker tested it
         await self.store.record_unmonitored(state.check_id)
         if self.metrics is not None:
             self.metrics.discarded.labels("loop_stall").inc()

@@ -14,7 +14,7 @@ worker → main: ``("ready", pid)`` once its checks are scheduled, then
 least every :data:`ALIVE_EVERY` seconds, empty, as a sign of life):
 ``outcomes`` are :data:`Wire` tuples of plain values, ``lags`` the tests'
 schedule lags and ``beats`` the worker loop's heartbeat lateness, both for
-the main process' histograms.
+the main process' histograms; ``("bye",)`` last when a signal stopped it.
 """
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ import asyncio
 import pickle
 import struct
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from probed.daemon.runner import TestOutcome
-from probes.base import ProbeResult, Transcript
+from probes.base import DetailValue, ProbeResult, Transcript
 
 BATCH_EVERY = 0.05  # seconds between a worker's batches of outcomes
 ALIVE_EVERY = 1.0  # a worker sends at least this often, an empty batch when idle
 BUG_TEXT = 8000  # characters of a probe bug's traceback sent
+BIG = 1 << 20  # bytes: a longer message is unpickled in a thread
 TAIL = 20  # lines of a failed test's transcript sent (the recorder keeps as many)
 _HEADER = struct.Struct("!I")
 
@@ -58,9 +60,16 @@ async def read(reader: asyncio.StreamReader) -> tuple[Any, ...] | None:
     """The next message, or None at the end of the stream (the other side is gone)."""
     try:
         size = _HEADER.unpack(await reader.readexactly(_HEADER.size))[0]
-        message: tuple[Any, ...] = pickle.loads(await reader.readexactly(size))
+        body = await reader.readexactly(size)
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
+    if size > BIG:  # a shard of 50 000 checks: ~1 s of unpickling, off the loop
+        return await asyncio.to_thread(_loads, body)
+    return _loads(body)
+
+
+def _loads(body: bytes) -> tuple[Any, ...]:
+    message: tuple[Any, ...] = pickle.loads(body)
     return message
 
 
@@ -100,20 +109,22 @@ def encode(
     )
 
 
-def decode(wire: Wire) -> tuple[TestOutcome, Transcript, float]:
-    """The outcome (its wall time is set by the main process' clock), its transcript's tail
-    and the stall that discarded it (0 when it is a verdict)."""
+def decode(wire: Wire, clock: Callable[[float], float]) -> tuple[TestOutcome, Transcript, float]:
+    """The outcome, its time from the main process' ``clock`` (monotonic time is the same
+    in every process), its transcript's tail and the stall that discarded it (0 when it is
+    a verdict)."""
     _, _, mono, duration, ok, reason, tail, delivery, expiry, bug, stalled = wire
-    details = {
-        key: value
-        for key, value in (("delivery_seconds", delivery), ("cert_not_after", expiry))
-        if value is not None
-    }
+    details: dict[str, DetailValue] = {}
+    if delivery is not None:
+        details["delivery_seconds"] = delivery
+    if expiry is not None:
+        details["cert_not_after"] = expiry
     transcript = Transcript()
-    transcript.lines.extend(tail)
+    if tail:
+        transcript.lines.extend(tail)
     error = RemoteProbeBug(bug, reason) if bug else None  # reason: the traceback
     outcome = TestOutcome(
-        started_at=0.0,
+        started_at=clock(mono),
         duration=duration,
         result=ProbeResult(ok, reason, details),
         error=error,

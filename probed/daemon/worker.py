@@ -33,6 +33,7 @@ from probed.logs import LogFormat, log
 from probed.logs import configure as configure_logs
 from probes.base import CheckBase, Transcript
 
+APPLY_SLICE = 1000  # checks (re)started between two turns of the loop
 STALL_LOGGED = 0.25  # seconds: a loop stall at least this long is logged (as in the main process)
 
 
@@ -53,6 +54,11 @@ class Worker:
         self.checks: dict[CheckKey, tuple[str, CheckBase]] = {}
         self.stop = asyncio.Event()
         self.grace = 1.0
+        self.by_signal = False  # stopped by SIGTERM/SIGINT (systemd stops the whole group)
+
+    def signalled(self) -> None:
+        self.by_signal = True
+        self.stop.set()
 
     async def _on_outcome(
         self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript
@@ -64,12 +70,17 @@ class Worker:
     ) -> None:
         self._outcomes.append(encode(service, check.name, outcome, None, stalled))
 
-    def apply(self, changed: list[tuple[str, CheckBase]], removed: list[CheckKey]) -> None:
+    async def apply(self, changed: list[tuple[str, CheckBase]], removed: list[CheckKey]) -> None:
+        """Only what changed, a slice at a time: the tests in flight keep running."""
         for key in removed:
             self.checks.pop(key, None)
-        for service, check in changed:
-            self.checks[(service, check.name)] = (service, check)
-        self.scheduler.set_checks(self.checks.values())
+        self.scheduler.update((), removed)
+        for start in range(0, len(changed), APPLY_SLICE):
+            part = changed[start : start + APPLY_SLICE]
+            for service, check in part:
+                self.checks[(service, check.name)] = (service, check)
+            self.scheduler.update(part, ())
+            await asyncio.sleep(0)
         self.grace = max((c.timeout for _, c in self.checks.values()), default=0.0) + 1.0
 
     async def send(self) -> None:
@@ -91,13 +102,14 @@ class Worker:
         """Messages from the main process; its end of the stream stops the worker at once."""
         while (message := await read(reader)) is not None:
             if message[0] == "checks":
-                self.apply(message[1], message[2])
-                if message[3]:  # the first shard: scheduled, say so
-                    self._writer.write(frame(("ready", os.getpid())))
+                await self.apply(message[1], message[2])
                 # as the main process does: full collections skip the checks' long-lived objects
-                if message[3]:
+                if message[3]:  # the first shard: collect once, then say it is scheduled
                     gc.collect()
-                gc.freeze()
+                    gc.freeze()
+                    self._writer.write(frame(("ready", os.getpid())))
+                else:
+                    gc.freeze()
             elif message[0] == "stop":
                 self.grace = float(message[1])
                 self.stop.set()
@@ -116,7 +128,7 @@ async def serve(fd: int, concurrency: int) -> None:
     worker = Worker(writer, concurrency)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop.set)
+        loop.add_signal_handler(sig, worker.signalled)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)  # reloads go through the main process
     seconds = os.environ.get("PROBED_TEST_STALL_ON_SIGUSR2")
     if seconds:  # tests only, as in the main process
@@ -130,9 +142,13 @@ async def serve(fd: int, concurrency: int) -> None:
     await worker.scheduler.stop(worker.grace)  # tests in flight end at their timeout
     for task in (heartbeat, listener, sender):
         task.cancel()
-    await asyncio.gather(heartbeat, listener, sender, return_exceptions=True)
+    for result in await asyncio.gather(heartbeat, listener, sender, return_exceptions=True):
+        if isinstance(result, Exception):  # a bug in the worker: it exits, and is started again
+            log.error("worker.crashed", exc_info=result)
     try:
         worker.flush()
+        if worker.by_signal:  # not a crash: the main process is being stopped too
+            writer.write(frame(("bye",)))
         await writer.drain()
         writer.close()
         await writer.wait_closed()

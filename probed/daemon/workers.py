@@ -4,17 +4,19 @@ Each worker (:mod:`probed.daemon.worker`, a fresh interpreter, never a fork
 of this running loop) owns a stable shard of the checks: crc32 of
 ``service/check`` modulo N, so a reload moves no check to another worker. It
 schedules and runs its checks' tests and streams the outcomes back
-(:mod:`probed.daemon.wire`); this process records them through the same
-handler as the one-process :class:`~probed.daemon.scheduler.Scheduler`, in
-each check's order. :class:`WorkerPool` has the scheduler's interface
-(``set_checks``, ``stop``, ``running``, ``jobs``) so the daemon drives either.
+(:mod:`probed.daemon.wire`); this process records them as it records the
+one-process :class:`~probed.daemon.scheduler.Scheduler`'s, in each check's
+order, each test's time on this process' timeline (``clock``).
+:class:`WorkerPool` has the scheduler's interface (``set_checks``, ``stop``,
+``running``, ``jobs``) so the daemon drives either.
 
 A worker that dies is a bug of probed, never downtime of a customer: its
 tests in flight are simply not done, its checks' coverage ends at their last
 test (``on_lost``: the time until the new worker tests them again is
-unmonitored, as after a discarded test), the death is logged as ``worker.died`` and counted in
-``probed_worker_restarts_total``, and the worker is started again after a
-backoff (1 s, doubling up to 30 s; back to 1 s once one ran for a minute).
+unmonitored, as after a discarded test), the death is logged as
+``worker.died`` and counted in ``probed_worker_restarts_total``, and the
+worker is started again after a backoff (1 s, doubling up to 30 s; back to
+1 s once one ran for a minute).
 """
 
 from __future__ import annotations
@@ -36,10 +38,22 @@ from probes.base import CheckBase
 RESTART_MIN = 1.0  # seconds before a dead worker is started again, doubling ...
 RESTART_MAX = 30.0  # ... up to this
 STABLE = 60.0  # a worker that ran this long restarts after RESTART_MIN again
-SILENT = 30.0  # seconds without a message (a batch comes every second): the worker is stuck
+HEARD = 10.0  # a worker not heard from for this long (a batch comes every second) is not
+# running: the systemd watchdog is no longer fed
+SILENT = 30.0  # seconds without a message: the worker is stuck, it is killed and started again
+BYE_WAIT = 5.0  # seconds for this process' own stop after a worker stopped on a signal
 EXIT_WAIT = 5.0  # seconds for a worker to exit once its stream ended
 STOP_MARGIN = 2.0  # seconds past the stop grace before a worker is killed
 BIG = 1000  # a message with more checks than this is pickled in a thread, off the loop
+
+
+Entry = tuple[str, CheckBase]
+_Plan = tuple[
+    dict[CheckKey, CheckBase],
+    list[tuple[dict[CheckKey, Entry], list[Entry], list[CheckKey]]],
+    list[CheckKey],
+    list[CheckKey],
+]
 
 
 def shard(key: CheckKey, workers: int) -> int:
@@ -50,11 +64,12 @@ def shard(key: CheckKey, workers: int) -> int:
 @dataclass(slots=True)
 class _Slot:
     index: int
-    checks: dict[CheckKey, tuple[str, CheckBase]] = field(default_factory=dict)
+    checks: dict[CheckKey, Entry] = field(default_factory=dict)
     outbox: asyncio.Queue[tuple[Any, ...]] | None = None  # to the running worker
     ready: bool = False  # its checks are scheduled
     heard: float = 0.0  # monotonic time of its last message
     pid: int = 0
+    bye: bool = False  # it said it stopped on a signal (systemd stops the whole group)
 
 
 class WorkerPool:
@@ -63,6 +78,7 @@ class WorkerPool:
         size: int,
         handler: OutcomeHandler,
         *,
+        clock: Callable[[float], float],
         concurrency: int,
         on_discard: DiscardHandler,
         on_lag: Callable[[float], None],
@@ -72,6 +88,7 @@ class WorkerPool:
     ) -> None:
         self.size = size
         self._handler, self._on_discard = handler, on_discard
+        self._clock = clock  # a monotonic instant (shared by all processes) -> the test's time
         self._on_lag, self._on_beat, self._on_restart = on_lag, on_beat, on_restart
         self._on_lost = on_lost  # told a dead worker's checks: their coverage ends there
         self._concurrency = max(1, -(-concurrency // size))  # the cap, shared out
@@ -92,30 +109,53 @@ class WorkerPool:
         """Every worker runs its checks and was heard from lately (the watchdog's condition)."""
         now = time.monotonic()
         return not self._stopping.is_set() and all(
-            s.ready and now - s.heard < SILENT for s in self._slots
+            s.ready and now - s.heard < HEARD for s in self._slots
         )
+
+    def pids(self) -> list[int]:
+        """Each worker's process id (0 while it is not running)."""
+        return [s.pid if s.ready else 0 for s in self._slots]
 
     def problems(self) -> list[str]:
         return [f"worker {s.index} is not running" for s in self._slots if not s.ready]
 
-    def set_checks(
+    async def set_checks(
         self, checks: Iterable[tuple[str, CheckBase]]
     ) -> tuple[list[CheckKey], list[CheckKey]]:
-        """Give each worker its shard (only what changed); returns (added, removed) overall."""
+        """Give each worker its shard (only what changed); returns (added, removed) overall.
+
+        The shards and their differences are worked out in a thread: comparing 100 000
+        checks takes seconds of pure Python, and the loop keeps recording meanwhile."""
+        plan = await asyncio.to_thread(self._plan, list(checks))
+        return self._install(*plan)
+
+    def _plan(self, checks: list[tuple[str, CheckBase]]) -> _Plan:
         wanted = {(service, c.name): (service, c) for service, c in checks}
         added = [k for k in wanted if k not in self._jobs]
         removed = [k for k in self._jobs if k not in wanted]
-        shards: list[dict[CheckKey, tuple[str, CheckBase]]] = [{} for _ in self._slots]
+        shards: list[dict[CheckKey, Entry]] = [{} for _ in self._slots]
         for key, entry in wanted.items():
             shards[shard(key, self.size)][key] = entry
+        changes = []
         for slot, new in zip(self._slots, shards, strict=True):
-            old = slot.checks
+            old = slot.checks  # only the loop replaces it, after this plan
             changed = [e for k, e in new.items() if k not in old or old[k][1] != e[1]]
-            gone = [k for k in old if k not in new]
+            changes.append((new, changed, [k for k in old if k not in new]))
+        jobs = {key: check for key, (_, check) in wanted.items()}
+        return jobs, changes, added, removed
+
+    def _install(
+        self,
+        jobs: dict[CheckKey, CheckBase],
+        changes: list[tuple[dict[CheckKey, Entry], list[Entry], list[CheckKey]]],
+        added: list[CheckKey],
+        removed: list[CheckKey],
+    ) -> tuple[list[CheckKey], list[CheckKey]]:
+        for slot, (new, changed, gone) in zip(self._slots, changes, strict=True):
             slot.checks = new
             if slot.outbox is not None and (changed or gone):
                 slot.outbox.put_nowait(("checks", changed, gone, False))
-        self._jobs = {key: check for key, (_, check) in wanted.items()}
+        self._jobs = jobs
         if not self._supervisors:
             self._supervisors = [
                 asyncio.create_task(self._supervise(s), name=f"worker {s.index}")
@@ -147,7 +187,16 @@ class WorkerPool:
         backoff = RESTART_MIN
         while not self._stopping.is_set():
             began = time.monotonic()
-            code = await self._run(slot)
+            try:
+                code = await self._run(slot)
+            except Exception as exc:  # e.g. no file descriptor left to start it with
+                log.error("worker.start_failed", worker=slot.index, error=repr(exc))
+                code = None
+            if slot.bye:  # the signal that stopped it stops this process too, in a moment
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), BYE_WAIT)
+                except TimeoutError:
+                    pass
             if self._stopping.is_set():
                 return
             self._on_restart()
@@ -172,6 +221,7 @@ class WorkerPool:
 
     async def _run(self, slot: _Slot) -> int | None:
         """One worker process, from start to exit; returns its exit status."""
+        slot.bye = False
         ours, theirs = socket.socketpair()
         fmt, level = settings()
         try:
@@ -218,8 +268,11 @@ class WorkerPool:
                 data = await asyncio.to_thread(frame, message)  # 100 000 checks: ~1 s
             else:
                 data = frame(message)
-            writer.write(data)
-            await writer.drain()
+            try:
+                writer.write(data)
+                await writer.drain()
+            except ConnectionError:
+                return  # it stopped or died: the receiving side sees its end
 
     async def _receive(self, slot: _Slot, reader: asyncio.StreamReader) -> bool:
         """The worker's messages until its stream ends (True: it stopped or died) or it is
@@ -235,6 +288,8 @@ class WorkerPool:
             slot.heard = time.monotonic()
             if message[0] == "batch":
                 await self._batch(slot, *message[1:])
+            elif message[0] == "bye":
+                slot.bye = True
             elif message[0] == "ready":
                 slot.pid, slot.ready = int(message[1]), True
                 log.info("worker.ready", worker=slot.index, pid=slot.pid, checks=len(slot.checks))
@@ -253,7 +308,7 @@ class WorkerPool:
             if entry is None:
                 continue  # removed by a reload while it was tested
             service, check = entry
-            outcome, transcript, stalled = decode(wire)
+            outcome, transcript, stalled = decode(wire, self._clock)
             try:
                 if stalled > 0:
                     await self._on_discard(service, check, outcome, stalled)

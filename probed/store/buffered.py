@@ -143,6 +143,9 @@ class BufferedStore(ABC):
         self.clock = clock
         self._pending: dict[int, Pending] = {}
         self._services: dict[int, str] = {}  # check id -> service, for pending coverage
+        # per service, the checks whose coverage may wait for a flush (pruned when read): a
+        # reader of the coverage looks at the checks tested since the last flush, not at all
+        self._unflushed: dict[str, set[int]] = {}
         self._lock = asyncio.Lock()  # buffered state handed to the engine: one writer at a time
         self.texts = Texts()  # the texts dictionary's committed ids
 
@@ -233,7 +236,13 @@ class BufferedStore(ABC):
             s.last = max(s.last, at)
             s.tests += 1
         p.seg_dirty = True
+        self._touch(check_id)
         return p
+
+    def _touch(self, check_id: int) -> None:
+        service = self._services.get(check_id)
+        if service is not None:
+            self._unflushed.setdefault(service, set()).add(check_id)
 
     @staticmethod
     def _passed(p: Pending, at: float) -> None:
@@ -320,6 +329,7 @@ class BufferedStore(ABC):
         if p is not None and p.segment is not None:
             if p.seg_dirty:
                 p.finished += (p.segment,)  # written by the next flush
+                self._touch(check_id)
             p.segment, p.seg_dirty = None, False
 
     async def flush(self) -> None:
@@ -352,6 +362,7 @@ class BufferedStore(ABC):
                 owner.run_dirty = True
             for cid in check_ids:
                 self._pending[cid].seg_dirty = self._pending[cid].segment is not None
+                self._touch(cid)
             raise
         for owner, run_id in zip(batch.run_owners, run_ids, strict=True):
             owner.run_id = run_id
@@ -384,11 +395,16 @@ class BufferedStore(ABC):
         return min(candidates) if candidates else None
 
     def _pending_segments(self, service: str) -> Iterator[Segment]:
-        for cid, p in self._pending.items():
-            if self._services.get(cid) != service:
+        """The service's segments not written yet (checks tested since the last flush)."""
+        ids = self._unflushed.get(service, set())
+        for cid in list(ids):
+            p = self._pending.get(cid)
+            dirty = p is not None and p.segment is not None and p.seg_dirty
+            if p is None or not (p.finished or dirty):
+                ids.discard(cid)  # written meanwhile
                 continue
             yield from p.finished
-            if p.segment is not None and p.seg_dirty:
+            if dirty and p.segment is not None:
                 yield p.segment
 
     def _written_segments(self) -> list[int]:
@@ -422,5 +438,6 @@ class _Durable:
                     self.store._pending.pop(self.check_id, None)
                 else:
                     self.store._pending[self.check_id] = self.before
+                    self.store._touch(self.check_id)
         finally:
             self.store._lock.release()

@@ -198,17 +198,28 @@ def pack(
 class Texts:
     """The in-process half of the ``texts`` dictionary: ids both ways, filled on use.
 
-    An id is cached only once its row is committed (it never changes after)."""
+    An id is cached only once its row is committed (it never changes after). The
+    cache is bounded: transcripts that differ test after test (a date in a
+    header) would otherwise grow it for as long as the daemon runs; past
+    ``MAX_CACHED`` texts it starts afresh, before an operation asks what it lacks."""
+
+    MAX_CACHED = 20_000
 
     def __init__(self) -> None:
         self.ids: dict[str, int] = {"": 0}
         self.texts: dict[int, str] = {0: ""}
 
     def missing(self, texts: Iterable[str]) -> list[str]:
+        self._bound()
         return sorted({t for t in texts if t not in self.ids})
 
     def unknown(self, ids: Iterable[int]) -> list[int]:
+        self._bound()
         return sorted({i for i in ids if i not in self.texts})
+
+    def _bound(self) -> None:
+        if len(self.ids) > self.MAX_CACHED or len(self.texts) > self.MAX_CACHED:
+            self.ids, self.texts = {"": 0}, {0: ""}
 
     def learn(self, pairs: Iterable[tuple[object, object]]) -> None:
         for i, text in pairs:
