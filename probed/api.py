@@ -162,11 +162,19 @@ class ApiServer:
         )
 
     async def _hooks_status(self) -> list[dict[str, Any]]:
-        """Per hook: events waiting, and the latest dead letters with their reasons."""
+        """Per hook: events waiting, and the latest dead letters with their reasons.
+
+        Both are null while the store cannot be read (PostgreSQL down): the rest of
+        the status is the daemon's memory and answers anyway."""
         store = self.daemon.store
-        waiting = await store.undelivered()
+        try:
+            waiting = await store.undelivered()
+            letters = await store.dead_letters()
+        except StorageError:
+            unknown = {"undelivered": None, "dead_letters": None}
+            return [{"hook": h.name} | unknown for h in self.daemon.config.hooks]
         dead: dict[str, list[dict[str, Any]]] = {}
-        for letter in await store.dead_letters():
+        for letter in letters:
             event = Envelope.loads(letter.payload).event
             dead.setdefault(letter.hook, []).append(
                 {

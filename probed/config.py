@@ -35,7 +35,7 @@ from probed.core import accounting
 from probed.core.maintenance import DAY, EVERY_DAY, WEEK, WEEKDAYS
 from probed.core.maintenance import Window as MaintenanceWindow
 from probed.hooks import HOOK_TYPES, HookConfig
-from probed.store.base import default_location
+from probed.store.base import STORE_TIMEOUT, default_location
 from probes import REGISTRY
 from probes.base import (
     CheckBase,
@@ -167,6 +167,7 @@ class ConfigModel(_Strict):
     timezone: str = "UTC"
     storage: str | None = None
     storage_password_file: str | None = None  # PostgreSQL only; never a password inline
+    storage_timeout: Duration | None = Field(default=None, gt=0)  # PostgreSQL only
     location: str | None = Field(
         default=None, description="this instance's identity in the store (default: host name)"
     )
@@ -310,6 +311,7 @@ class Config:
     location: str = field(default_factory=default_location)
     storage_dsn: str | None = None  # the postgresql:// URL, without a password
     storage_password: str | None = field(default=None, repr=False)
+    storage_timeout: float = STORE_TIMEOUT  # PostgreSQL: one operation's bound
 
     @property
     def storage_url(self) -> str:
@@ -399,6 +401,13 @@ def _loads(text: str, file: Path) -> Config:
     if storage_path is not None and storage_path.is_dir():  # what `run` refuses, check-config too
         problems.append(locator.message(("storage",), f"{storage_path} is a directory"))
     password = _storage_password(model, dsn, locator, problems)
+    if model.storage_timeout is not None and dsn is None:
+        problems.append(
+            locator.message(
+                ("storage_timeout",),
+                "only a postgresql:// storage takes a timeout (SQLite is a local file)",
+            )
+        )
     if problems:
         raise ConfigError(problems)
     host, port = parse_listen(model.listen)
@@ -419,6 +428,7 @@ def _loads(text: str, file: Path) -> Config:
         location=model.location or default_location(),
         storage_dsn=dsn,
         storage_password=password,
+        storage_timeout=model.storage_timeout or STORE_TIMEOUT,
     )
 
 

@@ -17,6 +17,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+ANSWER_SECONDS = 60.0
+
 
 class DaemonProcess:
     """``probed run`` in a subprocess; its port comes from the daemon.started log line."""
@@ -75,7 +77,12 @@ class DaemonProcess:
         return [e for e in self.log if e.get("event") == name]
 
     async def get(self, path: str) -> tuple[int, str]:
-        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{self.port}{path}") as r:
+        """One GET; a daemon that does not answer within a minute fails the test (never hangs)."""
+        timeout = aiohttp.ClientTimeout(total=ANSWER_SECONDS)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as s,
+            s.get(f"http://127.0.0.1:{self.port}{path}") as r,
+        ):
             return r.status, await r.text()
 
     async def json(self, path: str) -> Any:

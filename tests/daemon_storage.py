@@ -7,6 +7,8 @@ reads what the daemon wrote through the product's own store.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,15 @@ class DaemonStorage:
         """The store, read-only, as ``probed report`` opens it (libpq finds the password
         through PGPASSFILE, set by the cluster fixture)."""
         return await open_store(self.url, location=location, readonly=True)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Store]:
+        """``open()`` for the length of a ``with`` block (what another process would see)."""
+        store = await self.open()
+        try:
+            yield store
+        finally:
+            await store.close()
 
 
 def sqlite_storage(tmp: Path) -> DaemonStorage:

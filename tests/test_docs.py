@@ -140,9 +140,10 @@ def test_the_key_walker_finds_nested_keys() -> None:
     assert "password" not in keys and "secret_urls" not in keys
 
 
-# keys that exclude what the example uses (PostgreSQL's password beside an SQLite storage):
+# keys that exclude what the example uses (PostgreSQL's password and timeout beside an SQLite
+# storage):
 # the example shows them commented out, next to the alternative they belong to
-ALTERNATIVES = {"storage_password_file"}
+ALTERNATIVES = {"storage_password_file", "storage_timeout"}
 
 
 def test_the_example_config_uses_every_key() -> None:

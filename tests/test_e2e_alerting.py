@@ -28,6 +28,7 @@ import yaml
 
 from tests.conftest import require_tool
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, http_config, wait_for
+from tests.daemon_storage import DaemonStorage
 from tests.hooks_receiver import Receiver, free_port
 from tests.test_hooks_alertmanager import alertmanager_binary
 
@@ -137,12 +138,14 @@ class Stack:
         return bool(now) and now[0]["value"][1] != before
 
 
-def probed_config(tmp: Path, http_port: int, listen: int, am_url: str) -> Path:
+def probed_config(
+    tmp: Path, http_port: int, listen: int, am_url: str, storage: str | None = None
+) -> Path:
     # the hook's alerts live 4 resend periods in Alertmanager: 20 s outlast a restart, as the
     # default 60 s (4 minutes) do in production
     (tmp / "token").write_text(TOKEN)
     hook = f'hooks:\n  - {{type: alertmanager, name: am, url: "{am_url}", resend_every: 5s}}\n'
-    path = http_config(tmp, http_port, ["www"], 0.2, f"api_token_file: token\n{hook}")
+    path = http_config(tmp, http_port, ["www"], 0.2, f"api_token_file: token\n{hook}", storage)
     path.write_text(path.read_text().replace("listen: 127.0.0.1:0", f"listen: 127.0.0.1:{listen}"))
     return path
 
@@ -159,7 +162,7 @@ async def started(process: list[str], log: Path) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def stack(tmp: Path) -> AsyncIterator[Stack]:
+async def stack(tmp: Path, storage: DaemonStorage | None = None) -> AsyncIterator[Stack]:
     prometheus = require_tool("prometheus")
     am_port, prom_port, listen = free_port(), free_port(), free_port()
     am_url, prom_url = f"http://127.0.0.1:{am_port}", f"http://127.0.0.1:{prom_port}"
@@ -200,7 +203,8 @@ async def stack(tmp: Path) -> AsyncIterator[Stack]:
             started(prom, tmp / "prometheus.log"),
             aiohttp.ClientSession() as session,
         ):
-            config = probed_config(tmp, http.port, listen, am_url)
+            lines = storage.lines if storage else None
+            config = probed_config(tmp, http.port, listen, am_url, lines)
             daemon = await DaemonProcess(config).start()
             s = Stack(tmp, http, receiver, am_url, prom_url, config, daemon, session)
             try:
@@ -216,8 +220,12 @@ async def wait_until(check: Callable[[], Any], what: str) -> Any:
     return await wait_for(check, 60, what)
 
 
-async def test_a_restart_pages_nobody_and_an_outage_pages_once_per_route(tmp_path: Path) -> None:
-    async with stack(tmp_path) as s:
+async def test_a_restart_pages_nobody_and_an_outage_pages_once_per_route(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
+    """On both stores: the outage and the hook's delivered alerts (its outbox history)
+    survive the restart."""
+    async with stack(tmp_path, daemon_storage) as s:
         await s.restart_probed()  # no outage: nothing may fire
         await s.settle(8)  # past ProbedDown's and ProbedServiceDown's `for`
         assert s.receiver.requests == []

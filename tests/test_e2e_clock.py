@@ -8,7 +8,6 @@ is in an outage; the outage must last what elapsed, not what the clock jumped.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from probed.daemon.clock import STEP_TOLERANCE, SessionClock
 from tests.conftest import require
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, http_config, wait_for
+from tests.daemon_storage import DaemonStorage
 from tests.test_e2e_exclusions import cli
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -74,7 +74,7 @@ def faketime_env(offset: Path) -> dict[str, str]:
 
 
 async def _outage_through_a_step(
-    tmp_path: Path, step: str
+    tmp_path: Path, step: str, storage: DaemonStorage
 ) -> tuple[DaemonProcess, Any, Any, float]:
     """The daemon, its report, the incident and the seconds that really elapsed (an upper
     bound of any downtime: a loaded machine stretches it, the step must not)."""
@@ -83,7 +83,7 @@ async def _outage_through_a_step(
     began = time.monotonic()
     async with ScriptedHTTP() as http:
         http.down.add("site")
-        config = http_config(tmp_path, http.port, ["site"], interval=0.5)
+        config = http_config(tmp_path, http.port, ["site"], 0.5, "", storage.lines)
         daemon = await DaemonProcess(config, env=env).start()
         try:
             await wait_for(lambda: daemon.events("outage.opened"), what="outage opened")
@@ -102,12 +102,9 @@ async def _outage_through_a_step(
             report = await daemon.json("/api/v1/report")
         finally:
             assert await daemon.stop() == 0
-    db = sqlite3.connect(tmp_path / "probed.db")
-    try:
+    async with storage.reading() as store:
         # the outage open across the step (a loaded machine may add later ones)
-        [(outage_id,)] = db.execute("SELECT MIN(id) FROM outages").fetchall()
-    finally:
-        db.close()
+        outage_id = min(o.id or 0 for o in await store.outages("web", (0.0, 4e9)))
     code, out, err = await cli(config, "report", "--incident", str(outage_id), "--format", "json")
     assert code == 0, err
     return daemon, report, json.loads(out), elapsed
@@ -116,9 +113,9 @@ async def _outage_through_a_step(
 @pytest.mark.e2e
 @pytest.mark.parametrize(("step", "size"), [("+1h", 3600.0), ("-90m", -5400.0)])
 async def test_a_clock_step_during_an_outage_is_logged_and_never_downtime(
-    tmp_path: Path, step: str, size: float
+    tmp_path: Path, step: str, size: float, daemon_storage: DaemonStorage
 ) -> None:
-    daemon, report, incident, elapsed = await _outage_through_a_step(tmp_path, step)
+    daemon, report, incident, elapsed = await _outage_through_a_step(tmp_path, step, daemon_storage)
     assert elapsed < abs(size) / 10  # else the bounds below could not tell the step apart
     [stepped] = daemon.events("clock.stepped")  # once: a step is not seen again
     assert stepped["level"] == "warning"

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, http_config, wait_for
-from tests.stored_failures import stored_failures
+from tests.daemon_storage import DaemonStorage
 
 pytestmark = pytest.mark.e2e
 INTERVAL = 0.2
 U, D = True, False
+WIDE = (0.0, 4e9)
 
 
 def outages_of(report: dict, check: str) -> list[dict]:
@@ -23,12 +22,13 @@ def outages_of(report: dict, check: str) -> list[dict]:
     return [o for o in service["outages"] if o["check"] == check]
 
 
-async def test_one_failed_test_is_no_downtime_and_four_are_three_intervals(tmp_path: Path) -> None:
+async def test_one_failed_test_is_no_downtime_and_four_are_three_intervals(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
     scripts = {"single": [U] * 3 + [D] + [U] * 4, "four": [U] * 3 + [D] * 4 + [U] * 3}
     async with ScriptedHTTP(scripts) as http:
-        daemon = await DaemonProcess(
-            http_config(tmp_path, http.port, list(scripts), INTERVAL)
-        ).start()
+        config = http_config(tmp_path, http.port, list(scripts), INTERVAL, "", daemon_storage.lines)
+        daemon = await DaemonProcess(config).start()
         try:
             await wait_for(
                 lambda: all(http.counts.get(n, 0) >= len(s) + 1 for n, s in scripts.items()),
@@ -54,9 +54,12 @@ async def test_one_failed_test_is_no_downtime_and_four_are_three_intervals(tmp_p
     assert outage["reasons"] == ["HTTP 503 Service Unavailable (expected 200)"]
 
 
-async def test_metrics_show_check_and_service_state_during_an_outage(tmp_path: Path) -> None:
+async def test_metrics_show_check_and_service_state_during_an_outage(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
     async with ScriptedHTTP({"site": [U] * 2}) as http:
-        daemon = await DaemonProcess(http_config(tmp_path, http.port, ["site"], INTERVAL)).start()
+        config = http_config(tmp_path, http.port, ["site"], INTERVAL, "", daemon_storage.lines)
+        daemon = await DaemonProcess(config).start()
         try:
             await wait_for(lambda: http.counts.get("site", 0) >= 2, what="two passing tests")
             assert await daemon.metric("probed_check_up", check="site") == 1.0
@@ -85,19 +88,17 @@ async def _is(value: object, expected: float) -> bool:
 
 
 async def test_kill_9_mid_outage_loses_no_failed_test_and_the_outage_continues(
-    tmp_path: Path,
+    tmp_path: Path, daemon_storage: DaemonStorage
 ) -> None:
-    config_path = None
     async with ScriptedHTTP({"mx": [U] * 3}) as http:
-        config_path = http_config(tmp_path, http.port, ["mx"], INTERVAL)
+        config_path = http_config(tmp_path, http.port, ["mx"], INTERVAL, "", daemon_storage.lines)
         first = await DaemonProcess(config_path).start()
         await wait_for(lambda: http.counts.get("mx", 0) >= 3, what="three passing tests")
         http.down.add("mx")
         status = await wait_for(lambda: _open_outage(first, min_failed=3), what="an open outage")
         start = status["start"]
         await first.kill9()
-        db = tmp_path / "probed.db"
-        stored_before = _failed_tests(db)
+        stored_before = await _failed_tests(daemon_storage)
         served_fails = http.counts["mx"] - 3
         # every failed test the server answered before the kill is in the store
         assert len(stored_before) >= served_fails - 1  # the last one may have been cut mid-flight
@@ -115,12 +116,14 @@ async def test_kill_9_mid_outage_loses_no_failed_test_and_the_outage_continues(
             report = await second.json("/api/v1/report")
         finally:
             assert await second.stop() == 0
-    stored_after = _failed_tests(db)
+    stored_after = await _failed_tests(daemon_storage)
     assert stored_after[: len(stored_before)] == stored_before
     [outage] = outages_of(report, "mx")
     assert outage["start"] == start  # one outage across the gap, from the first failed test
     # under load a test before the fault may time out: a lone failure, not in the outage
-    [(first_at,)] = _rows(db, "SELECT start FROM outages")
+    async with daemon_storage.reading() as store:
+        [stored_outage] = await store.outages("web", WIDE)
+    first_at = stored_outage.start
     assert outage["failed_tests"] == len([at for at, _ in stored_after if at >= first_at])
     assert report["services"][0]["unmonitored_seconds"] > 0
 
@@ -138,13 +141,7 @@ async def _outage_closed(daemon: DaemonProcess) -> bool:
     return status["services"][0]["up"] is True
 
 
-def _failed_tests(db: Path) -> list[tuple[float, str]]:
-    return [(r.at, reason) for r, reason in stored_failures(db)]
-
-
-def _rows(db: Path, sql: str) -> list[Any]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+async def _failed_tests(storage: DaemonStorage) -> list[tuple[float, str]]:
+    """Every failed test of mx as another process reads it through the product's store."""
+    async with storage.reading() as store:
+        return [(f.at, f.reason) for f in await store.failed_tests("web", "mx", WIDE)]

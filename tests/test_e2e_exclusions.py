@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import re
-import sqlite3
 import sys
 import time
 from collections.abc import Mapping
@@ -26,8 +25,10 @@ import aiohttp
 import pytest
 
 from probed.core import accounting
+from probed.core.accounting import ExclusionSpan
 from probed.reports.render import CSV_COLUMNS
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, wait_for
+from tests.daemon_storage import DaemonStorage, sqlite_storage
 
 pytestmark = pytest.mark.e2e
 INTERVAL = 0.2
@@ -35,14 +36,19 @@ U, D = True, False
 TOKEN = "s3cret-token-for-the-e2e-tests"
 MAX_BODY = 64 * 1024
 UTC_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+WIDE = (0.0, 4e9)
 
 
 # --- config and clients -------------------------------------------------------------
 
 
-def write_config(tmp: Path, port: int, *, token: str | None = TOKEN) -> Path:
+def write_config(
+    tmp: Path, port: int, *, token: str | None = TOKEN, storage: DaemonStorage | None = None
+) -> Path:
     """Services web (site, api) and static (files), the latter with a daily
-    config maintenance window that covers the whole test run."""
+    config maintenance window that covers the whole test run; ``storage`` is
+    the store the daemon writes (default SQLite in ``tmp``)."""
+    storage = storage or sqlite_storage(tmp)
     extra = ""
     if token is not None:
         (tmp / "token").write_text(token + "\n", encoding="utf-8")
@@ -54,7 +60,7 @@ def write_config(tmp: Path, port: int, *, token: str | None = TOKEN) -> Path:
 
     path = tmp / "probed.yaml"
     path.write_text(
-        f"timezone: UTC\nstorage: sqlite://{tmp}/probed.db\nlisten: 127.0.0.1:0\n{extra}"
+        f"timezone: UTC\n{storage.lines}\nlisten: 127.0.0.1:0\n{extra}"
         f"defaults: {{interval: {INTERVAL}s, timeout: {INTERVAL * 0.75:.3f}s, failures_to_down: 2}}\n"
         "services:\n"
         "  web:\n    objective: 99.5\n    minimum: 99.0\n"
@@ -109,18 +115,11 @@ async def cli(config: Path, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-def stored_exclusions(config: Path) -> list[tuple[Any, ...]]:
-    """The exclusions table and its change counter, read as another process would."""
-    db = sqlite3.connect(config.parent / "probed.db")
-    try:
-        rows = db.execute(
-            'SELECT id, service, start, "end", kind, reason, by, created_at, revoked_at,'
-            " revoked_by, revoke_reason FROM exclusions ORDER BY id"
-        ).fetchall()
-        gen = db.execute("SELECT value FROM meta WHERE key = 'exclusions_generation'").fetchall()
-        return [*rows, *gen]
-    finally:
-        db.close()
+async def stored_exclusions(storage: DaemonStorage) -> tuple[list[ExclusionSpan], int]:
+    """Every exclusion (live and revoked) and the change counter, as another process
+    reads them through the product's store."""
+    async with storage.reading() as store:
+        return await store.exclusions(), await store.generation()
 
 
 def iso(ts: float) -> str:
@@ -144,10 +143,10 @@ def exclusion(**changes: Any) -> dict[str, Any]:
 
 
 async def test_write_api_without_a_configured_token_answers_403_and_writes_nothing(
-    tmp_path: Path,
+    tmp_path: Path, daemon_storage: DaemonStorage
 ) -> None:
     async with ScriptedHTTP() as http:
-        config = write_config(tmp_path, http.port, token=None)
+        config = write_config(tmp_path, http.port, token=None, storage=daemon_storage)
         daemon = await DaemonProcess(config).start()
         try:
             for token in (None, TOKEN):
@@ -159,7 +158,7 @@ async def test_write_api_without_a_configured_token_answers_403_and_writes_nothi
             assert await daemon.json("/api/v1/exclusions") == {"exclusions": []}
         finally:
             assert await daemon.stop() == 0
-    assert stored_exclusions(config) == []
+    assert await stored_exclusions(daemon_storage) == ([], 0)
 
 
 WRONG = "s3cret-token-for-the-e2e-testz"
@@ -184,10 +183,10 @@ REFUSED: list[tuple[str, str | None, bytes | dict[str, Any], int, str | None]] =
 
 
 async def test_write_api_refusals_write_nothing_and_a_good_request_is_stored(
-    tmp_path: Path,
+    tmp_path: Path, daemon_storage: DaemonStorage
 ) -> None:
     async with ScriptedHTTP() as http:
-        config = write_config(tmp_path, http.port)
+        config = write_config(tmp_path, http.port, storage=daemon_storage)
         daemon = await DaemonProcess(config).start()
         try:
             for what, token, body, expected, field in REFUSED:
@@ -195,13 +194,13 @@ async def test_write_api_refusals_write_nothing_and_a_good_request_is_stored(
                 assert (status, answer.get("field")) == (expected, field), (what, answer)
                 assert answer["error"], what
                 assert await daemon.json("/api/v1/exclusions") == {"exclusions": []}, what
-                assert stored_exclusions(config) == [], what
+                assert await stored_exclusions(daemon_storage) == ([], 0), what
             # the scheme is case-insensitive (RFC 9110): this one gets past authorization
             status, answer = await call(
                 daemon, "/api/v1/exclusions", exclusion(kind=7), scheme="bearer"
             )
             assert (status, answer["field"]) == (400, "kind")
-            assert stored_exclusions(config) == []
+            assert await stored_exclusions(daemon_storage) == ([], 0)
 
             status, created = await call(daemon, "/api/v1/exclusions", exclusion())
             assert status == 201
@@ -243,9 +242,9 @@ async def test_write_api_refusals_write_nothing_and_a_good_request_is_stored(
             assert await daemon.json("/api/v1/exclusions?revoked=false") == {"exclusions": []}
         finally:
             assert await daemon.stop() == 0
-    [row, generation] = stored_exclusions(config)
-    assert row[0] == created["id"] and row[-1] == "not an attack"
-    assert generation == ("2",)  # one add, one revoke: nothing else was ever written
+    [row], generation = await stored_exclusions(daemon_storage)
+    assert row.id == created["id"] and row.revoke_reason == "not an attack"
+    assert generation == 2  # one add, one revoke: nothing else was ever written
 
 
 # --- (b) a DoS window over a live outage -------------------------------------------------
@@ -270,10 +269,10 @@ async def until(daemon: DaemonProcess, what: str, test: Any) -> tuple[float, flo
 
 
 async def test_a_dos_window_over_a_live_outage_moves_downtime_to_excluded_and_back(
-    tmp_path: Path,
+    tmp_path: Path, daemon_storage: DaemonStorage
 ) -> None:
     async with ScriptedHTTP({"site": [U] * 3}) as http:
-        config = write_config(tmp_path, http.port)
+        config = write_config(tmp_path, http.port, storage=daemon_storage)
         daemon = await DaemonProcess(config).start()
         try:
             await wait_for(lambda: http.counts.get("site", 0) >= 3, what="three passing tests")
@@ -346,9 +345,11 @@ async def test_a_dos_window_over_a_live_outage_moves_downtime_to_excluded_and_ba
     assert [e["id"] for e in daemon.events("exclusion.added")] == [flagged["id"]]
 
 
-async def test_cli_refuses_a_bad_window_with_exit_2_and_writes_nothing(tmp_path: Path) -> None:
+async def test_cli_refuses_a_bad_window_with_exit_2_and_writes_nothing(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
     async with ScriptedHTTP() as http:
-        config = write_config(tmp_path, http.port)
+        config = write_config(tmp_path, http.port, storage=daemon_storage)
         daemon = await DaemonProcess(config).start()
         try:
             now = time.time()
@@ -361,7 +362,7 @@ async def test_cli_refuses_a_bad_window_with_exit_2_and_writes_nothing(tmp_path:
                 code, out, err = await cli(config, "exclude", "add", *args)
                 assert (code, out) == (2, ""), err
                 assert message in err
-            assert stored_exclusions(config) == []
+            assert await stored_exclusions(daemon_storage) == ([], 0)
         finally:
             assert await daemon.stop() == 0
 
@@ -409,10 +410,12 @@ def assert_contract_shape(actual: Any, example: Any, path: str = "") -> None:
             assert UTC_TIME.fullmatch(actual), (path, actual)
 
 
-async def test_reports_in_every_format_while_the_daemon_runs(tmp_path: Path) -> None:
+async def test_reports_in_every_format_while_the_daemon_runs(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
     scripts = {"site": [U] * 3 + [D] * 4, "files": [U] * 2 + [D] * 3}
     async with ScriptedHTTP(scripts) as http:
-        config = write_config(tmp_path, http.port)
+        config = write_config(tmp_path, http.port, storage=daemon_storage)
         daemon = await DaemonProcess(config).start()
         try:
             await wait_for(
@@ -422,7 +425,7 @@ async def test_reports_in_every_format_while_the_daemon_runs(tmp_path: Path) -> 
             await wait_for(lambda: _all_up(daemon), what="both outages to close")
             await asyncio.sleep(0)  # the reports below run while the daemon keeps testing
             month = accounting.month_of(time.time(), "UTC")
-            incidents = _outage_ids(config)
+            incidents = await _outage_ids(daemon_storage)
             await _check_month_reports(config, month)
             await _check_range_reports(config, month)
             await _check_incidents(config, incidents)
@@ -435,16 +438,11 @@ async def _all_up(daemon: DaemonProcess) -> bool:
     return all(s["up"] and not s["open_outages"] for s in status["services"])
 
 
-def _outage_ids(config: Path) -> dict[str, int]:
-    db = sqlite3.connect(config.parent / "probed.db")
-    try:
-        rows = db.execute(
-            "SELECT c.name, o.id FROM outages o JOIN checks c ON c.id = o.check_id"
-        ).fetchall()
-    finally:
-        db.close()
-    assert sorted(name for name, _ in rows) == ["files", "site"]
-    return dict(rows)
+async def _outage_ids(storage: DaemonStorage) -> dict[str, int]:
+    async with storage.reading() as store:
+        spans = [o for service in ("web", "static") for o in await store.outages(service, WIDE)]
+    assert sorted(o.check for o in spans) == ["files", "site"]
+    return {o.check: o.id for o in spans if o.id is not None}
 
 
 async def _report(config: Path, *args: str) -> str:

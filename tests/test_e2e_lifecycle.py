@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, http_config, wait_for
+from tests.daemon_storage import DaemonStorage
 
 pytestmark = pytest.mark.e2e
 INTERVAL = 0.2
@@ -42,10 +43,12 @@ class NotifySocket:
         self.sock.close()
 
 
-async def test_sd_notify_ready_status_watchdog_reload_and_stopping(tmp_path: Path) -> None:
+async def test_sd_notify_ready_status_watchdog_reload_and_stopping(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
     notify = NotifySocket(tmp_path / "notify.sock")
     async with ScriptedHTTP() as http:
-        config = http_config(tmp_path, http.port, ["site"], INTERVAL)
+        config = http_config(tmp_path, http.port, ["site"], INTERVAL, "", daemon_storage.lines)
         daemon = DaemonProcess(
             config, env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}
         )
@@ -69,9 +72,12 @@ async def test_sd_notify_ready_status_watchdog_reload_and_stopping(tmp_path: Pat
     notify.close()
 
 
-async def test_sighup_applies_a_good_config_and_keeps_the_old_one_when_bad(tmp_path: Path) -> None:
+async def test_sighup_applies_a_good_config_and_keeps_the_old_one_when_bad(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
     async with ScriptedHTTP() as http:
-        config = http_config(tmp_path, http.port, ["keep", "drop"], INTERVAL)
+        storage = daemon_storage.lines
+        config = http_config(tmp_path, http.port, ["keep", "drop"], INTERVAL, "", storage)
         daemon = await DaemonProcess(config).start()
         try:
             await wait_for(lambda: http.counts.get("drop", 0) >= 2, what="both checks running")
@@ -144,12 +150,21 @@ async def test_bad_config_at_startup_exits_78_with_one_line_per_problem(tmp_path
     )
 
 
-async def test_storage_that_cannot_be_opened_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+async def test_storage_that_cannot_be_opened_is_one_line_and_exit_1(
+    tmp_path: Path, engine: str
+) -> None:
+    if engine == "sqlite":  # a directory that cannot be created: a file is in the way
+        blocker = tmp_path / "file"
+        blocker.write_text("not a directory")
+        storage = f"sqlite://{blocker}/sub/probed.db"
+    else:  # nothing listens on the port: refused (no cluster needed)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            storage = f"postgresql://probed@127.0.0.1:{s.getsockname()[1]}/probed"
     path = tmp_path / "probed.yaml"
     path.write_text(
-        f"storage: sqlite://{blocker}/sub/probed.db\nlisten: 127.0.0.1:0\nservices:\n  web:\n"
+        f"storage: {storage}\nlisten: 127.0.0.1:0\nservices:\n  web:\n"
         "    objective: 99\n    checks:\n      - {name: x, type: tcp, host: 127.0.0.1, port: 9}\n"
     )
     proc = await asyncio.create_subprocess_exec(
@@ -167,4 +182,7 @@ async def test_storage_that_cannot_be_opened_is_one_line_and_exit_1(tmp_path: Pa
     _, err = await proc.communicate()
     assert proc.returncode == 1
     assert "Traceback" not in err.decode()
-    assert "probed: cannot open store" in err.decode()
+    named = storage.removeprefix("sqlite://")  # SQLite names its file
+    assert f"probed: cannot open store {named}" in err.decode()
+    if engine == "postgresql":
+        assert "refused" in err.decode()  # libpq's own reason

@@ -13,6 +13,7 @@ import pytest
 
 from probed.core.accounting import month_of, parse_month
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, http_config, wait_for
+from tests.daemon_storage import DaemonStorage
 from tests.test_e2e_exclusions import cli
 
 pytestmark = pytest.mark.e2e
@@ -23,11 +24,13 @@ def previous(month: str) -> str:
     return f"{year - 1}-12" if mon == 1 else f"{year}-{mon - 1:02d}"
 
 
-async def test_months_without_tests_have_no_figures_anywhere(tmp_path: Path) -> None:
+async def test_months_without_tests_have_no_figures_anywhere(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
     this_month = month_of(time.time(), "UTC")
     last_month = previous(this_month)
     async with ScriptedHTTP() as http:
-        config = http_config(tmp_path, http.port, ["site"], interval=0.2)
+        config = http_config(tmp_path, http.port, ["site"], 0.2, "", daemon_storage.lines)
         daemon = await DaemonProcess(config).start()
         try:
             await wait_for(

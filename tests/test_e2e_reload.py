@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, http_config
+from tests.daemon_storage import DaemonStorage
 
 pytestmark = pytest.mark.e2e
 TOKEN = "reload-token-0123456789"
@@ -25,9 +26,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def config_with(tmp: Path, http_port: int, names: list[str], extra: str = "") -> Path:
+def config_with(
+    tmp: Path, http_port: int, names: list[str], extra: str = "", storage: str | None = None
+) -> Path:
     """A config on a fixed port: `probed reload` finds the daemon by the config's listen."""
-    path = http_config(tmp, http_port, names, 0.2, extra)
+    path = http_config(tmp, http_port, names, 0.2, extra, storage)
     text = re.sub(r"listen: 127\.0\.0\.1:0", f"listen: 127.0.0.1:{free_port()}", path.read_text())
     path.write_text(text)
     return path
@@ -47,9 +50,11 @@ async def check_names(daemon: DaemonProcess) -> list[str]:
     return [c["check"] for s in status["services"] for c in s["checks"]]
 
 
-async def test_reload_returns_once_the_new_check_runs_and_78_when_refused(tmp_path: Path) -> None:
+async def test_reload_returns_once_the_new_check_runs_and_78_when_refused(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
     async with ScriptedHTTP() as http:
-        config = config_with(tmp_path, http.port, ["old"])
+        config = config_with(tmp_path, http.port, ["old"], storage=daemon_storage.lines)
         daemon = await DaemonProcess(config).start()
         try:
             assert daemon.proc is not None
@@ -75,10 +80,13 @@ async def test_reload_returns_once_the_new_check_runs_and_78_when_refused(tmp_pa
             assert await daemon.stop() == 0
 
 
-async def test_post_reload_needs_the_token_and_answers_with_the_verdict(tmp_path: Path) -> None:
+async def test_post_reload_needs_the_token_and_answers_with_the_verdict(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
     (tmp_path / "token").write_text(TOKEN + "\n")
     async with ScriptedHTTP() as http:
-        config = config_with(tmp_path, http.port, ["a"], "api_token_file: token\n")
+        token = "api_token_file: token\n"
+        config = config_with(tmp_path, http.port, ["a"], token, daemon_storage.lines)
         daemon = await DaemonProcess(config).start()
         url = f"http://127.0.0.1:{daemon.port}/-/reload"
         try:

@@ -21,6 +21,7 @@ from probed.hooks.base import HookConfig
 from probed.hooks.exec import ExecConfig
 from probed.store.base import open_store
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, http_config, wait_for
+from tests.daemon_storage import DaemonStorage
 from tests.hooks_receiver import Receiver, free_port
 from tests.test_hooks_delivery import FAST, numbered, webhook
 
@@ -39,7 +40,7 @@ def checks(bodies: list[Any]) -> list[str]:
 
 @asynccontextmanager
 async def dispatching(
-    db: Path, hook: HookConfig, jitter: Callable[[], float] = lambda: 1.0
+    db: Path | str, hook: HookConfig, jitter: Callable[[], float] = lambda: 1.0
 ) -> AsyncIterator[tuple[Dispatcher, list[str]]]:
     store = await open_store(db)
     dead: list[str] = []
@@ -52,8 +53,8 @@ async def dispatching(
         await store.close()
 
 
-async def dead_letters(db: Path) -> list[Any]:
-    store = await open_store(db)
+async def dead_letters(db: Path | str) -> list[Any]:
+    store = await open_store(db, readonly=True)
     try:
         return await store.dead_letters()
     finally:
@@ -62,11 +63,11 @@ async def dead_letters(db: Path) -> list[Any]:
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 410])
 async def test_a_permanent_refusal_is_dead_lettered_and_the_next_events_go_out(
-    tmp_path: Path, status: int
+    daemon_storage: DaemonStorage, status: int
 ) -> None:
     async with picky(status) as receiver:
         hook = webhook(receiver.url("/h"))
-        async with dispatching(tmp_path / "p.db", hook) as (d, dead):
+        async with dispatching(daemon_storage.url, hook) as (d, dead):
             with capture_logs() as logs:
                 for event in numbered(3):
                     await d.submit(event)
@@ -76,7 +77,7 @@ async def test_a_permanent_refusal_is_dead_lettered_and_the_next_events_go_out(
             pending = await d.outbox.pending()
     assert checks(receiver.seen) == ["c0", "c1", "c2"]  # refused once, never retried
     assert dead == ["hook"]
-    [letter] = await dead_letters(tmp_path / "p.db")
+    [letter] = await dead_letters(daemon_storage.url)
     assert letter.reason == f"HTTP {status} {web.Response(status=status).reason}: no such tenant"
     assert (letter.hook, letter.attempts) == ("hook", 0)
     assert json.loads(letter.payload)["event"]["check"] == "c0"
@@ -118,15 +119,17 @@ async def test_exec_exit_2_is_dead_lettered_exit_1_is_retried(tmp_path: Path) ->
     assert (dead, await dead_letters(tmp_path / "b.db")) == ([], [])
 
 
-async def test_an_event_older_than_max_age_is_dead_lettered(tmp_path: Path) -> None:
+async def test_an_event_older_than_max_age_is_dead_lettered(
+    daemon_storage: DaemonStorage,
+) -> None:
     hook = webhook(f"http://127.0.0.1:{free_port()}/h", max_age="300ms")  # refused: down
-    async with dispatching(tmp_path / "p.db", hook) as (d, dead):
+    async with dispatching(daemon_storage.url, hook) as (d, dead):
         with capture_logs() as logs:
             await d.submit(numbered(1)[0])
             await wait_for(lambda: dead, 10, "a dead letter after max_age")
             failures = sum(e["event"] == "hook.failed" for e in logs)
             pending = await d.outbox.pending()
-    [letter] = await dead_letters(tmp_path / "p.db")
+    [letter] = await dead_letters(daemon_storage.url)
     assert letter.reason == "not delivered within max_age (0.3s)"
     assert failures >= 2 and letter.attempts == failures
     assert pending == {}
@@ -146,12 +149,15 @@ async def test_retries_are_jittered_within_half_to_all_of_the_backoff(tmp_path: 
 
 
 @pytest.mark.e2e
-async def test_the_daemon_lists_and_counts_dead_letters(tmp_path: Path) -> None:
+async def test_the_daemon_lists_and_counts_dead_letters(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
     async with picky(404) as receiver, ScriptedHTTP({"site": [True, False, False, True]}) as http:
         hooks = f'hooks:\n  - {{type: webhook, name: team, url: "{receiver.url("/")}"}}\n'
-        daemon = await DaemonProcess(
-            http_config(tmp_path, http.port, ["site"], extra=hooks)
-        ).start()
+        config = http_config(
+            tmp_path, http.port, ["site"], extra=hooks, storage=daemon_storage.lines
+        )
+        daemon = await DaemonProcess(config).start()
         try:
             await wait_for(
                 lambda: _metric_at_least(daemon, 4), what="four dead letters (all events 404)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +18,7 @@ from probed.hooks import Dispatcher
 from probed.hooks.webhook import WebhookConfig
 from probed.store.base import open_store
 from tests.daemon_helpers import wait_for
+from tests.daemon_storage import DaemonStorage
 from tests.hooks_receiver import Receiver, free_port
 
 FAST = {"backoff_base": 0.05, "backoff_cap": 0.2}
@@ -49,7 +50,7 @@ def numbered(n: int) -> list[Event]:
 
 @asynccontextmanager
 async def dispatching(
-    db: Path, *hooks: WebhookConfig, clock: Callable[[], float] | None = None
+    db: Path | str, *hooks: WebhookConfig, clock: Callable[[], float] | None = None
 ) -> AsyncIterator[Dispatcher]:
     store = await open_store(db)
     extra: dict[str, Any] = {"clock": clock} if clock else {}
@@ -62,26 +63,34 @@ async def dispatching(
         await store.close()
 
 
-def undelivered(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return int(
-            conn.execute("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL").fetchone()[0]
-        )
+async def undelivered(db: Path | str) -> int:
+    """Undelivered outbox rows, as another process reads them through the store."""
+    store = await open_store(db, readonly=True)
+    try:
+        return sum((await store.undelivered()).values())
+    finally:
+        await store.close()
+
+
+async def none_undelivered(db: Path | str) -> bool:
+    return await undelivered(db) == 0
 
 
 def checks_of(receiver: Receiver) -> list[str]:
     return [body["check"] for body in receiver.bodies()]
 
 
-async def test_webhook_posts_the_event_json_signed_with_hmac_sha256(tmp_path: Path) -> None:
+async def test_webhook_posts_the_event_json_signed_with_hmac_sha256(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
     (tmp_path / "secret").write_text("s3cret-key\n")
     async with Receiver() as receiver:
         hook = webhook(receiver.url(), secret_file=str(tmp_path / "secret"))
-        async with dispatching(tmp_path / "p.db", hook) as dispatcher:
+        async with dispatching(daemon_storage.url, hook) as dispatcher:
             with capture_logs() as logs:
                 await dispatcher.submit(opened(severity="P1"))
                 await wait_for(lambda: receiver.requests, 10, "the webhook")
-                await wait_for(lambda: undelivered(tmp_path / "p.db") == 0, 10, "the mark")
+                await wait_for(lambda: none_undelivered(daemon_storage.url), 10, "the mark")
     [request] = receiver.requests
     expected = "sha256=" + hmac.new(b"s3cret-key", request.body, hashlib.sha256).hexdigest()
     assert request.headers["X-Probed-Signature"] == expected
@@ -117,20 +126,22 @@ async def test_webhook_posts_the_event_json_signed_with_hmac_sha256(tmp_path: Pa
     ]
 
 
-async def test_webhook_without_secret_sends_no_signature(tmp_path: Path) -> None:
+async def test_webhook_without_secret_sends_no_signature(daemon_storage: DaemonStorage) -> None:
     async with (
         Receiver() as receiver,
-        dispatching(tmp_path / "p.db", webhook(receiver.url())) as dispatcher,
+        dispatching(daemon_storage.url, webhook(receiver.url())) as dispatcher,
     ):
         await dispatcher.submit(opened())
         await wait_for(lambda: receiver.requests, 10, "the webhook")
     assert "X-Probed-Signature" not in receiver.requests[0].headers
 
 
-async def test_receiver_down_for_a_while_gets_every_event_in_order_once(tmp_path: Path) -> None:
+async def test_receiver_down_for_a_while_gets_every_event_in_order_once(
+    daemon_storage: DaemonStorage,
+) -> None:
     async with (
         Receiver(status=503) as receiver,
-        dispatching(tmp_path / "p.db", webhook(receiver.url())) as dispatcher,
+        dispatching(daemon_storage.url, webhook(receiver.url())) as dispatcher,
     ):
         with capture_logs() as logs:
             for event in numbered(5):
@@ -150,9 +161,11 @@ async def test_receiver_down_for_a_while_gets_every_event_in_order_once(tmp_path
     assert [e["attempt"] for e in failed[:3]] == [1, 2, 3]
 
 
-async def test_refused_connections_are_retried_with_growing_backoff(tmp_path: Path) -> None:
+async def test_refused_connections_are_retried_with_growing_backoff(
+    daemon_storage: DaemonStorage,
+) -> None:
     port = free_port()
-    async with dispatching(tmp_path / "p.db", webhook(f"http://127.0.0.1:{port}/h")) as d:
+    async with dispatching(daemon_storage.url, webhook(f"http://127.0.0.1:{port}/h")) as d:
         with capture_logs() as logs:
             await d.submit(opened())
             await wait_for(lambda: sum(e["event"] == "hook.failed" for e in logs) >= 4, 10)
@@ -163,8 +176,10 @@ async def test_refused_connections_are_retried_with_growing_backoff(tmp_path: Pa
     assert [e["retry_in"] for e in failed[:4]] == [0.05, 0.1, 0.2, 0.2]  # capped
 
 
-async def test_undelivered_events_survive_a_restart_and_are_sent_once(tmp_path: Path) -> None:
-    db = tmp_path / "p.db"
+async def test_undelivered_events_survive_a_restart_and_are_sent_once(
+    daemon_storage: DaemonStorage,
+) -> None:
+    db = daemon_storage.url
     port = free_port()
     hook = webhook(f"http://127.0.0.1:{port}/h")
     first, second = numbered(5)[:3], numbered(5)[3:]
@@ -172,7 +187,7 @@ async def test_undelivered_events_survive_a_restart_and_are_sent_once(tmp_path: 
         for event in first:
             await dispatcher.submit(event)
         await asyncio.sleep(0.2)  # attempts fail: nobody listens yet
-    assert undelivered(db) == 3
+    assert await undelivered(db) == 3
     async with Receiver(port=port) as receiver, dispatching(db, hook) as dispatcher:
         await wait_for(lambda: len(receiver.requests) == 3, 10, "the events from before")
         for event in second:
@@ -182,13 +197,13 @@ async def test_undelivered_events_survive_a_restart_and_are_sent_once(tmp_path: 
         await asyncio.sleep(0.5)  # a third start finds nothing to send
     assert checks_of(receiver) == ["c0", "c1", "c2", "c3", "c4"]
     assert again.requests == []
-    assert undelivered(db) == 0
+    assert await undelivered(db) == 0
 
 
-async def test_a_failing_hook_does_not_delay_the_others(tmp_path: Path) -> None:
+async def test_a_failing_hook_does_not_delay_the_others(daemon_storage: DaemonStorage) -> None:
     async with Receiver(status=500) as down, Receiver() as up:
         hooks = (webhook(down.url(), name="down"), webhook(up.url(), name="up"))
-        async with dispatching(tmp_path / "p.db", *hooks) as dispatcher:
+        async with dispatching(daemon_storage.url, *hooks) as dispatcher:
             for event in numbered(3):
                 await dispatcher.submit(event)
             await wait_for(lambda: len(up.requests) == 3, 10, "the healthy hook")
@@ -196,7 +211,7 @@ async def test_a_failing_hook_does_not_delay_the_others(tmp_path: Path) -> None:
     assert checks_of(up) == ["c0", "c1", "c2"]
 
 
-async def test_filters_choose_events_services_and_severity(tmp_path: Path) -> None:
+async def test_filters_choose_events_services_and_severity(daemon_storage: DaemonStorage) -> None:
     async with Receiver() as receiver:
         hooks = (
             webhook(receiver.url("/all"), name="all"),
@@ -211,7 +226,7 @@ async def test_filters_choose_events_services_and_severity(tmp_path: Path) -> No
             Event("service_down", "mail", 2.0, severity="P1"),
             Event("outage_extended", "web", 3.0, check="a"),  # opt-in only
         ]
-        async with dispatching(tmp_path / "p.db", *hooks) as dispatcher:
+        async with dispatching(daemon_storage.url, *hooks) as dispatcher:
             for event in events:
                 await dispatcher.submit(event)
             await wait_for(lambda: len(receiver.requests) == 8, 10, "the filtered events")
@@ -233,31 +248,35 @@ async def test_filters_choose_events_services_and_severity(tmp_path: Path) -> No
     }
 
 
-async def test_one_event_has_the_same_id_for_every_hook(tmp_path: Path) -> None:
+async def test_one_event_has_the_same_id_for_every_hook(daemon_storage: DaemonStorage) -> None:
     async with Receiver() as receiver:
         hooks = (webhook(receiver.url("/a"), name="a"), webhook(receiver.url("/b"), name="b"))
-        async with dispatching(tmp_path / "p.db", *hooks) as dispatcher:
+        async with dispatching(daemon_storage.url, *hooks) as dispatcher:
             await dispatcher.submit(opened())
             await wait_for(lambda: len(receiver.requests) == 2, 10, "both hooks")
     [a], [b] = receiver.bodies("/a"), receiver.bodies("/b")
     assert a["id"] == b["id"] and len(a["id"]) == 32
 
 
-async def test_submit_only_writes_rows_and_returns(tmp_path: Path) -> None:
-    store = await open_store(tmp_path / "p.db")
+async def test_submit_only_writes_rows_and_returns(daemon_storage: DaemonStorage) -> None:
+    store = await open_store(daemon_storage.url)
     try:
         dispatcher = Dispatcher(store, [webhook("http://127.0.0.1:9/x")])  # never started
         await dispatcher.submit(opened())
-        with sqlite3.connect(tmp_path / "p.db") as conn:  # another process's view
-            rows = conn.execute(
-                "SELECT hook, attempts, delivered_at, last_error FROM outbox"
-            ).fetchall()
+        other = await open_store(daemon_storage.url, location="other")  # another process
+        try:
+            waiting = await other.undelivered()
+            row = await other.claim("hook", time.time(), 60.0)
+        finally:
+            await other.close()
     finally:
         await store.close()
-    assert rows == [("hook", 0, None, None)]
+    assert waiting == {"hook": 1}
+    assert row is not None and row.claimed  # nobody had tried it yet: free to claim
+    assert (row.hook, row.attempts, row.location) == ("hook", 0, store.location)
 
 
-async def test_slow_receiver_times_out_with_a_short_reason(tmp_path: Path) -> None:
+async def test_slow_receiver_times_out_with_a_short_reason(daemon_storage: DaemonStorage) -> None:
     gate = asyncio.Event()
 
     class Slow(Receiver):
@@ -267,7 +286,7 @@ async def test_slow_receiver_times_out_with_a_short_reason(tmp_path: Path) -> No
 
     async with Slow() as receiver:
         hook = webhook(receiver.url(), timeout="200ms")
-        async with dispatching(tmp_path / "p.db", hook) as dispatcher:
+        async with dispatching(daemon_storage.url, hook) as dispatcher:
             with capture_logs() as logs:
                 await dispatcher.submit(opened())
                 await wait_for(lambda: any(e["event"] == "hook.failed" for e in logs), 10)
@@ -277,7 +296,7 @@ async def test_slow_receiver_times_out_with_a_short_reason(tmp_path: Path) -> No
     assert failed["reason"] == "timeout after 0.2s"
 
 
-async def test_stop_cancels_a_delivery_past_the_deadline(tmp_path: Path) -> None:
+async def test_stop_cancels_a_delivery_past_the_deadline(daemon_storage: DaemonStorage) -> None:
     deadline = 0.3
     never = asyncio.Event()
 
@@ -287,7 +306,7 @@ async def test_stop_cancels_a_delivery_past_the_deadline(tmp_path: Path) -> None
             return await super()._handle(request)
 
     async with Hung() as receiver:
-        store = await open_store(tmp_path / "p.db")
+        store = await open_store(daemon_storage.url)
         dispatcher = Dispatcher(store, [webhook(receiver.url(), timeout="30s")], **FAST)
         await dispatcher.start()
         await dispatcher.submit(opened())
@@ -299,16 +318,18 @@ async def test_stop_cancels_a_delivery_past_the_deadline(tmp_path: Path) -> None
         await store.close()
         never.set()  # lets the receiver shut down
     assert deadline <= took < deadline + 1.0
-    assert undelivered(tmp_path / "p.db") == 1  # sent again after the next start
+    assert await undelivered(daemon_storage.url) == 1  # sent again after the next start
 
 
-async def test_reload_moves_a_changed_hook_and_its_pending_events(tmp_path: Path) -> None:
+async def test_reload_moves_a_changed_hook_and_its_pending_events(
+    daemon_storage: DaemonStorage,
+) -> None:
     port = free_port()
     async with (
         Receiver() as moved,
         Receiver() as kept,
         dispatching(
-            tmp_path / "p.db",
+            daemon_storage.url,
             webhook(f"http://127.0.0.1:{port}/old", name="team"),
             webhook(kept.url(), name="audit"),
         ) as dispatcher,

@@ -9,13 +9,16 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_helpers import DaemonProcess, ScriptedHTTP, http_config, wait_for
+from tests.daemon_storage import DaemonStorage
 from tests.hooks_receiver import Receiver
 
 pytestmark = pytest.mark.e2e
 U, D = True, False
 
 
-async def test_daemon_sends_outage_and_service_events_to_a_webhook(tmp_path: Path) -> None:
+async def test_daemon_sends_outage_and_service_events_to_a_webhook(
+    tmp_path: Path, daemon_storage: DaemonStorage
+) -> None:
     (tmp_path / "hmac.key").write_text("e2e-secret\n")
     async with Receiver() as receiver, ScriptedHTTP({"site": [U, U, D, D, D, U]}) as http:
         hooks = (
@@ -23,9 +26,10 @@ async def test_daemon_sends_outage_and_service_events_to_a_webhook(tmp_path: Pat
             f'  - {{type: webhook, name: team, url: "{receiver.url("/probed")}",'
             f" secret_file: {tmp_path}/hmac.key}}\n"
         )
-        daemon = await DaemonProcess(
-            http_config(tmp_path, http.port, ["site"], extra=hooks)
-        ).start()
+        config = http_config(
+            tmp_path, http.port, ["site"], extra=hooks, storage=daemon_storage.lines
+        )
+        daemon = await DaemonProcess(config).start()
         try:
             await wait_for(lambda: len(receiver.requests) >= 4, 30, "four hook deliveries")
         finally:

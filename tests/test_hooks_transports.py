@@ -16,7 +16,7 @@ from probed.hooks.apprise_hook import AppriseConfig
 from probed.hooks.exec import ExecConfig
 from tests.daemon_helpers import wait_for
 from tests.hooks_receiver import Receiver, free_port
-from tests.test_hooks_delivery import dispatching, opened, undelivered
+from tests.test_hooks_delivery import dispatching, none_undelivered, opened
 
 # apprise's e-mail plugin imports the stdlib's deprecated imghdr when its plugins load
 pytestmark = pytest.mark.filterwarnings("ignore:'imghdr' is deprecated:DeprecationWarning")
@@ -104,7 +104,7 @@ async def test_exec_gets_the_event_as_json_on_stdin_and_in_env(tmp_path: Path) -
     async with dispatching(tmp_path / "p.db", hook) as dispatcher:
         await dispatcher.submit(opened(severity="P1"))
         await dispatcher.submit(CLOSED)
-        await wait_for(lambda: undelivered(tmp_path / "p.db") == 0, 10, "both deliveries")
+        await wait_for(lambda: none_undelivered(tmp_path / "p.db"), 10, "both deliveries")
     down, up = [json.loads(line) for line in (tmp_path / "out.json").read_text().splitlines()]
     assert (down["event"], down["severity"], down["check"]) == ("outage_opened", "P1", "home")
     assert (up["event"], up["downtime_seconds"]) == ("outage_closed", 60.0)
@@ -129,6 +129,8 @@ async def test_exec_non_zero_exit_is_a_failed_delivery_retried_later(tmp_path: P
         with capture_logs() as logs:
             await dispatcher.submit(opened())
             await wait_for(lambda: (tmp_path / "done").exists(), 10, "the retry")
+            # the script has run; the dispatcher logs the delivery once it has exited
+            await wait_for(lambda: any(e["event"] == "hook.delivered" for e in logs), 10)
     assert [(e["event"], e.get("reason")) for e in logs if e["event"].startswith("hook.")] == [
         ("hook.failed", "exit status 3: pager is busy"),
         ("hook.delivered", None),

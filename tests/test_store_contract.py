@@ -279,6 +279,23 @@ async def test_update_outage_keeps_growing_one_row(engine: Engine) -> None:
     assert (span.end, span.failed_tests, span.reasons, span.open) == (120.0, 3, ("a", "b"), True)
 
 
+async def test_a_shifted_run_moves_its_whole_outage(engine: Engine) -> None:
+    """A clock step moves an open run as a whole (start too): its downtime stays what
+    elapsed, open or closed (docs/sla-rules.md, "Clock steps")."""
+    store = await engine.open(engine.url())
+    cid = await store.check_id("web", "home", "http")
+    run = FailureRun(10_000.0, 10_060.0, 2, ("a",))
+    oid = await store.open_outage(cid, run)
+    await store.update_outage(oid, run := run.shifted(3600.0))  # the clock jumped ahead
+    [moved] = await store.outages("web", EVER)
+    run = run.shifted(-5400.0).with_failure(8320.0, "b")  # then back, then one more failure
+    await store.close_outage(oid, run, 8350.0)
+    [ended] = await store.outages("web", EVER)
+    await store.close()
+    assert (moved.start, moved.end, moved.open) == (13_600.0, 13_660.0, True)
+    assert (ended.start, ended.end, ended.failed_tests, ended.open) == (8200.0, 8320.0, 3, False)
+
+
 # --------------------------------------------------------------- exclusions
 
 

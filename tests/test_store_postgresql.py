@@ -74,6 +74,16 @@ def test_a_password_file_needs_a_postgresql_storage(tmp_path: Path) -> None:
     ]
 
 
+def test_a_storage_timeout_needs_a_postgresql_storage(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "sqlite://probed.db", "storage_timeout: 5s")
+    with pytest.raises(ConfigError) as info:
+        config_mod.load(path)
+    assert info.value.problems == [
+        f"{path}:2: storage_timeout: only a postgresql:// storage takes a timeout"
+        " (SQLite is a local file)"
+    ]
+
+
 def test_a_missing_password_file_is_a_config_error(tmp_path: Path) -> None:
     path = write_config(
         tmp_path, "postgresql://probed@127.0.0.1/probed", "storage_password_file: nope.pass"
@@ -109,6 +119,48 @@ async def test_libpq_reads_pgpassfile_and_sslmode(pg_dsn: str) -> None:
     await store.close()
     with pytest.raises(StorageError, match="server does not support SSL"):
         await open_store(f"{pg_dsn}?sslmode=require", location="here")
+
+
+async def test_storage_timeout_and_keepalives_reach_libpq_unless_the_url_sets_them(
+    tmp_path: Path, pg_cluster: PgCluster, pg_dsn: str
+) -> None:
+    password = f"storage_password_file: {pg_cluster.password_file}"
+    path = write_config(tmp_path, pg_dsn, f"{password}\nstorage_timeout: 2.5s")
+    config = config_mod.load(path)
+    assert config.storage_timeout == 2.5
+    for target, user_timeout, idle in (
+        (config, "2500", "10"),
+        (f"{pg_dsn}?keepalives_idle=30", "10000", "30"),
+    ):
+        store = await open_store(target, location="here")
+        assert isinstance(store, PostgresStore)
+        try:
+            async with store.pool.connection() as conn:
+                params = conn.info.get_parameters()
+        finally:
+            await store.close()
+        assert (params["tcp_user_timeout"], params["keepalives_idle"]) == (user_timeout, idle)
+        assert (params["keepalives"], params["keepalives_count"]) == ("1", "3")
+
+
+async def test_an_operation_past_storage_timeout_fails_and_the_store_recovers(
+    pg_cluster: PgCluster, pg_dsn: str
+) -> None:
+    """A statement that waits (here on a lock another session holds) fails as a
+    StorageError after the bound; its query is cancelled and the store works again."""
+    store = await PostgresStore.open(pg_dsn, location="here", operation_timeout=0.5)
+    database = pg_dsn.rsplit("/", 1)[1]
+    try:
+        async with await psycopg.AsyncConnection.connect(pg_cluster.conninfo(database)) as locker:
+            await locker.execute("BEGIN")
+            await locker.execute("LOCK TABLE exclusions IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(StorageError, match=r"no answer within 0\.5s \(storage_timeout"):
+                await store.exclusions()
+            await locker.execute("ROLLBACK")
+        assert await store.exclusions() == []
+        assert await store.writable() is None
+    finally:
+        await store.close()
 
 
 async def test_a_database_with_other_tables_is_refused_untouched(

@@ -99,7 +99,7 @@ class Daemon:
         )
         self.registry.register(SpoolCollector(self.spool))
         self._rendering: asyncio.Future[bytes] | None = None
-        self.recorder = Recorder(self.store, self._emit, self.metrics)
+        self.recorder = Recorder(self.store, self._emit, self.metrics, resolve=self.spool.resolve)
         self.accountant = Accountant(
             self.store,
             self.recorder.service_up,

@@ -45,8 +45,12 @@ class Recorder:
         emit: Callable[[Event], Awaitable[None]],
         metrics: Metrics | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        resolve: Callable[[int], int | None] = lambda outage_id: outage_id,
     ) -> None:
         self.store = store
+        # the store's id of an outage id the store gave (the spool's provisional ids
+        # are negative; None while the opening waits in the spool)
+        self._resolve = resolve
         self.down_clock = DownClock(monotonic)  # the burn-rate counter
         self.emit = emit
         self.metrics = metrics
@@ -117,11 +121,17 @@ class Recorder:
         return sum(self._down.values())
 
     def open_outages(self, service: str) -> list[tuple[str, FailureRun]]:
+        """The service's open outages, each with its :meth:`outage_id`."""
         return [
-            (key[1], s.tracker.run)
+            (key[1], replace(s.tracker.run, outage_id=self.outage_id(s.tracker.run)))
             for key, s in self.checks.items()
             if key[0] == service and s.tracker.in_outage and s.tracker.run is not None
         ]
+
+    def outage_id(self, run: FailureRun) -> int | None:
+        """The id the store gave the run's outage, as reports and incidents know it;
+        None while its opening waits in the spool (a provisional id is never shown)."""
+        return None if run.outage_id is None else self._resolve(run.outage_id)
 
     async def record(
         self, service: str, check: CheckBase, outcome: TestOutcome, transcript: Transcript

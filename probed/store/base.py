@@ -49,6 +49,11 @@ LIVE_AFTER_FLUSH = 2 * FLUSH_EVERY + 1.0
 in other processes: its unflushed tail is not a monitoring gap."""
 
 
+# PostgreSQL: how long one store operation (or the wait for a connection and its
+# query) may take before the store counts as unreachable (config ``storage_timeout``)
+STORE_TIMEOUT = 10.0
+
+
 class StorageError(Exception):
     """The store cannot be opened, read or written; the message says why."""
 

@@ -26,11 +26,19 @@ Rules kept here, beyond the interface's:
 - migrations run once, in one transaction under an advisory lock: daemons
   starting together wait for the first and then find the schema current;
 - outbox rows are claimed with ``FOR UPDATE SKIP LOCKED`` on the hook's
-  oldest undelivered row only: one daemon delivers each event, in order.
+  oldest undelivered row only: one daemon delivers each event, in order;
+- no operation waits forever: each one (getting a connection included) is
+  bounded by ``storage_timeout`` (10 s), then fails as StorageError and the
+  daemon's spool takes over. A network that drops packets without refusing
+  them would otherwise hold a query until the kernel gives up (minutes);
+  libpq's TCP keepalives and ``tcp_user_timeout`` also close such a
+  connection. Schema migrations are not bounded (they may wait for another
+  daemon's, and a large store's may take long).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -49,6 +57,7 @@ from probed.core.outages import FailureRun
 from probed.store import failures, migrations
 from probed.store.base import (
     LIVE_AFTER_FLUSH,
+    STORE_TIMEOUT,
     AlreadyRevoked,
     DamagedStore,
     DeadLetter,
@@ -75,6 +84,10 @@ POOL_SIZE = 4  # the recorder, flushes, the API and hooks rarely need more at on
 CONNECT_TIMEOUT = 5  # seconds for libpq to connect (unless the URL says otherwise)
 ACQUIRE_TIMEOUT = 2.0  # seconds to wait for a pooled connection: a down server fails fast
 MIGRATION_LOCK = migrations.APPLICATION_ID  # the advisory lock key
+# libpq's defaults unless the URL sets them: notice a dead peer of an idle connection
+# within about 10 + 3 x 5 s, and give up on unacknowledged data after the timeout
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5}
+KEEPALIVE_COUNT = 3
 
 Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
 # one failed test appended to the last row of its week unless that row is full or ends
@@ -133,11 +146,13 @@ class PostgresStore(BufferedStore):
         location: str,
         readonly: bool,
         clock: Callable[[], float] = time.time,
+        operation_timeout: float = STORE_TIMEOUT,
     ) -> None:
         super().__init__(clock)
         self.pool = pool
         self.url = url
         self.readonly = readonly
+        self.operation_timeout = operation_timeout
         self._location = location
 
     @property
@@ -159,14 +174,20 @@ class PostgresStore(BufferedStore):
         readonly: bool = False,
         password: str | None = None,
         clock: Callable[[], float] = time.time,
+        operation_timeout: float = STORE_TIMEOUT,
     ) -> PostgresStore:
         try:
             params = check_url(url)
         except ValueError as exc:
             raise StorageError(f"storage {url}: {exc}") from None
         extra: dict[str, Any] = {"application_name": f"probed {location}"[:63]}
-        if "connect_timeout" not in params:
-            extra["connect_timeout"] = CONNECT_TIMEOUT
+        defaults = {
+            "connect_timeout": CONNECT_TIMEOUT,
+            **KEEPALIVES,
+            "keepalives_count": KEEPALIVE_COUNT,
+            "tcp_user_timeout": int(operation_timeout * 1000),
+        }
+        extra |= {key: value for key, value in defaults.items() if key not in params}
         if password is not None:
             extra["password"] = password
         conninfo = make_conninfo(url, **extra)
@@ -184,7 +205,14 @@ class PostgresStore(BufferedStore):
             name="probed-store",
             open=False,
         )
-        store = cls(pool, url, location=location, readonly=readonly, clock=clock)
+        store = cls(
+            pool,
+            url,
+            location=location,
+            readonly=readonly,
+            clock=clock,
+            operation_timeout=operation_timeout,
+        )
         try:
             await pool.open(wait=True, timeout=CONNECT_TIMEOUT + 1)
         except PoolTimeout:
@@ -200,22 +228,36 @@ class PostgresStore(BufferedStore):
         return store
 
     @asynccontextmanager
-    async def _cursor(self, *, transaction: bool = True) -> AsyncIterator[Cursor]:
-        """A cursor on a pooled connection, in one transaction; every failure a StorageError."""
+    async def _cursor(
+        self, *, transaction: bool = True, bounded: bool = True
+    ) -> AsyncIterator[Cursor]:
+        """A cursor on a pooled connection, in one transaction; every failure a StorageError.
+
+        ``bounded``: the whole block (connection, statements, commit) fails after
+        ``operation_timeout`` seconds; psycopg then cancels the query (or closes the connection
+        when the server cannot be reached) before the error is raised."""
         try:
-            async with self.pool.connection() as conn:
+            async with (
+                asyncio.timeout(self.operation_timeout if bounded else None),
+                self.pool.connection() as conn,
+            ):
                 if transaction:
                     async with conn.transaction(), conn.cursor() as cur:
                         yield cur
                 else:
                     async with conn.cursor() as cur:
                         yield cur
-        except psycopg.Error as exc:
-            raise StorageError(f"store {self.describe}: {_reason(exc)}") from None
-        except PoolTimeout:
+        except PoolTimeout:  # a psycopg.Error: first
             raise StorageError(
                 f"store {self.describe}: no connection within {ACQUIRE_TIMEOUT:g}s"
                 " (is PostgreSQL up and reachable?)"
+            ) from None
+        except psycopg.Error as exc:
+            raise StorageError(f"store {self.describe}: {_reason(exc)}") from None
+        except TimeoutError:
+            raise StorageError(
+                f"store {self.describe}: no answer within {self.operation_timeout:g}s"
+                " (storage_timeout; is the network to PostgreSQL up?)"
             ) from None
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -247,7 +289,7 @@ class PostgresStore(BufferedStore):
         return int(meta["schema_version"])
 
     async def _migrate(self) -> None:
-        async with self._cursor() as cur:
+        async with self._cursor(bounded=False) as cur:
             await cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             version = await self._version(cur)
             self._newer(version)
@@ -523,18 +565,19 @@ class PostgresStore(BufferedStore):
             return await _returned_id(cur)
 
     async def update_outage(self, outage_id: int, run: FailureRun) -> None:
-        async with self._cursor() as cur:
-            await cur.execute(
-                "UPDATE outages SET last_failed = %s, failed_tests = %s, reasons = %s WHERE id = %s",
-                (run.last_at, run.count, _reasons(run), outage_id),
-            )
+        await self._update_outage(outage_id, run, None)
 
     async def close_outage(self, outage_id: int, run: FailureRun, closed_at: float) -> None:
+        await self._update_outage(outage_id, run, closed_at)
+
+    async def _update_outage(
+        self, outage_id: int, run: FailureRun, closed_at: float | None
+    ) -> None:
         async with self._cursor() as cur:
-            await cur.execute(
-                "UPDATE outages SET last_failed = %s, failed_tests = %s, reasons = %s,"
-                " closed_at = %s WHERE id = %s",
-                (run.last_at, run.count, _reasons(run), closed_at, outage_id),
+            await cur.execute(  # start too: a clock step moves an open run as a whole
+                "UPDATE outages SET start = %s, last_failed = %s, failed_tests = %s,"
+                " reasons = %s, closed_at = COALESCE(%s, closed_at) WHERE id = %s",
+                (run.first_at, run.last_at, run.count, _reasons(run), closed_at, outage_id),
             )
 
     _OUTAGE = (
@@ -850,9 +893,15 @@ async def open_store(
     """Open the store of a config (its password file was read with it) or of a bare URL
     (then libpq finds the password: PGPASSFILE, ~/.pgpass, PGPASSWORD)."""
     if isinstance(target, str | Path):
-        url, password = str(target), None
+        url, password, bound = str(target), None, STORE_TIMEOUT
     else:
         url, password = target.storage_url, target.storage_password
+        bound = target.storage_timeout
     return await PostgresStore.open(
-        url, location=location, readonly=readonly, password=password, clock=clock
+        url,
+        location=location,
+        readonly=readonly,
+        password=password,
+        clock=clock,
+        operation_timeout=bound,
     )

@@ -155,9 +155,10 @@ class StatusBoard:
         self._seen_open = self._open_ids()
 
     def _open_ids(self) -> frozenset[int | None]:
+        recorder = self.daemon.recorder
         return frozenset(
-            state.tracker.run.outage_id
-            for state in self.daemon.recorder.checks.values()
+            recorder.outage_id(state.tracker.run)
+            for state in recorder.checks.values()
             if state.tracker.in_outage and state.tracker.run is not None
         )
 
