@@ -7,7 +7,9 @@ Each test runs once per engine (``engine`` fixture, tests/store_engines.py).
 
 from __future__ import annotations
 
+import asyncio
 import math
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -195,6 +197,45 @@ async def test_a_discarded_test_slot_is_unmonitored_not_tested(engine: Engine) -
     after_flush = sorted(await store.coverage("web", (0.0, 1000.0), now=1000.0))
     await store.close()
     assert before_flush == after_flush == [(0.0, 22.0), (30.0, 42.0)]
+
+
+async def test_a_flush_during_a_read_hides_no_coverage(engine: Engine) -> None:
+    """Coverage read while a flush runs: each segment is pending or stored, never neither
+    (the status page once showed "no tests" for a day full of them)."""
+    store = await engine.open(engine.url())
+    cid = await store.check_id("web", "home", "http")
+    await store.record_pass(cid, 0.0, interval=10.0, test_timeout=2.0)
+    await store.record_pass(cid, 10.0, interval=10.0, test_timeout=2.0)
+    engine_write = store._write_batch  # type: ignore[attr-defined]
+    written, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_write(*args: Any) -> Any:
+        await release.wait()
+        result = await engine_write(*args)
+        written.set()
+        return result
+
+    store._write_batch = slow_write  # type: ignore[attr-defined]
+    # the flush has taken the segment, the engine has not committed it yet
+    flush = asyncio.create_task(store.flush())
+    await asyncio.sleep(0)
+    in_flight = await store.coverage("web", (0.0, 100.0), now=100.0)
+    first_in_flight = await store.first_test_at("web")
+    # the flush commits while the stored half is being read
+    stored_read = store._stored_coverage  # type: ignore[attr-defined]
+
+    async def read_then_commit(*args: Any) -> Any:
+        rows = await stored_read(*args)
+        release.set()
+        await written.wait()
+        return rows
+
+    store._stored_coverage = read_then_commit  # type: ignore[attr-defined]
+    during_commit = await store.coverage("web", (0.0, 100.0), now=100.0)
+    await flush
+    await store.close()
+    assert first_in_flight == 0.0
+    assert in_flight == during_commit == [(0.0, 22.0)]
 
 
 async def test_a_late_test_within_its_timeout_leaves_no_gap(engine: Engine) -> None:

@@ -57,6 +57,7 @@ class Pending:
     segment: Segment | None = None
     seg_dirty: bool = False
     finished: tuple[Segment, ...] = ()  # cadence changed, not written yet (rare: no list each)
+    flying: Segment | None = None  # handed to the engine, not committed yet: still pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,7 @@ def _take(check_id: int, p: Pending, batch: _Batch) -> None:
     if p.seg_dirty and s is not None:
         batch.segments.append(_seg_write(check_id, s))
         batch.seg_owners.append(s)
+        p.flying = s  # a reader sees it pending until the engine has committed it
     p.seg_dirty = False
 
 
@@ -364,6 +366,9 @@ class BufferedStore(ABC):
                 self._pending[cid].seg_dirty = self._pending[cid].segment is not None
                 self._touch(cid)
             raise
+        finally:
+            for cid in check_ids:
+                self._pending[cid].flying = None
         for owner, run_id in zip(batch.run_owners, run_ids, strict=True):
             owner.run_id = run_id
         for seg, seg_id in zip(batch.seg_owners, seg_ids, strict=True):
@@ -373,24 +378,31 @@ class BufferedStore(ABC):
 
     # ---------------------------------------------------------- coverage
 
+    # The pending segments are read before the stored ones: a flush that runs while the
+    # store is read moves a segment from one to the other, and read in the other order it
+    # would be in neither (a day without tests on the status page).
+
     async def coverage(
         self, service: str, window: Interval, now: float, *, location: str | None = None
     ) -> list[Interval]:
-        spans = await self._stored_coverage(service, window, now, location)
-        if location in (None, self.location):
-            spans += [
+        pending = (
+            [
                 (s.first, min(s.last + s.interval + s.timeout, now))
                 for s in self._pending_segments(service)
             ]
+            if location in (None, self.location)
+            else []
+        )
+        spans = await self._stored_coverage(service, window, now, location) + pending
         return [(a, b) for a, b in spans if b > a]
 
     async def first_test_at(self, service: str, *, location: str | None = None) -> float | None:
-        stored = await self._stored_first_test_at(service, location)
         pending = (
             [s.first for s in self._pending_segments(service)]
             if location in (None, self.location)
             else []
         )
+        stored = await self._stored_first_test_at(service, location)
         candidates = [x for x in [stored, *pending] if x is not None]
         return min(candidates) if candidates else None
 
@@ -400,10 +412,12 @@ class BufferedStore(ABC):
         for cid in list(ids):
             p = self._pending.get(cid)
             dirty = p is not None and p.segment is not None and p.seg_dirty
-            if p is None or not (p.finished or dirty):
+            if p is None or not (p.finished or dirty or p.flying):
                 ids.discard(cid)  # written meanwhile
                 continue
             yield from p.finished
+            if p.flying is not None and not (dirty and p.flying is p.segment):
+                yield p.flying
             if dirty and p.segment is not None:
                 yield p.segment
 
