@@ -253,7 +253,8 @@ class Store(Protocol):
     async def coverage(
         self, service: str, window: Interval, now: float, *, location: str | None = None
     ) -> list[Interval]:
-        """When the service was being tested (overlapping spans; callers take the union).
+        """When the service was being tested, as sorted disjoint intervals (the union of
+        its checks' segments, merged by the database: a few rows whatever the number of checks).
 
         A test covers its interval plus its timeout: only a real gap (no test
         of a check for longer than that) is unmonitored time. Coverage not yet

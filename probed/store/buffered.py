@@ -21,11 +21,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from probed.core.accounting import Interval
+from probed.core.accounting import Interval, union
 from probed.core.outages import FailureRun
 from probed.store import failures
 from probed.store.base import LIVE_AFTER_FLUSH, FailedTest
 from probed.store.failures import Record, Texts
+
+UNION_PART = 2048  # spans merged on the loop at once; more are merged in a thread
 
 
 def _week(at: float) -> int:
@@ -131,11 +133,59 @@ def _seg_write(check_id: int, s: Segment) -> SegWrite:
     return SegWrite(check_id, s.id, s.first, s.last, s.interval, s.timeout, s.tests)
 
 
-def covered_until(end: float, seen_at: float | None, now: float) -> float:
-    """Where a stored segment's coverage ends for a reader: ``now`` while a live daemon
-    vouches for it (flushed at most LIVE_AFTER_FLUSH ago while on time), else its end."""
-    live = seen_at is not None and seen_at <= end and 0.0 <= now - seen_at <= LIVE_AFTER_FLUSH
-    return now if live else min(end, now)
+# The service's stored coverage, merged into sorted disjoint intervals by the database
+# ("gaps and islands"): 100 000 checks' segments come back as a few rows, and no Python
+# code sorts them (a sort holds the GIL, so even in a thread it stalls the daemon's loop).
+# A segment covers [first_at, last_at + interval + timeout). A live daemon vouches for its
+# unflushed tail: a segment it flushed at most LIVE_AFTER_FLUSH ago while on time
+# (``seen_at``) reaches ``now``; no coverage reaches past ``now``. Ordered by (start, end,
+# id), a row begins an island when it starts after every earlier row ended (``before``):
+# touching intervals merge, as in accounting.union. An island ends at the next island's
+# ``before``, the last one at the greatest end: one sort of the rows, then a pass over the
+# few island starts. The engine names its placeholders and LEAST.
+COVERAGE_SQL = """
+WITH spans AS (
+  SELECT s.id AS k, s.first_at AS a,
+    CASE WHEN s.seen_at <= s.last_at + s.interval + s.timeout
+              AND {now} - s.seen_at >= 0 AND {now} - s.seen_at <= {live}
+         THEN {now} ELSE {least}(s.last_at + s.interval + s.timeout, {now}) END AS b
+  FROM segments s JOIN checks c ON c.id = s.check_id
+  WHERE c.service = {service} AND s.first_at < {end}
+    AND (s.last_at + s.interval + s.timeout > {start} OR s.seen_at >= {now} - {live})
+    AND ({location} IS NULL OR s.location = {location})
+), marked AS (
+  SELECT k, a, b,
+    MAX(b) OVER (ORDER BY a, b, k ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before,
+    MAX(b) OVER (ORDER BY a, b, k ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
+      AS last
+  FROM spans WHERE b > a
+)
+SELECT a, COALESCE(LEAD(before) OVER (ORDER BY a, b, k), last) FROM marked
+WHERE before IS NULL OR a > before ORDER BY a, b, k
+"""
+
+
+def coverage_params(
+    service: str, window: Interval, now: float, location: str | None
+) -> dict[str, object]:
+    """The named parameters of :data:`COVERAGE_SQL`."""
+    return {
+        "service": service,
+        "start": window[0],
+        "end": window[1],
+        "now": now,
+        "live": LIVE_AFTER_FLUSH,
+        "location": location,
+    }
+
+
+def union_in_parts(spans: list[Interval]) -> list[Interval]:
+    """``accounting.union`` of many spans, sorted a part at a time (run it in a thread:
+    no single sort then holds the GIL for long)."""
+    found: list[Interval] = []
+    for start in range(0, len(spans), UNION_PART):
+        found = union([*found, *union(spans[start : start + UNION_PART])])
+    return found
 
 
 class BufferedStore(ABC):
@@ -207,7 +257,8 @@ class BufferedStore(ABC):
     @abstractmethod
     async def _stored_coverage(
         self, service: str, window: Interval, now: float, location: str | None
-    ) -> list[Interval]: ...
+    ) -> list[Interval]:
+        """The stored segments' coverage as sorted disjoint intervals (:data:`COVERAGE_SQL`)."""
 
     @abstractmethod
     async def _stored_first_test_at(self, service: str, location: str | None) -> float | None: ...
@@ -394,7 +445,13 @@ class BufferedStore(ABC):
             else []
         )
         spans = await self._stored_coverage(service, window, now, location) + pending
-        return [(a, b) for a, b in spans if b > a]
+        if not pending:
+            return spans  # merged by the engine
+        if len(spans) <= UNION_PART:
+            return union(spans)
+        return await asyncio.to_thread(
+            union_in_parts, spans
+        )  # e.g. every check while the store is down
 
     async def first_test_at(self, service: str, *, location: str | None = None) -> float | None:
         pending = (

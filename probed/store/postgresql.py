@@ -42,7 +42,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -56,7 +56,6 @@ from probed.core.accounting import ExclusionSpan, Interval, OutageSpan
 from probed.core.outages import FailureRun
 from probed.store import failures, migrations
 from probed.store.base import (
-    LIVE_AFTER_FLUSH,
     STORE_TIMEOUT,
     AlreadyRevoked,
     DamagedStore,
@@ -69,11 +68,12 @@ from probed.store.base import (
     UnknownExclusion,
 )
 from probed.store.buffered import (
+    COVERAGE_SQL,
     BufferedStore,
     FailureWrite,
     RunWrite,
     SegWrite,
-    covered_until,
+    coverage_params,
 )
 from probed.store.rows import exclusion_span, outage_span, outbox_row
 
@@ -90,6 +90,15 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5}
 KEEPALIVE_COUNT = 3
 
 Cursor = psycopg.AsyncCursor[tuple[Any, ...]]
+_COVERAGE = COVERAGE_SQL.format(
+    service="%(service)s::text",
+    start="%(start)s::float8",
+    end="%(end)s::float8",
+    now="%(now)s::float8",
+    live="%(live)s::float8",
+    location="%(location)s::text",
+    least="LEAST",
+)
 # one failed test appended to the last row of its week unless that row is full or ends
 # with this very test (a retry); RETURNING nothing then (failures.PART_TESTS)
 _APPEND = (
@@ -260,7 +269,9 @@ class PostgresStore(BufferedStore):
                 " (storage_timeout; is the network to PostgreSQL up?)"
             ) from None
 
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def _rows(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
         async with self._cursor(transaction=False) as cur:
             await cur.execute(sql, params)
             return await cur.fetchall()
@@ -606,14 +617,8 @@ class PostgresStore(BufferedStore):
     async def _stored_coverage(
         self, service: str, window: Interval, now: float, location: str | None
     ) -> list[Interval]:
-        rows = await self._rows(
-            "SELECT s.first_at, s.last_at + s.interval + s.timeout, s.seen_at FROM segments s"
-            " JOIN checks c ON c.id = s.check_id WHERE c.service = %s AND s.first_at < %s"
-            " AND (s.last_at + s.interval + s.timeout > %s OR s.seen_at >= %s)"
-            " AND (%s::text IS NULL OR s.location = %s)",
-            (service, window[1], window[0], now - LIVE_AFTER_FLUSH, location, location),
-        )
-        return [(float(a), covered_until(float(b), seen, now)) for a, b, seen in rows]
+        rows = await self._rows(_COVERAGE, coverage_params(service, window, now, location))
+        return [(float(a), float(b)) for a, b in rows]
 
     async def _stored_first_test_at(self, service: str, location: str | None) -> float | None:
         row = await self._one(

@@ -34,7 +34,6 @@ from probed.core.accounting import ExclusionSpan, Interval, OutageSpan
 from probed.core.outages import FailureRun
 from probed.store import failures, migrations
 from probed.store.base import (
-    LIVE_AFTER_FLUSH,
     AlreadyRevoked,
     DamagedStore,
     DeadLetter,
@@ -46,11 +45,12 @@ from probed.store.base import (
     UnknownExclusion,
 )
 from probed.store.buffered import (
+    COVERAGE_SQL,
     BufferedStore,
     FailureWrite,
     RunWrite,
     SegWrite,
-    covered_until,
+    coverage_params,
 )
 from probed.store.rows import dead_letter, exclusion_span, outage_span, outbox_row
 
@@ -73,6 +73,9 @@ _LAST_PART = (
 _INSERT_PART = (
     "INSERT INTO failure_weeks (check_id, location, week, part, last_at, count, data)"
     " VALUES (:check_id, :location, :week, :part, :last_at, :count, :data)"
+)
+_COVERAGE = COVERAGE_SQL.format(
+    **{k: f":{k}" for k in ("service", "start", "end", "now", "live", "location")}, least="MIN"
 )
 _HEADER = b"SQLite format 3\x00"
 RESTORE_CHUNK = 10_000  # check ids per statement when restoring failure runs
@@ -636,18 +639,11 @@ class _Db:
     def coverage(
         self, service: str, window: Interval, now: float, location: str | None
     ) -> list[Interval]:
-        """Stored segments. A segment that a live daemon flushed while its check was on
-        time (``seen_at``, at most LIVE_AFTER_FLUSH ago) reaches to ``now``: its tail is
-        tests not flushed yet, not a gap."""
+        """Stored coverage, merged (:data:`~probed.store.buffered.COVERAGE_SQL`)."""
         rows = self.db.execute(
-            """SELECT s.first_at, s.last_at + s.interval + s.timeout, s.seen_at FROM segments s
-               JOIN checks c ON c.id = s.check_id
-               WHERE c.service = ? AND s.first_at < ?
-               AND (s.last_at + s.interval + s.timeout > ? OR s.seen_at >= ?)
-               AND (? IS NULL OR s.location = ?)""",
-            (service, window[1], window[0], now - LIVE_AFTER_FLUSH, location, location),
+            _COVERAGE, coverage_params(service, window, now, location)
         ).fetchall()
-        return [(float(a), covered_until(float(b), seen, now)) for a, b, seen in rows]
+        return [(float(a), float(b)) for a, b in rows]
 
     def first_test_at(self, service: str, location: str | None) -> float | None:
         row = self.db.execute(
