@@ -127,7 +127,7 @@ class Daemon:
         self.accountant.on_refresh = on_refresh
         # called after the monitor handled a test, so outage state includes it (the demo's live view)
         self.observers: list[Callable[[str, CheckBase, TestOutcome], None]] = []
-        self.stalls = StallMeter(on_beat=self.metrics.loop_lag.observe)
+        self.stalls = StallMeter(on_beat=self.metrics.loop_lag.labels("main").observe)
         self.scheduler: Scheduler | WorkerPool = self._probing(config)
 
     def _probing(self, config: Config) -> Scheduler | WorkerPool:
@@ -140,7 +140,7 @@ class Daemon:
                 concurrency=config.concurrency,
                 on_discard=self.recorder.discard,
                 on_lag=self.metrics.schedule_lag.observe,
-                on_beat=self.metrics.loop_lag.observe,
+                on_beat=self.metrics.loop_lag.labels("worker").observe,
                 on_restart=self.metrics.worker_restarts.inc,
                 on_lost=self.recorder.unmonitored,
             )

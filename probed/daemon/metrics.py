@@ -149,7 +149,8 @@ class Metrics:
         )
         self.loop_lag = Histogram(
             "probed_event_loop_lag_seconds",
-            "How late each 20 ms heartbeat of the daemon's event loop ran",
+            "How late each 20 ms heartbeat of the daemon's event loop ran, by process",
+            ("process",),  # main, or worker (workers: N)
             buckets=LOOP_LAG_BUCKETS,
             registry=registry,
         )
