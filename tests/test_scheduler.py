@@ -131,6 +131,33 @@ async def test_stop_lets_a_test_in_flight_finish_within_its_timeout() -> None:
     assert [o.result.reason for o in done] == ["timeout after 0.2s"]
 
 
+async def test_stop_cuts_a_probe_still_running_at_the_grace_but_finishes_a_recording() -> None:
+    """Past the grace, a test still talking to its server (its timeout moved on by
+    stalls) is cut: no outcome. A test whose outcome is being recorded is finished."""
+    recording, release, recorded = asyncio.Event(), asyncio.Event(), []
+
+    async def handler(service: str, check: CheckBase, outcome: TestOutcome, t: Transcript) -> None:
+        recording.set()
+        await release.wait()  # e.g. a durable write of a failed test
+        recorded.append(check.name)
+
+    scheduler = Scheduler(handler, concurrency=2)
+    scheduler.set_checks(
+        [
+            ("s", FakeCheck(name="hung", hang=True, interval=2.0, timeout=1.9)),
+            ("s", FakeCheck(name="quick", interval=1.0, timeout=0.5)),
+        ]
+    )
+    await wait_for(recording.is_set, timeout=10, what="the quick test being recorded")
+    await wait_for(lambda: scheduler.jobs[("s", "hung")].testing, timeout=10, what="hung")
+    stopping = asyncio.create_task(scheduler.stop(grace=0.05))
+    await asyncio.sleep(0.2)  # past the grace: the hung probe is cut, the recording goes on
+    assert not stopping.done()
+    release.set()
+    await stopping
+    assert recorded == ["quick"]
+
+
 async def test_update_touches_only_the_checks_it_names() -> None:
     async def handler(service: str, check: CheckBase, outcome: TestOutcome, t: Transcript) -> None:
         pass

@@ -43,7 +43,9 @@ from probed.store.spool import Spool
 from probes.base import CheckBase, Transcript
 
 REFRESH_EVERY = 10.0  # seconds between recomputations of the month's figures
-HOOKS_STOP_DEADLINE = 5.0  # seconds for hook deliveries in flight at shutdown
+HOOKS_STOP_DEADLINE = 5.0  # seconds at most for hook deliveries in flight at shutdown ...
+STOP_SLACK = 1.0  # ... which ends within the longest test timeout + this, however loaded
+CLOSE_RESERVE = 0.5  # seconds of it kept for closing the store (writing what is buffered)
 STALL_LOGGED = 0.25  # seconds: a loop stall at least this long is logged
 
 
@@ -80,6 +82,7 @@ class Daemon:
         self.config = config = self._located(config)
         self.notifier = Notifier()
         self._stop = asyncio.Event()
+        self._stop_at: float | None = None  # monotonic: when the stop was asked for
         self.reloads = ReloadState()  # what GET /-/reload and `probed reload` see
         self._reloading = asyncio.Lock()  # one reload at a time (SIGHUP and the API)
         self._tasks: set[asyncio.Task[bool]] = set()
@@ -200,12 +203,14 @@ class Daemon:
             await sink(event)
 
     def request_stop(self) -> None:
+        if not self._stop.is_set():
+            self._stop_at = time.monotonic()  # the shutdown's deadline counts from here
         self._stop.set()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
         # acted on at once, not at the next tick: `probed reload` waits for the result
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         _install_test_stall(loop)
@@ -231,19 +236,29 @@ class Daemon:
         try:
             await self._main_loop()
         finally:
-            self.notifier.stopping()
-            log.info("daemon.stopping")
-            grace = max((c.timeout for _, c in self.config.all_checks()), default=1.0) + 1.0
-            await self.scheduler.stop(grace)
-            heartbeat.cancel()
-            await api.stop()
-            await self.dispatcher.stop(HOOKS_STOP_DEADLINE)  # hooks
-            try:
-                await self.store.close()
-            except StorageError as exc:
-                self._storage_failed("store.close_failed", exc)
-            log.info("daemon.stopped")
+            await self._shutdown(api, heartbeat)
         return 0
+
+    async def _shutdown(self, api: ApiServer, heartbeat: asyncio.Task[None]) -> None:
+        """Exit within the longest test timeout + STOP_SLACK of the stop, however loaded: tests
+        in flight end at their timeout (those still running then are cut: not done, never
+        failed), the API stops taking requests at once, hooks get what time is left."""
+        longest = max((c.timeout for _, c in self.config.all_checks()), default=0.0)
+        asked = time.monotonic() if self._stop_at is None else self._stop_at
+        stop_by = asked + longest + STOP_SLACK
+        self.notifier.stopping()
+        log.info("daemon.stopping")
+        api_stopped = asyncio.create_task(api.stop())  # requests in flight end meanwhile
+        await self.scheduler.stop(max(0.0, asked + longest - time.monotonic()))
+        heartbeat.cancel()
+        await api_stopped
+        left = stop_by - CLOSE_RESERVE - time.monotonic()
+        await self.dispatcher.stop(max(0.0, min(HOOKS_STOP_DEADLINE, left)))  # hooks
+        try:
+            await self.store.close()
+        except StorageError as exc:
+            self._storage_failed("store.close_failed", exc)
+        log.info("daemon.stopped")
 
     async def _main_loop(self) -> None:
         last_flush = last_refresh = time.monotonic()
@@ -254,6 +269,8 @@ class Daemon:
                 await asyncio.wait_for(self._stop.wait(), timeout=tick)
             except TimeoutError:
                 pass
+            if self._stop.is_set():
+                break  # no refresh now: the shutdown's time is the tests'
             await self._check_clock()
             now = time.monotonic()
             if now - last_flush >= FLUSH_EVERY:

@@ -27,7 +27,7 @@ from probed.daemon.runner import TestOutcome, run_test
 from probed.daemon.stalls import StallMeter
 from probed.logs import log
 from probes import REGISTRY, share, unshare
-from probes.base import CheckBase, Transcript
+from probes.base import CheckBase, ProbeType, Transcript
 
 CheckKey = tuple[str, str]  # (service, check)
 OutcomeHandler = Callable[[str, CheckBase, TestOutcome, Transcript], Awaitable[None]]
@@ -85,6 +85,7 @@ class Scheduler:
         self._clock = clock
         self._sem = asyncio.Semaphore(concurrency)
         self._jobs: dict[CheckKey, _Job] = {}
+        self._probing: set[asyncio.Task[None]] = set()  # tests talking to their server now
         self._context = contextvars.copy_context()  # one for every timer, not one each
         self._stopping = False
         self._sharing = False  # holds probes' shared resources (one HTTP session) while running
@@ -168,7 +169,7 @@ class Scheduler:
             transcript = Transcript(check.secrets())
             try:
                 started = self._stalls.now() if self._stalls else 0.0
-                outcome = await run_test(probe, check, transcript, self._stalls)
+                outcome = await self._probe(probe, check, transcript)
                 stalled = self._stalls.stalled(started) if self._stalls else 0.0
                 stall_failed = not outcome.ok and outcome.error is None  # a bug is logged
                 if stall_failed and stalled >= DISCARD_SHARE * check.timeout:
@@ -191,8 +192,21 @@ class Scheduler:
         if not self._stopping and self._jobs.get(key) is job:
             self._arm(job)
 
+    async def _probe(
+        self, probe: ProbeType, check: CheckBase, transcript: Transcript
+    ) -> TestOutcome:
+        task = asyncio.current_task()
+        assert task is not None
+        self._probing.add(task)
+        try:
+            return await run_test(probe, check, transcript, self._stalls)
+        finally:
+            self._probing.discard(task)
+
     async def stop(self, grace: float) -> None:
-        """Let tests in flight finish (they end at their timeout), cancel idle loops."""
+        """Let tests in flight finish (they end at their timeout, within ``grace``), cancel
+        idle loops. A test still talking to its server after ``grace`` (its timeout moved
+        on by stalls) is cut: not done, never a verdict; one being recorded is finished."""
         self._stopping = True
         for job in self._jobs.values():
             if job.timer is not None:
@@ -202,8 +216,8 @@ class Scheduler:
                 job.task.cancel()
         tasks = [j.task for j in self._jobs.values() if j.task is not None]
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace)
-            for task in pending:
+            await asyncio.wait(tasks, timeout=grace)
+            for task in list(self._probing):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._sharing:  # after the last test

@@ -7,7 +7,9 @@ never read from anywhere else.
 
 main → worker: ``("checks", [(service, check), ...], removed_keys, first)``
 (the checks to add or change and the keys to drop; the ``first`` message of a
-worker is its whole shard, answered by ``ready``), ``("stop", grace)``.
+worker is its whole shard, answered by ``ready``), ``("stop", until)``: its
+tests in flight end by ``until``, a ``time.monotonic()`` instant (the same clock
+in every process of the machine).
 
 worker → main: ``("ready", pid)`` once its checks are scheduled, then
 ``("batch", outcomes, lags, beats)`` every :data:`BATCH_EVERY` seconds (and at

@@ -6,7 +6,7 @@ of a stream socket as FD. It has no store: it runs the
 :class:`~probed.daemon.scheduler.Scheduler` with its own loop-stall detector
 (a failed test that overlapped a stall is discarded here, by the same rule
 as in one process) and streams every outcome to the main process, which
-records it (:mod:`probed.daemon.wire`). It stops on ``("stop", grace)``, on
+records it (:mod:`probed.daemon.wire`). It stops on ``("stop", until)``, on
 SIGTERM or SIGINT (systemd signals the whole control group), and at once
 when the main process is gone (end of the stream).
 """
@@ -53,7 +53,7 @@ class Worker:
         )
         self.checks: dict[CheckKey, tuple[str, CheckBase]] = {}
         self.stop = asyncio.Event()
-        self.grace = 1.0
+        self.grace = 0.0  # seconds the tests in flight get when it stops
         self.by_signal = False  # stopped by SIGTERM/SIGINT (systemd stops the whole group)
 
     def signalled(self) -> None:
@@ -81,7 +81,7 @@ class Worker:
                 self.checks[(service, check.name)] = (service, check)
             self.scheduler.update(part, ())
             await asyncio.sleep(0)
-        self.grace = max((c.timeout for _, c in self.checks.values()), default=0.0) + 1.0
+        self.grace = max((c.timeout for _, c in self.checks.values()), default=0.0)
 
     async def send(self) -> None:
         """Batches to the main process until stopped; the last one after the scheduler stopped."""
@@ -110,8 +110,8 @@ class Worker:
                     self._writer.write(frame(("ready", os.getpid())))
                 else:
                     gc.freeze()
-            elif message[0] == "stop":
-                self.grace = float(message[1])
+            elif message[0] == "stop":  # until a monotonic instant (the main process' deadline)
+                self.grace = max(0.0, float(message[1]) - time.monotonic())
                 self.stop.set()
         self.grace = 0.0
         self.stop.set()

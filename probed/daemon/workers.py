@@ -43,7 +43,7 @@ HEARD = 10.0  # a worker not heard from for this long (a batch comes every secon
 SILENT = 30.0  # seconds without a message: the worker is stuck, it is killed and started again
 BYE_WAIT = 5.0  # seconds for this process' own stop after a worker stopped on a signal
 EXIT_WAIT = 5.0  # seconds for a worker to exit once its stream ended
-STOP_MARGIN = 2.0  # seconds past the stop grace before a worker is killed
+STOP_MARGIN = 0.5  # seconds past the stop grace for a worker's last outcomes, then it is killed
 BIG = 1000  # a message with more checks than this is pickled in a thread, off the loop
 
 
@@ -97,7 +97,7 @@ class WorkerPool:
         self._supervisors: list[asyncio.Task[None]] = []
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
-        self._grace = 0.0
+        self._until = 0.0  # monotonic: when the workers' tests in flight are cut (stopping)
         self._all_ready = asyncio.Event()
 
     @property
@@ -169,11 +169,11 @@ class WorkerPool:
 
     async def stop(self, grace: float) -> None:
         """Workers let their tests in flight end (within ``grace``) and send the last outcomes."""
-        self._grace = grace
+        self._until = time.monotonic() + grace  # the same instant for every process
         self._stopping.set()
         for slot in self._slots:
             if slot.outbox is not None:
-                slot.outbox.put_nowait(("stop", grace))
+                slot.outbox.put_nowait(("stop", self._until))
         if not self._supervisors:
             return
         _, late = await asyncio.wait(self._supervisors, timeout=grace + STOP_MARGIN)
@@ -245,7 +245,7 @@ class WorkerPool:
         slot.outbox = outbox
         outbox.put_nowait(("checks", list(slot.checks.values()), [], True))
         if self._stopping.is_set():
-            outbox.put_nowait(("stop", self._grace))
+            outbox.put_nowait(("stop", self._until))
         sender = asyncio.create_task(self._send(outbox, writer))
         try:
             ended = await self._receive(slot, reader)
