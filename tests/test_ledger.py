@@ -129,6 +129,10 @@ class Daemon:
 
     async def assert_identical(self) -> None:
         assert self.config is not None
+        # the recorder's index of open outages (the status page's look every second)
+        every = self.recorder.checks.values()
+        runs = [s.tracker.run for s in every if s.tracker.in_outage and s.tracker.run]
+        assert sorted(map(repr, self.recorder.open_runs())) == sorted(map(repr, runs))
         await self.accountant.refresh(self.config)
         snap = self.accountant.snapshot().services[SERVICE]
         service = self.config.services[SERVICE]
@@ -381,3 +385,31 @@ def test_the_ledger_gives_the_full_computation_for_any_horizon(
         first,
     ).figures()
     assert fast == full
+
+
+async def test_open_runs_follow_restores_reloads_and_closes(tmp_path: Path) -> None:
+    """The recorder's index of open outages (looked at every second by the status page)
+    holds an outage restored at startup, and drops it when it closes or its check goes."""
+
+    async def emit(event: Event) -> None:
+        pass
+
+    url, check = f"sqlite://{tmp_path}/p.db", _check("home", 1, 2)
+    first = Recorder(await open_store(url, location="here"), emit)
+    await first.start([(SERVICE, check)])
+    for at in (0.0, 60.0):
+        failed = TestOutcome(started_at=at, duration=0.01, result=ProbeResult.failed("refused"))
+        await first.record(SERVICE, check, failed, Transcript())
+    assert [run.first_at for run in first.open_runs()] == [0.0]
+    await first.store.close()
+    again = Recorder(await open_store(url, location="here"), emit)  # a restart
+    await again.start([(SERVICE, check), (SERVICE, _check("api", 1, 2))])
+    assert [run.first_at for run in again.open_runs()] == [0.0]
+    await again.configure([(SERVICE, _check("api", 1, 2))])  # a reload removes it
+    assert again.open_runs() == []
+    await again.configure([(SERVICE, check)])  # and brings it back, still down
+    assert [run.first_at for run in again.open_runs()] == [0.0]
+    passed = TestOutcome(started_at=120.0, duration=0.01, result=ProbeResult.passed())
+    await again.record(SERVICE, check, passed, Transcript())
+    assert again.open_runs() == []
+    await again.store.close()

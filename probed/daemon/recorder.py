@@ -56,6 +56,7 @@ class Recorder:
         self.metrics = metrics
         self.checks: dict[CheckKey, CheckState] = {}
         self._down: dict[str, int] = {}  # checks in outage, per service: O(1) service state
+        self._open: set[CheckKey] = set()  # the checks in an outage (readers check the tracker)
         self._size: dict[str, int] = {}
         self.changed = asyncio.Event()  # an outage opened or closed: figures are stale
         self._moved = 0.0  # all clock steps so far: a record() spanning one moves its run too
@@ -84,6 +85,7 @@ class Recorder:
             if self.metrics is not None:
                 self.metrics.init_check(key[0], key[1], check.type, up=not state.tracker.in_outage)
         self._down, self._size = {}, {}  # checks per service, for the severity of an event
+        self._open = {key for key, state in self.checks.items() if state.tracker.in_outage}
         for (service, _), state in self.checks.items():
             self._down[service] = self._down.get(service, 0) + state.tracker.in_outage
             self._size[service] = self._size.get(service, 0) + 1
@@ -119,6 +121,15 @@ class Recorder:
     def in_outage(self) -> int:
         """Checks in an outage now, O(services)."""
         return sum(self._down.values())
+
+    def open_runs(self) -> list[FailureRun]:
+        """Every check's open outage, O(outages): what changes when one opens or closes."""
+        found = []
+        for key in self._open:
+            state = self.checks.get(key)
+            if state is not None and state.tracker.in_outage and state.tracker.run is not None:
+                found.append(state.tracker.run)
+        return found
 
     def open_outages(self, service: str) -> list[tuple[str, FailureRun]]:
         """The service's open outages, each with its :meth:`outage_id`."""
@@ -165,6 +176,10 @@ class Recorder:
         if self._moved != moved_before:  # a clock step while this test was being stored
             await self._move(tracker, self._moved - moved_before)
         state.tracker = tracker
+        if tracker.in_outage:
+            self._open.add((service, check.name))
+        else:
+            self._open.discard((service, check.name))
         if self.metrics is not None:
             delivery = result.details.get("delivery_seconds")
             expiry = result.details.get("cert_not_after")

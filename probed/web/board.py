@@ -155,12 +155,8 @@ class StatusBoard:
         self._seen_open = self._open_ids()
 
     def _open_ids(self) -> frozenset[int | None]:
-        recorder = self.daemon.recorder
-        return frozenset(
-            recorder.outage_id(state.tracker.run)
-            for state in recorder.checks.values()
-            if state.tracker.in_outage and state.tracker.run is not None
-        )
+        recorder = self.daemon.recorder  # looked at every second: O(outages), not O(checks)
+        return frozenset(recorder.outage_id(run) for run in recorder.open_runs())
 
     async def run(self) -> None:
         """Refresh the history now, every HISTORY_EVERY s, and when an outage opens or closes."""
