@@ -158,6 +158,39 @@ async def test_stop_cuts_a_probe_still_running_at_the_grace_but_finishes_a_recor
     assert recorded == ["quick"]
 
 
+async def test_past_the_cap_due_checks_queue_oldest_first_without_a_task_each() -> None:
+    """Overload: never more tests than ``concurrency`` at once, no task for a check that
+    waits for a slot, slots go to the longest waiting, and the stop drops the queue."""
+    started: list[str] = []
+    running = [0, 0]  # now, most at once
+
+    async def slow(check: FakeCheck, transcript: Transcript) -> ProbeResult:
+        started.append(check.name)
+        running[0] += 1
+        running[1] = max(running)
+        await asyncio.sleep(0.3)
+        running[0] -= 1
+        return ProbeResult.passed()
+
+    async def handler(service: str, check: CheckBase, outcome: TestOutcome, t: Transcript) -> None:
+        pass
+
+    REGISTRY["fake"] = ProbeType("fake", FakeCheck, slow)  # undone by the fixture
+    scheduler = Scheduler(handler, concurrency=2)
+    # 12 tests of 0.3 s every second, 2 at a time: more than twice what fits
+    checks = [FakeCheck(name=f"c{i}", interval=1.0, timeout=0.5) for i in range(12)]
+    scheduler.set_checks([("s", c) for c in checks])
+    await wait_for(lambda: len(started) >= 6, timeout=10, what="six tests")
+    tasks = [t for t in asyncio.all_tasks() if t.get_name().startswith("check ")]
+    assert len(tasks) <= 2
+    await scheduler.stop(grace=1.0)
+    assert running[1] == 2
+    # started in the order they fell due (their first runs' grid points), each one once
+    first = started[:6]
+    due = [start_at(phase(("s", name), 1.0), 1.0) for name in first]
+    assert due == sorted(due) and len(set(first)) == len(first)
+
+
 async def test_update_touches_only_the_checks_it_names() -> None:
     async def handler(service: str, check: CheckBase, outcome: TestOutcome, t: Transcript) -> None:
         pass

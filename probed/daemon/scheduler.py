@@ -5,7 +5,8 @@ never both (an idle check costs a timer, not a task and its coroutine: 100 000
 checks are mostly idle). Its tests stay in order (the failure-run rules need
 that), and a slow or hung target cannot delay any other check:
 every test is cut at its timeout by :func:`probed.daemon.runner.run_test`, and a
-global semaphore caps how many tests run at once. A failed test during
+global cap (``concurrency``) limits how many tests run at once: past it, due
+checks wait in a queue, oldest first, without a task each. A failed test during
 which the daemon's own event loop was stalled for a large part of its
 timeout is not a verdict: it is discarded (docs/sla-rules.md). First runs are spread over
 the interval by a hash of the check's identity, so 10 000 checks never fire
@@ -20,6 +21,7 @@ import contextvars
 import math
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
@@ -83,7 +85,11 @@ class Scheduler:
         self._on_discard = on_discard
         self._on_lag = on_lag
         self._clock = clock
-        self._sem = asyncio.Semaphore(concurrency)
+        # a global cap on tests at once: a due check past it waits in a queue, not as a task
+        # (an overloaded daemon would hold a task for nearly every check, and cancelling
+        # 50 000 of them at its stop blocked the loop for seconds)
+        self._free = concurrency
+        self._queue: OrderedDict[CheckKey, _Job] = OrderedDict()
         self._jobs: dict[CheckKey, _Job] = {}
         self._probing: set[asyncio.Task[None]] = set()  # tests talking to their server now
         self._context = contextvars.copy_context()  # one for every timer, not one each
@@ -136,13 +142,15 @@ class Scheduler:
             self._arm(job)
             self._jobs[key] = job
 
-    @staticmethod
-    def _cancel(job: _Job) -> None:
+    def _cancel(self, job: _Job) -> None:
         if job.timer is not None:
             job.timer.cancel()
             job.timer = None
         if job.task is not None:
             job.task.cancel()
+        key = (job.service, job.check.name)
+        if self._queue.get(key) is job:
+            del self._queue[key]
 
     def _arm(self, job: _Job) -> None:
         """Wake the job at its due time (the clock may be injected: a delay, not a date)."""
@@ -152,36 +160,49 @@ class Scheduler:
 
     def _fire(self, job: _Job) -> None:
         job.timer = None
-        if not self._stopping:
-            name = f"check {job.service}/{job.check.name}"
-            job.task = asyncio.create_task(self._test(job), name=name)
+        if self._stopping:
+            return
+        if self._free > 0:
+            self._free -= 1
+            self._start(job)
+        else:  # overload: it starts when a test ends, oldest first
+            self._queue[(job.service, job.check.name)] = job
+
+    def _start(self, job: _Job) -> None:
+        """The job's test, holding one of the slots until its task is done (in any way)."""
+        task = asyncio.create_task(self._test(job), name=f"check {job.service}/{job.check.name}")
+        task.add_done_callback(self._release)
+        job.task = task
+
+    def _release(self, _: asyncio.Task[None]) -> None:
+        if self._queue and not self._stopping:
+            self._start(self._queue.popitem(last=False)[1])
+        else:
+            self._free += 1
 
     async def _test(self, job: _Job) -> None:
         """One test of the job, then its next one armed (unless it was stopped or replaced)."""
         check, key = job.check, (job.service, job.check.name)
         probe = REGISTRY[check.type]
         due = job.due
-        async with self._sem:
-            if self._stopping:
-                return
-            job.testing = True
-            self._on_lag(max(0.0, self._clock() - due))
-            transcript = Transcript(check.secrets())
-            try:
-                started = self._stalls.now() if self._stalls else 0.0
-                outcome = await self._probe(probe, check, transcript)
-                stalled = self._stalls.stalled(started) if self._stalls else 0.0
-                stall_failed = not outcome.ok and outcome.error is None  # a bug is logged
-                if stall_failed and stalled >= DISCARD_SHARE * check.timeout:
-                    if self._on_discard is not None:
-                        await self._on_discard(job.service, check, outcome, stalled)
-                else:
-                    await self._handler(job.service, check, outcome, transcript)
-            except Exception as exc:  # e.g. the store is full: keep testing, say so loudly
-                job.errors += 1
-                log.error("scheduler.outcome_failed", service=key[0], check=key[1], error=repr(exc))
-            finally:
-                job.testing = False
+        job.testing = True
+        self._on_lag(max(0.0, self._clock() - due))
+        transcript = Transcript(check.secrets())
+        try:
+            started = self._stalls.now() if self._stalls else 0.0
+            outcome = await self._probe(probe, check, transcript)
+            stalled = self._stalls.stalled(started) if self._stalls else 0.0
+            stall_failed = not outcome.ok and outcome.error is None  # a bug is logged
+            if stall_failed and stalled >= DISCARD_SHARE * check.timeout:
+                if self._on_discard is not None:
+                    await self._on_discard(job.service, check, outcome, stalled)
+            else:
+                await self._handler(job.service, check, outcome, transcript)
+        except Exception as exc:  # e.g. the store is full: keep testing, say so loudly
+            job.errors += 1
+            log.error("scheduler.outcome_failed", service=key[0], check=key[1], error=repr(exc))
+        finally:
+            job.testing = False
         job.tests += 1
         self.last_tick = self._clock()
         due += check.interval
@@ -208,6 +229,7 @@ class Scheduler:
         idle loops. A test still talking to its server after ``grace`` (its timeout moved
         on by stalls) is cut: not done, never a verdict; one being recorded is finished."""
         self._stopping = True
+        self._queue.clear()  # due tests that never got a slot: not started, not done
         for job in self._jobs.values():
             if job.timer is not None:
                 job.timer.cancel()
