@@ -95,9 +95,8 @@ class QuorumWatch:
         now = self.clock()
         for service, checks in services.items():
             down = open_checks(await self.store.announced(service, TOLD_LEDGER))
-            for check in checks:
-                if check.name in down:
-                    await self.observe(service, check, now)
+            for check in [c for c in checks if c.name in down] if down else ():  # usually none
+                await self.observe(service, check, now)
             self._set_down(service, open_checks(await self.store.announced(service, TOLD_LEDGER)))
 
     def _set_down(self, service: str, down: set[str]) -> None:

@@ -198,6 +198,7 @@ class BufferedStore(ABC):
         # per service, the checks whose coverage may wait for a flush (pruned when read): a
         # reader of the coverage looks at the checks tested since the last flush, not at all
         self._unflushed: dict[str, set[int]] = {}
+        self._dirty: set[int] = set()  # checks with something to write: a flush looks at these
         self._lock = asyncio.Lock()  # buffered state handed to the engine: one writer at a time
         self.texts = Texts()  # the texts dictionary's committed ids
 
@@ -293,6 +294,7 @@ class BufferedStore(ABC):
         return p
 
     def _touch(self, check_id: int) -> None:
+        self._dirty.add(check_id)
         service = self._services.get(check_id)
         if service is not None:
             self._unflushed.setdefault(service, set()).add(check_id)
@@ -386,7 +388,13 @@ class BufferedStore(ABC):
             p.segment, p.seg_dirty = None, False
 
     async def flush(self) -> None:
-        dirty = [c for c, p in self._pending.items() if p.run_dirty or p.seg_dirty or p.finished]
+        pending = self._pending  # every change to a check's buffer touches it (_touch)
+        dirty = [
+            c
+            for c in self._dirty
+            if (p := pending.get(c)) is not None and (p.run_dirty or p.seg_dirty or p.finished)
+        ]
+        self._dirty = set()  # what changes from here on is written by the next flush
         async with self._lock:
             await self._write_locked(dirty)
 
