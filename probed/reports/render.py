@@ -88,7 +88,7 @@ def _utc_clock(seconds: int) -> str:
 
 def iso_utc(ts: float) -> str:
     """``2026-10-04T10:00:00Z``; sub-second digits only when the instant has them."""
-    if ts.is_integer() and 0 <= ts < _YEAR_10000:  # most instants: a report has ~10^5 of them
+    if 0 <= ts < _YEAR_10000 and ts % 1 == 0:  # whole seconds: ~2x cheaper than datetime
         days, seconds = divmod(int(ts), 86400)
         return f"{_utc_day(days)}T{_utc_clock(seconds)}Z"
     moment = datetime.fromtimestamp(ts, UTC)
