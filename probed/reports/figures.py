@@ -62,8 +62,12 @@ async def month_inputs(
     tz: str,
     now: float,
     locations: Sequence[str] | None = None,
+    stored: Sequence[accounting.ExclusionSpan] | None = None,
 ) -> MonthInputs:
-    """Read what :func:`service_month` computes the figures from."""
+    """Read what :func:`service_month` computes the figures from.
+
+    ``stored``: the store's exclusions touching the month, when the caller already
+    read them (they are the same for every service)."""
     window = accounting.month_period(month, tz)
     outages = await store.outages(service.name, window)
     names = set(await store.locations() if locations is None else locations)
@@ -78,7 +82,7 @@ async def month_inputs(
         now=now,
         outages=outages,
         coverage=coverage,
-        exclusions=await service_exclusions(store, service, tz, window),
+        exclusions=await service_exclusions(store, service, tz, window, stored),
         first_test_at=await store.first_test_at(service.name),
     )
 
@@ -129,21 +133,30 @@ def check_records(
 
 
 async def service_exclusions(
-    store: Store, service: Service, tz: str, window: accounting.Interval
+    store: Store,
+    service: Service,
+    tz: str,
+    window: accounting.Interval,
+    stored: Sequence[accounting.ExclusionSpan] | None = None,
 ) -> list[accounting.ExclusionSpan]:
     """Stored exclusions (live or revoked) and the config's recurring windows touching
-    ``window``: config windows count exactly like flagged ones."""
-    stored = [e for e in await store.exclusions(window) if e.applies_to(service.name)]
-    return stored + expand(service.maintenance, service=service.name, tz=tz, span=window)
+    ``window``: config windows count exactly like flagged ones. ``stored``: the store's
+    exclusions touching ``window``, already read."""
+    if stored is None:
+        stored = await store.exclusions(window)
+    own = [e for e in stored if e.applies_to(service.name)]
+    return own + expand(service.maintenance, service=service.name, tz=tz, span=window)
 
 
 async def month_report(
     store: Store, config: Config, month: str, now: float, only: str | None = None
 ) -> list[accounting.ServiceFigures]:
     """Figures of every configured service (or ``only``) for one month."""
+    tz = config.timezone
     locations = await store.locations()
+    stored = await store.exclusions(accounting.month_period(month, tz))  # once, not per service
     return [
-        await service_month(store, service, month, config.timezone, now, locations)
+        (await month_inputs(store, service, month, tz, now, locations, stored)).figures()
         for name, service in config.services.items()
         if only is None or name == only
     ]
