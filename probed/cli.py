@@ -226,21 +226,9 @@ def report(
     fmt: str,
 ) -> None:
     """The month's figures and outages (or a range of months, or one incident)."""
-    # ~10^5 records (10 000 checks' month) that live until the process exits: collections
+    # ~10^5 records (10 000 checks' month) that live until the command ends: collections
     # would only rescan them, ~40 % of the report's CPU
-    with config_mod.no_collections():
-        _report(config_path, month, from_month, to_month, service, incident, fmt)
-
-
-def _report(
-    config_path: str,
-    month: str | None,
-    from_month: str | None,
-    to_month: str | None,
-    service: str | None,
-    incident: int | None,
-    fmt: str,
-) -> None:
+    click.get_current_context().with_resource(config_mod.no_collections())
     from probed.reports import render as render
     from probed.reports.figures import month_report
 
@@ -276,7 +264,7 @@ def _report(
     except ValueError as exc:
         _fail(str(exc), 2)
 
-    async def _render(store: Store) -> str:
+    async def _report(store: Store) -> str:
         reports = tuple(
             [
                 render.MonthReport(
@@ -299,7 +287,7 @@ def _report(
             return render_html(result, await gather_extras(store, config, result, now), now)
         return render.RENDERERS[fmt](result)
 
-    click.echo(_with_store(config, _render, readonly=True), nl=False)
+    click.echo(_with_store(config, _report, readonly=True), nl=False)
 
 
 @main.group()
