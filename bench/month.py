@@ -220,7 +220,9 @@ def report_run(config: Path, args: argparse.Namespace) -> Run:
     cmd += ["--format", "json"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    done = subprocess.run(cmd, capture_output=True, env=env, timeout=600, check=False)
+    done = subprocess.run(
+        cmd, capture_output=True, env=env, cwd=args.source, timeout=600, check=False
+    )
     seconds = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
