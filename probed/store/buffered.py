@@ -134,6 +134,14 @@ def _seg_write(check_id: int, s: Segment) -> SegWrite:
     return SegWrite(check_id, s.id, s.first, s.last, s.interval, s.timeout, s.tests)
 
 
+def covered_until(end: float, seen_at: float | None, now: float) -> float:
+    """Where a stored segment's coverage ends for a reader: ``now`` while a live daemon
+    vouches for it (flushed at most LIVE_AFTER_FLUSH ago while on time), else its end.
+    :data:`COVERAGE_SQL` says the same in SQL."""
+    live = seen_at is not None and seen_at <= end and 0.0 <= now - seen_at <= LIVE_AFTER_FLUSH
+    return now if live else min(end, now)
+
+
 # The service's stored coverage, merged into sorted disjoint intervals by the database
 # ("gaps and islands"): 100 000 checks' segments come back as a few rows, and no Python
 # code sorts them (a sort holds the GIL, so even in a thread it stalls the daemon's loop).
@@ -512,10 +520,8 @@ class BufferedStore(ABC):
                 )
                 stored = [] if reads.first_test_at is None else [reads.first_test_at]
                 reads.first_test_at = min([*stored, *(s.first for s in segments)])
-        for reads in found.values():
-            spans = {
-                name: [(a, b) for a, b in got if b > a] for name, got in reads.coverage.items()
-            }
+        for reads in found.values():  # merged, as coverage() gives them
+            spans = {name: union(got) for name, got in reads.coverage.items()}
             reads.coverage = {name: kept for name, kept in spans.items() if kept}
         return found
 

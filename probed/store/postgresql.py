@@ -56,6 +56,7 @@ from probed.core.accounting import ExclusionSpan, Interval, OutageSpan
 from probed.core.outages import FailureRun
 from probed.store import failures, migrations
 from probed.store.base import (
+    LIVE_AFTER_FLUSH,
     STORE_TIMEOUT,
     AlreadyRevoked,
     DamagedStore,
@@ -75,6 +76,7 @@ from probed.store.buffered import (
     RunWrite,
     SegWrite,
     coverage_params,
+    covered_until,
 )
 from probed.store.rows import exclusion_span, outage_span, outbox_row
 
