@@ -210,6 +210,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         _install_test_stall(loop)
         heartbeat = asyncio.create_task(self.stalls.run(_log_stall), name="heartbeat")
+        if isinstance(self.scheduler, WorkerPool):
+            self.scheduler.start()  # they import probed while the store learns the checks
         await self.recorder.start(self._checks(self.config))
         await self.accountant.refresh(self.config)
         api = ApiServer(self)

@@ -65,18 +65,14 @@ def _label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def check_labels(*values: str) -> str:
-    """``service="mail",check="pop3",type="pop3"``, rendered once per check."""
-    return ",".join(
-        f'{name}="{_label_value(value)}"' for name, value in zip(CHECK_LABELS, values, strict=True)
-    )
-
-
 @dataclass(slots=True)
 class CheckSeries:
-    """One check's series: a few numbers, and its label set rendered once."""
+    """One check's series: its label values (escaped, which for the names a config allows
+    is the config's own string, not a copy) and a few numbers."""
 
-    labels: str
+    service: str
+    check: str
+    type: str
     up: bool = True
     success: float = math.nan  # no sample before the first test
     last_duration: float = math.nan
@@ -92,25 +88,33 @@ _CHECK_FAMILIES = (
 )
 
 
-def render_checks(series: list[CheckSeries]) -> bytes:
-    """The per-check families in the Prometheus text format (0.0.4)."""
+def render_checks(series: list[CheckSeries], located: str = "") -> bytes:
+    """The per-check families in the Prometheus text format (0.0.4); ``located`` is the
+    ``,location="..."`` label of every series, or empty."""
+    labels = [f'service="{c.service}",check="{c.check}",type="{c.type}"{located}' for c in series]
     out: list[str] = []
     for name, kind, help_ in _CHECK_FAMILIES:
         out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n")
         if name == "probed_probe_success":
-            out += [f"{name}{{{c.labels}}} {c.success}\n" for c in series if c.success == c.success]
+            out += [
+                f"{name}{{{ls}}} {c.success}\n"
+                for c, ls in zip(series, labels, strict=True)
+                if c.success == c.success
+            ]
         elif name == "probed_probe_last_duration_seconds":
             out += [
-                f"{name}{{{c.labels}}} {c.last_duration}\n"
-                for c in series
+                f"{name}{{{ls}}} {c.last_duration}\n"
+                for c, ls in zip(series, labels, strict=True)
                 if c.last_duration == c.last_duration
             ]
         elif name == "probed_probes_total":
-            for c in series:
-                out.append(f'{name}{{{c.labels},result="pass"}} {c.passes}\n')
-                out.append(f'{name}{{{c.labels},result="fail"}} {c.fails}\n')
+            for c, ls in zip(series, labels, strict=True):
+                out.append(f'{name}{{{ls},result="pass"}} {c.passes}\n')
+                out.append(f'{name}{{{ls},result="fail"}} {c.fails}\n')
         else:
-            out += [f"{name}{{{c.labels}}} {1 if c.up else 0}\n" for c in series]
+            out += [
+                f"{name}{{{ls}}} {1 if c.up else 0}\n" for c, ls in zip(series, labels, strict=True)
+            ]
     return "".join(out).encode()
 
 
@@ -251,10 +255,10 @@ class Metrics:
         self._duration(service, check, type_)
 
     def _series(self, service: str, check: str, type_: str) -> CheckSeries:
-        labels = check_labels(service, check, type_) + self._located
         series = self.checks.get((service, check))
-        if series is None or series.labels != labels:  # new, or its type changed
-            series = self.checks[(service, check)] = CheckSeries(labels)
+        if series is None or series.type != _label_value(type_):  # new, or its type changed
+            values = (_label_value(service), _label_value(check), _label_value(type_))
+            series = self.checks[(service, check)] = CheckSeries(*values)
         return series
 
     def set_check_up(self, service: str, check: str, type_: str, up: bool) -> None:
@@ -280,7 +284,7 @@ class Metrics:
 
     def render(self, series: list[CheckSeries]) -> bytes:
         """The whole exposition; runs in a worker thread (``series`` listed on the loop)."""
-        return generate_latest(self.registry) + render_checks(series)
+        return generate_latest(self.registry) + render_checks(series, self._located)
 
 
 class SnapshotCollector(Collector):

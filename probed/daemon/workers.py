@@ -99,6 +99,7 @@ class WorkerPool:
         self._stopping = asyncio.Event()
         self._grace = 0.0
         self._all_ready = asyncio.Event()
+        self._planned = asyncio.Event()  # the shards are known: a started worker gets its own
 
     @property
     def jobs(self) -> dict[CheckKey, CheckBase]:
@@ -156,12 +157,19 @@ class WorkerPool:
             if slot.outbox is not None and (changed or gone):
                 slot.outbox.put_nowait(("checks", changed, gone, False))
         self._jobs = jobs
+        self._planned.set()
+        self.start()
+        return added, removed
+
+    def start(self) -> None:
+        """Start the worker processes (once): a fresh interpreter takes about a second to
+        import probed, time the daemon spends meanwhile on its store and its checks' state.
+        Each gets its shard as soon as :meth:`set_checks` has worked them out."""
         if not self._supervisors:
             self._supervisors = [
                 asyncio.create_task(self._supervise(s), name=f"worker {s.index}")
                 for s in self._slots
             ]
-        return added, removed
 
     async def ready(self) -> None:
         """Returns once every worker has scheduled its first shard."""
@@ -242,12 +250,9 @@ class WorkerPool:
         self._processes[slot.index] = process
         reader, writer = await asyncio.open_connection(sock=ours)
         outbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-        slot.outbox = outbox
-        outbox.put_nowait(("checks", list(slot.checks.values()), [], True))
-        if self._stopping.is_set():
-            outbox.put_nowait(("stop", self._grace))
         sender = asyncio.create_task(self._send(outbox, writer))
         try:
+            await self._first(slot, outbox)
             ended = await self._receive(slot, reader)
         finally:
             slot.outbox, slot.ready = None, False
@@ -259,6 +264,20 @@ class WorkerPool:
         except TimeoutError:
             process.kill()  # stuck: it is started again
             return await process.wait()
+
+    async def _first(self, slot: _Slot, outbox: asyncio.Queue[tuple[Any, ...]]) -> None:
+        """The worker's whole shard first, once it is known (or at once: ``stop``)."""
+        planned = asyncio.ensure_future(self._planned.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((planned, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            planned.cancel()
+            stopping.cancel()
+        slot.outbox = outbox  # from now on set_checks sends it what changed
+        outbox.put_nowait(("checks", list(slot.checks.values()), [], True))
+        if self._stopping.is_set():
+            outbox.put_nowait(("stop", self._grace))
 
     @staticmethod
     async def _send(outbox: asyncio.Queue[tuple[Any, ...]], writer: asyncio.StreamWriter) -> None:
