@@ -51,7 +51,6 @@ class Worker:
             stalls=self.stalls,
             on_discard=self._on_discard,
         )
-        self.checks: dict[CheckKey, tuple[str, CheckBase]] = {}
         self.stop = asyncio.Event()
         self.grace = 1.0
         self.by_signal = False  # stopped by SIGTERM/SIGINT (systemd stops the whole group)
@@ -72,16 +71,12 @@ class Worker:
 
     async def apply(self, changed: list[tuple[str, CheckBase]], removed: list[CheckKey]) -> None:
         """Only what changed, a slice at a time: the tests in flight keep running."""
-        for key in removed:
-            self.checks.pop(key, None)
         self.scheduler.update((), removed)
         for start in range(0, len(changed), APPLY_SLICE):
-            part = changed[start : start + APPLY_SLICE]
-            for service, check in part:
-                self.checks[(service, check.name)] = (service, check)
-            self.scheduler.update(part, ())
+            self.scheduler.update(changed[start : start + APPLY_SLICE], ())
             await asyncio.sleep(0)
-        self.grace = max((c.timeout for _, c in self.checks.values()), default=0.0) + 1.0
+        jobs = self.scheduler.jobs.values()
+        self.grace = max((job.check.timeout for job in jobs), default=0.0) + 1.0
 
     async def send(self) -> None:
         """Batches to the main process until stopped; the last one after the scheduler stopped."""
