@@ -25,6 +25,7 @@ from typing import cast
 import structlog
 
 from probed import eventloop
+from probed.daemon import heap
 from probed.daemon.runner import TestOutcome
 from probed.daemon.scheduler import CheckKey, Scheduler
 from probed.daemon.stalls import StallMeter
@@ -153,6 +154,7 @@ async def serve(fd: int, concurrency: int) -> None:
 
 def main(argv: list[str]) -> int:
     fd, index, log_format, log_level, concurrency = argv
+    heap.pin_mmap_threshold()  # before its shard of checks arrives (docs/scale.md)
     configure_logs(cast(LogFormat, log_format), log_level)
     structlog.contextvars.bind_contextvars(worker=int(index))
     eventloop.install()  # as in the main process
