@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Coroutine, Iterator
 from typing import Literal, TypeVar
 
 from aioimaplib import (
@@ -86,17 +86,22 @@ class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]  # aioimaplib ships 
         super().__init__(loop)
         self.transcript = transcript
         self.step = "greeting"
-        self.greeted = asyncio.Event()
-        self.broken = asyncio.Event()
+        self.greeted = asyncio.Event()  # set by the greeting, or by a failure before it
         self.error: ProbeFailure | None = None
         self.received = 0
         self.lines = 0
         self.tls_tag: bytes | None = None  # STARTTLS's tag, while its answer is awaited
 
     def fail(self, error: ProbeFailure) -> None:
+        """The session is over: whatever waits (the greeting, a command) raises ``error``."""
         if self.error is None:
             self.error = error
-        self.broken.set()
+        self.greeted.set()
+        waiting = [self.pending_sync_command, *self.pending_async_commands.values()]
+        for command in waiting:
+            if command is not None:  # its execute() raises the error (Command.wait)
+                command._exception = self.error
+                command._event.set()
         if self.transport is not None:
             self.transport.abort()
 
@@ -310,23 +315,18 @@ class ImapSession:
         return lines
 
     async def _run(self, step: str, work: Awaitable[_T]) -> _T:
-        """``work``, unless the connection breaks first: then the failure, at once."""
+        """``work``, unless the connection breaks first: then the failure, at once.
+
+        No task of its own: :meth:`_Protocol.fail` wakes whatever ``work`` waits for
+        (the greeting, the command in flight) and it raises the failure.
+        """
         protocol = self._protocol
         protocol.step = step
         if protocol.error is not None:
+            if isinstance(work, Coroutine):
+                work.close()  # never started
             raise protocol.error
-        task = asyncio.ensure_future(work)
-        broken = asyncio.ensure_future(protocol.broken.wait())
-        try:
-            await asyncio.wait({task, broken}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            broken.cancel()
-            if not task.done():
-                task.cancel()
-        if task.done() and not task.cancelled():
-            return task.result()
-        assert protocol.error is not None
-        raise protocol.error
+        return await work
 
     def _tag(self) -> str:
         tag: str = self._protocol.new_tag()
