@@ -27,6 +27,7 @@ from aioimaplib import (
     Command,
     FetchCommand,
     IMAP4ClientProtocol,
+    IncompleteRead,
     quoted,
 )
 from pydantic import Field
@@ -107,7 +108,8 @@ class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]  # aioimaplib ships 
 
     def data_received(self, d: bytes) -> None:
         self.received += len(d)
-        self.lines += d.count(b"\n")
+        lines = d.count(b"\n")
+        self.lines += lines
         try:
             if self.received > MAX_SESSION:
                 raise ProbeFailure(
@@ -115,8 +117,8 @@ class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]  # aioimaplib ships 
                 )
             if self.lines > MAX_LINES:
                 raise ProbeFailure(f"IMAP {self.step}: response too large (over {MAX_LINES} lines)")
-            for piece in _pieces(d, LINES_PER_FEED):
-                super().data_received(piece)
+            for piece in (d,) if lines <= LINES_PER_FEED else _pieces(d, LINES_PER_FEED):
+                self._feed(piece)
                 if self.error is not None:
                     return
             if len(self.incomplete_line) > MAX_LINE:
@@ -130,10 +132,23 @@ class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]  # aioimaplib ships 
         reason = describe_error(exc) if exc is not None else "connection closed by server"
         self.fail(ProbeFailure(f"IMAP {self.step}: {reason}"))
 
+    def _feed(self, data: bytes) -> None:
+        """aioimaplib's data_received, without its debug log (it formats every chunk)."""
+        try:
+            self._handle_responses(
+                self.incomplete_line + data, self._handle_line, self.current_command
+            )
+            self.incomplete_line = b""
+            self.current_command = None
+        except IncompleteRead as incomplete:
+            self.current_command = incomplete.cmd
+            self.incomplete_line = incomplete.data
+
     def send(self, line: str, scrub: str | None = None) -> None:
+        """aioimaplib's send, with the transcript instead of its debug log."""
         shown = line.replace(quoted(scrub), "********") if scrub else line
         self.transcript.client(shown)
-        super().send(line, scrub)
+        self.transport.write(line.encode() + b"\r\n")
 
     def _handle_line(self, line: bytes, current_cmd: Command | None) -> Command | None:
         if line:
