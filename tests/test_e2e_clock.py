@@ -128,3 +128,47 @@ async def test_a_clock_step_during_an_outage_is_logged_and_never_downtime(
     assert 0 < web["downtime_seconds"] <= elapsed
     assert 0 < incident["downtime_seconds"] <= elapsed
     assert incident["start"] <= incident["end"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("step", "size"), [("+1h", 3600.0), ("-90m", -5400.0)])
+async def test_kill_9_after_a_clock_step_restores_the_moved_outage(
+    tmp_path: Path, step: str, size: float, daemon_storage: DaemonStorage
+) -> None:
+    """The failed tests before the step are stored on the old timeline, the open outage
+    on the new one: the restarted daemon must continue that outage, not open another
+    from the old timeline's first failed test (an hour of downtime) and leave it open."""
+    offset = tmp_path / "faketime"
+    env = faketime_env(offset)
+    began = time.monotonic()
+    async with ScriptedHTTP() as http:
+        http.down.add("site")
+        config = http_config(tmp_path, http.port, ["site"], 0.5, "", daemon_storage.lines)
+        first = await DaemonProcess(config, env=env).start()
+        await wait_for(lambda: first.events("outage.opened"), what="outage opened")
+        offset.write_text(f"{step}\n")
+        await wait_for(lambda: first.events("clock.stepped"), what="clock.stepped")
+        stepped_at = len(first.log)
+        await wait_for(
+            lambda: sum(e.get("event") == "probe.failed" for e in first.log[stepped_at:]) >= 2,
+            what="failed tests after the step",
+        )
+        await first.kill9()
+        second = await DaemonProcess(config, env=env).start()  # the clock stays stepped
+        try:
+            await wait_for(
+                lambda: second.events("probe.failed"), what="a failed test after restart"
+            )
+            http.down.discard("site")
+            await wait_for(lambda: second.events("outage.closed"), what="outage closed")
+            elapsed = time.monotonic() - began
+            report = await second.json("/api/v1/report")
+        finally:
+            assert await second.stop() == 0
+    assert elapsed < abs(size) / 10
+    async with daemon_storage.reading() as store:
+        outages = await store.outages("web", (0.0, 4e9))
+    assert [o.open for o in outages] == [False] * len(outages)  # none left open forever
+    assert all(0 < o.end - o.start <= elapsed for o in outages)
+    [web] = report["services"]
+    assert 0 < web["downtime_seconds"] <= elapsed

@@ -81,6 +81,48 @@ async def test_a_durable_pass_ends_the_run_across_a_crash(engine: Engine) -> Non
     await again.close()
 
 
+@pytest.mark.parametrize("step", [3600.0, -5400.0])
+async def test_a_restored_run_continues_its_outage_moved_by_a_clock_step(
+    engine: Engine, step: float
+) -> None:
+    """Failed tests stored before a step keep the old timeline; the outage row was moved
+    with it. The run restored after a crash is the row's, plus the failed test stored
+    after the row's last update (the kill came between the two writes)."""
+    url = engine.url()
+    store = await engine.open(url)
+    cid = await store.check_id("mail", "imap", "imap")
+    t = 6000.0
+    await store.record_failure(cid, fail(t, "a"), interval=60.0)
+    await store.record_failure(cid, fail(t + 60, "a"), interval=60.0)
+    oid = await store.open_outage(cid, FailureRun(t, t + 60, 2, ("a",)))
+    await store.update_outage(oid, FailureRun(t + step, t + 60 + step, 2, ("a",), oid))
+    await store.record_failure(cid, fail(t + 120 + step, "b"), interval=60.0)
+    await engine.crash(store)
+    again = await engine.open(url)
+    [(restored_cid, run)] = (await again.restore_runs([cid])).items()
+    await again.close()
+    assert restored_cid == cid
+    assert run == FailureRun(t + step, t + 120 + step, 3, ("a", "b"), oid)
+
+
+async def test_an_open_outage_a_durable_pass_ended_is_closed_on_restore(engine: Engine) -> None:
+    url = engine.url()
+    store = await engine.open(url)
+    cid = await store.check_id("mail", "imap", "imap")
+    await store.record_failure(cid, fail(60.0), interval=60.0)
+    await store.record_failure(cid, fail(120.0), interval=60.0)
+    oid = await store.open_outage(cid, FailureRun(60.0, 120.0, 2, ("refused",)))
+    await store.record_pass(cid, 180.0, interval=60.0, durable=True)
+    await engine.crash(store)  # before the outage's row was closed
+    again = await engine.open(url)
+    assert await again.restore_runs([cid]) == {}
+    [outage] = await again.outages("mail", EVER)
+    stored = await again.outage(oid)
+    await again.close()
+    assert (outage.open, outage.start, outage.end, outage.failed_tests) == (False, 60, 120, 2)
+    assert stored is not None and stored.closed_at == 180.0
+
+
 async def test_runs_are_restored_per_location(engine: Engine) -> None:
     url = engine.url()
     here = await engine.open(url, location="fra1")

@@ -19,9 +19,9 @@ import copy
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from probed.core.accounting import Interval
+from probed.core.accounting import Interval, OutageSpan
 from probed.core.outages import FailureRun
 from probed.store import failures
 from probed.store.base import LIVE_AFTER_FLUSH, FailedTest
@@ -197,8 +197,11 @@ class BufferedStore(ABC):
         """This location's last stored pass (``-inf`` without one) and its rows from then on."""
 
     @abstractmethod
-    async def _open_outage_id(self, check_id: int, start: float) -> int | None:
-        """This location's open outage of the check that starts at ``start``."""
+    async def _open_outage(self, check_id: int) -> OutageSpan | None:
+        """This location's latest open outage of the check."""
+
+    @abstractmethod
+    async def close_outage(self, outage_id: int, run: FailureRun, closed_at: float) -> None: ...
 
     @abstractmethod
     async def _stopped(self, segment_ids: Sequence[int] | None) -> None:
@@ -305,16 +308,35 @@ class BufferedStore(ABC):
             self.texts.learn(await self._lookup(unknown))
 
     async def restore_run(self, check_id: int) -> FailureRun | None:
+        """The check's unfinished failure run. An open outage is its durable record on the
+        daemon's timeline (moved with every clock step, unlike the failed tests stored
+        before a step): the run continues it, with any failed test stored after its row."""
         last_pass, rows = await self._restore_rows(check_id)
         fails = failures.trailing((r for _, r in failures.decode_rows(rows)), last_pass)
-        if not fails:
-            return None
         await self._known(fails)
         reason = self.texts.texts
+        outage = await self._open_outage(check_id)
+        if outage is not None:
+            run = FailureRun(
+                outage.start, outage.end, outage.failed_tests, outage.reasons, outage.id
+            )
+            if not fails and last_pass > outage.end:  # a pass ended it before its row closed
+                await self.close_outage(outage.id or 0, run, last_pass)
+                return None
+            # the kill came between a failed test's write and its outage row's update: those
+            # tests come right after the row's last one, never in the future of this clock
+            # (where tests stored before a backward step are)
+            now, behind = self.clock(), len(fails) - outage.failed_tests
+            later = [r for r in fails if outage.end < r.at <= now][:behind] if behind > 0 else []
+            for r in later:
+                run = run.with_failure(r.at, reason[r.reason])
+            return run
+        if not fails:
+            return None
         run = FailureRun(fails[0].at, fails[0].at, 1, (reason[fails[0].reason],))
         for r in fails[1:]:
             run = run.with_failure(r.at, reason[r.reason])
-        return replace(run, outage_id=await self._open_outage_id(check_id, run.first_at))
+        return run
 
     async def restore_runs(self, check_ids: Sequence[int]) -> dict[int, FailureRun]:
         found: dict[int, FailureRun] = {}

@@ -463,13 +463,13 @@ class PostgresStore(BufferedStore):
         )
         return last_pass, [(str(r[0]), int(r[1]), bytes(r[2])) for r in rows]
 
-    async def _open_outage_id(self, check_id: int, start: float) -> int | None:
+    async def _open_outage(self, check_id: int) -> OutageSpan | None:
         row = await self._one(
-            "SELECT id FROM outages WHERE check_id = %s AND location = %s AND closed_at IS NULL"
-            " AND start = %s",
-            (check_id, self.location, start),
+            self._OUTAGE + " WHERE o.check_id = %s AND o.location = %s AND o.closed_at IS NULL"
+            " ORDER BY o.id DESC LIMIT 1",
+            (check_id, self.location),
         )
-        return None if row is None else int(row[0])
+        return None if row is None else outage_span(row)
 
     async def _runs(self, cur: Cursor, runs: Sequence[RunWrite]) -> list[int]:
         updates = [(r.last, r.count, r.id) for r in runs if r.id is not None]
@@ -545,8 +545,10 @@ class PostgresStore(BufferedStore):
             " WHERE (SELECT max(f.last_at) FROM failure_weeks f"
             "        WHERE f.check_id = c.id AND f.location = %s)"
             " > coalesce((SELECT max(p.last_at) FROM pass_runs p"
-            "        WHERE p.check_id = c.id AND p.location = %s), '-infinity'::float8)",
-            ([int(c) for c in check_ids], self.location, self.location),
+            "        WHERE p.check_id = c.id AND p.location = %s), '-infinity'::float8)"
+            " OR EXISTS (SELECT 1 FROM outages o WHERE o.check_id = c.id"
+            "        AND o.location = %s AND o.closed_at IS NULL)",
+            ([int(c) for c in check_ids], self.location, self.location, self.location),
         )
         return [int(cid) for (cid,) in rows]
 

@@ -161,8 +161,8 @@ class SqliteStore(BufferedStore):
     async def _restore_rows(self, check_id: int) -> tuple[float, list[tuple[str, int, bytes]]]:
         return await self._call(self._db.restore_rows, check_id)
 
-    async def _open_outage_id(self, check_id: int, start: float) -> int | None:
-        return await self._call(self._db.open_outage_id, check_id, start)
+    async def _open_outage(self, check_id: int) -> OutageSpan | None:
+        return await self._call(self._db.latest_open_outage, check_id)
 
     async def _stopped(self, segment_ids: Sequence[int] | None) -> None:
         await self._call(self._db.stopped, segment_ids)
@@ -574,11 +574,13 @@ class _Db:
             chunk = check_ids[at : at + RESTORE_CHUNK]
             rows = self.db.execute(
                 "SELECT c.id FROM checks c WHERE c.id IN (SELECT value FROM json_each(?))"
-                " AND (SELECT MAX(f.last_at) FROM failure_weeks f"
+                " AND ((SELECT MAX(f.last_at) FROM failure_weeks f"
                 "      WHERE f.check_id = c.id AND f.location = ?)"
                 " > COALESCE((SELECT MAX(p.last_at) FROM pass_runs p"
-                "      WHERE p.check_id = c.id AND p.location = ?), -1e308)",
-                (json.dumps([int(c) for c in chunk]), self.location, self.location),
+                "      WHERE p.check_id = c.id AND p.location = ?), -1e308)"
+                " OR EXISTS (SELECT 1 FROM outages o WHERE o.check_id = c.id"
+                "      AND o.location = ? AND o.closed_at IS NULL))",
+                (json.dumps([int(c) for c in chunk]), self.location, self.location, self.location),
             ).fetchall()
             found += [int(cid) for (cid,) in rows]
         return found
@@ -597,13 +599,13 @@ class _Db:
         ).fetchall()
         return last_pass, rows
 
-    def open_outage_id(self, check_id: int, start: float) -> int | None:
+    def latest_open_outage(self, check_id: int) -> OutageSpan | None:
         row = self.db.execute(
-            "SELECT id FROM outages WHERE check_id = ? AND location = ? AND closed_at IS NULL"
-            " AND start = ?",
-            (check_id, self.location, start),
+            self._OUTAGE + " WHERE o.check_id = ? AND o.location = ? AND o.closed_at IS NULL"
+            " ORDER BY o.id DESC LIMIT 1",
+            (check_id, self.location),
         ).fetchone()
-        return None if row is None else int(row[0])
+        return None if row is None else outage_span(row)
 
     _OUTAGE = (
         "SELECT o.id, c.name, o.start, o.last_failed, o.failed_tests, o.reasons, o.closed_at,"
