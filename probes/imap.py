@@ -83,6 +83,9 @@ class ImapCheck(CheckBase, ImapServer):
 class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]  # aioimaplib ships no types
     """aioimaplib's parser, with a transcript, bounds, and a fast failure when the link breaks."""
 
+    incomplete_line: bytes  # aioimaplib's: the start of a line (or literal) still coming
+    current_command: Command | None  # aioimaplib's: the command that line belongs to
+
     def __init__(self, loop: asyncio.AbstractEventLoop, transcript: Transcript) -> None:
         super().__init__(loop)
         self.transcript = transcript
