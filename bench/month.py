@@ -6,12 +6,17 @@ every ``--interval`` with ``--fail-ratio`` of the tests failing at random
 in the product's own encoding (``probed/store/failures.py``: the packed
 ``failure_weeks`` rows, texts once, the pass runs failed tests end folded into
 their records) into SQLite and into a private PostgreSQL cluster, then prints
-per engine: rows, store size, bytes per failed test, and the wall time of
-``probed report --month 2026-11 --format json`` (a subprocess, best and worst
-of ``--repeat`` runs).
+per engine: rows, store size, bytes per failed test, and the wall and CPU time
+(user + system of the report process) of ``probed report --month 2026-11
+--format json`` (a subprocess, best and worst of ``--repeat`` runs).
 
     .venv/bin/python bench/month.py                       # 10 000 checks at 60 s, 1 %
     .venv/bin/python bench/month.py --checks 1000 --engines sqlite
+    .venv/bin/python bench/month.py --source /tmp/other-tree --save-json /tmp/before
+
+``--source`` runs the report from another source tree (to measure a patch);
+``--save-json DIR`` keeps each engine's report (``generated_at`` left out) for a
+diff between two trees: the same seed synthesises the same month.
 
 Everything runs on 127.0.0.1; the cluster is removed at the end (the SQLite
 file stays in the printed workdir). ``bench/stores.py --month`` runs the same.
@@ -24,6 +29,7 @@ import asyncio
 import math
 import os
 import random
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -201,16 +207,32 @@ def fill_postgresql(conninfo: str, args: argparse.Namespace, ids: list[int]) -> 
     return counts
 
 
-def report_seconds(config: Path) -> tuple[float, int]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+@dataclass
+class Run:
+    wall: float
+    cpu: float  # the report process's user + system seconds
+    size: int  # bytes of JSON
+
+
+def report_run(config: Path, args: argparse.Namespace) -> Run:
+    env = {**os.environ, "PYTHONPATH": str(args.source)}
     cmd = [sys.executable, "-m", "probed.cli", "report", "-c", str(config), "--month", MONTH]
     cmd += ["--format", "json"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    done = subprocess.run(cmd, capture_output=True, env=env, timeout=600, check=False)
+    done = subprocess.run(
+        cmd, capture_output=True, env=env, cwd=args.source, timeout=600, check=False
+    )
     seconds = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr[-2000:]!r}")
-    return seconds, len(done.stdout)
+    if args.save_json is not None:  # generated_at aside, to diff two trees' reports
+        lines = done.stdout.decode().splitlines(keepends=True)
+        text = "".join(line for line in lines if '"generated_at"' not in line)
+        (args.save_json / f"{config.stem}.json").write_text(text, encoding="utf-8")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(seconds, cpu, len(done.stdout))
 
 
 def mib(n: float) -> str:
@@ -224,7 +246,7 @@ def measure_sqlite(args: argparse.Namespace, work: Path) -> dict[str, str]:
     counts = fill_sqlite(path, args, ids)
     fill_s = time.monotonic() - t0
     config = month_config(work / "sqlite.yaml", f"sqlite://{path}", args)
-    runs = [report_seconds(config) for _ in range(args.repeat)]
+    runs = [report_run(config, args) for _ in range(args.repeat)]
     size = sum(p.stat().st_size for p in work.glob("probed.db*"))
     return row(counts, fill_s, runs, size)
 
@@ -240,16 +262,15 @@ def measure_postgresql(args: argparse.Namespace, work: Path, cluster: PgCluster)
     fill_s = time.monotonic() - t0
     extra = f"storage_password_file: {cluster.password_file}"
     config = month_config(work / "pg.yaml", dsn, args, extra)
-    runs = [report_seconds(config) for _ in range(args.repeat)]
+    runs = [report_run(config, args) for _ in range(args.repeat)]
     with psycopg.connect(cluster.conninfo(database)) as conn:
         found = conn.execute("SELECT pg_database_size(current_database())").fetchone()
     return row(counts, fill_s, runs, int(found[0]) if found else 0)
 
 
-def row(
-    counts: dict[str, int], fill_s: float, runs: list[tuple[float, int]], size: int
-) -> dict[str, str]:
-    times = sorted(t for t, _ in runs)
+def row(counts: dict[str, int], fill_s: float, runs: list[Run], size: int) -> dict[str, str]:
+    times = sorted(r.wall for r in runs)
+    cpu = sorted(r.cpu for r in runs)
     failed = counts["failed tests"]
     return {
         "failed tests": str(failed),
@@ -258,7 +279,8 @@ def row(
         ),
         "bulk fill": f"{fill_s:.1f} s",
         "probed report --month (wall, best / worst)": f"{times[0]:.2f} s / {times[-1]:.2f} s",
-        "report JSON size": f"{runs[0][1] / 2**10:.0f} KiB",
+        "probed report --month (CPU, best / worst)": f"{cpu[0]:.2f} s / {cpu[-1]:.2f} s",
+        "report JSON size": f"{runs[0].size / 2**10:.0f} KiB",
         "store size": mib(size),
         "store bytes per failed test": f"{size / max(failed, 1):.1f} B",
     }
@@ -292,6 +314,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fail-ratio", type=float, default=0.01)
     p.add_argument("--repeat", type=int, default=3, help="report runs per store")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--source", type=Path, default=ROOT, help="run the report from this source tree")
+    p.add_argument(
+        "--save-json",
+        type=Path,
+        help="write each engine's report here (sqlite.json, pg.json; generated_at left out)",
+    )
     p.add_argument(
         "--engines", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql"
     )

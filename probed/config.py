@@ -348,7 +348,7 @@ def load(path: str | os.PathLike[str], *, secrets: bool = True) -> Config:
     for commands that do not probe: report, exclude, reload.
     """
     file = Path(path)
-    with _no_collections():
+    with no_collections():
         try:
             text = configfile.read_text(file)
         except configfile.FileProblem as exc:
@@ -358,12 +358,12 @@ def load(path: str | os.PathLike[str], *, secrets: bool = True) -> Config:
 
 def loads(text: str, file: Path, *, secrets: bool = True) -> Config:
     """Relative paths in the config resolve against ``file``'s directory."""
-    with loading(file.absolute().parent, read_secrets=secrets), _no_collections():
+    with loading(file.absolute().parent, read_secrets=secrets), no_collections():
         return _loads(text, file)
 
 
 @contextmanager
-def _no_collections() -> Iterator[None]:
+def no_collections() -> Iterator[None]:
     """No garbage collections while a config loads: it only allocates (a million YAML
     nodes and values for 100 000 checks), so every collection the allocations trigger
     scans a growing heap for cycles it cannot find - 70 % of the load's CPU time at

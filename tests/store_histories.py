@@ -27,7 +27,7 @@ from probed.core.maintenance import Window, expand
 from probed.core.outages import detect_outages
 from probed.daemon.recorder import Recorder
 from probed.daemon.runner import TestOutcome
-from probed.reports.figures import service_month
+from probed.reports.figures import service_month, services_month
 from probed.store.base import NewExclusion, Store
 from probes.base import CheckBase, ProbeResult, Transcript
 from tests.store_engines import Engine
@@ -194,6 +194,9 @@ async def _store_equals_pure(history: History, engine: Engine) -> dict[str, Serv
         for month in months_of(history):
             figures = await service_month(store, history.service, month, history.tz, history.now)
             assert without_ids(figures) == await pure_figures(history, store, month), month
+            # probed report's one read of every service gives the same figures
+            batch = await services_month(store, [history.service], month, history.tz, history.now)
+            assert batch == [figures], month
             found[month] = figures
         return found
     finally:

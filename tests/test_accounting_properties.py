@@ -25,6 +25,7 @@ from probed.core.accounting import (
     ServiceFigures,
     clip,
     combine,
+    exact_sum,
     intersection,
     month_of,
     month_period,
@@ -359,3 +360,13 @@ def test_months_between_counts_every_month_once(first: str, last: str) -> None:
     assert len(span) == 12 * (y2 - y1) + (m2 - m1) + 1
     assert span == sorted(set(span))
     assert (span[0], span[-1]) == (first, last)
+
+
+@given(
+    st.lists(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e300, max_value=1e300))
+)
+@example([1e300, 1.0, -1e300, 2**-1074])
+@example([0.1, 0.2, 0.3, -0.6])
+def test_exact_sum_is_the_sum_of_the_exact_values(terms: list[float]) -> None:
+    """The fsum rounds behind lengths give exactly what summing Fractions gives."""
+    assert exact_sum(list(terms)) == sum((Fraction(x) for x in terms), Fraction(0))

@@ -5,10 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from probed.core.accounting import (
     CreditTier,
@@ -24,6 +28,7 @@ from probed.reports.render import (
     MonthReport,
     RangeReport,
     Report,
+    iso_utc,
     render_csv,
     render_json,
     render_markdown,
@@ -286,6 +291,38 @@ def test_json_budget_and_period_additions() -> None:
 def test_rendered_json_parses_back_to_the_same_document() -> None:
     report = month_report()
     assert json.loads(render_json(report)) == to_json_dict(report)
+
+
+@pytest.mark.parametrize("report", [month_report(), range_report()], ids=["month", "range"])
+def test_rendered_json_is_what_json_dumps_writes(report: Report) -> None:
+    """The same text as the standard library's encoder with two spaces of indent."""
+    expected = json.dumps(to_json_dict(report), indent=2, ensure_ascii=False) + "\n"
+    assert render_json(report) == expected
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("where", ["service", "outage"])
+def test_json_refuses_a_figure_that_is_not_a_number(bad: float, where: str) -> None:
+    """orjson would write null; a broken figure must fail rather than read as no data."""
+    f = figures()
+    if where == "service":
+        f = replace(f, unmonitored_seconds=bad)
+    else:
+        f = replace(f, outages=(replace(f.outages[0], downtime_seconds=bad), *f.outages[1:]))
+    with pytest.raises(ValueError, match="mail 2026-10"):
+        render_json(month_report(f))
+
+
+@given(st.floats(min_value=-1e10, max_value=3e11, allow_nan=False) | st.integers(0, 2**35))
+def test_iso_utc_is_what_datetime_writes(ts: float) -> None:
+    """The fast path for whole seconds writes exactly what datetime.isoformat does."""
+    ts = float(ts)
+    try:
+        moment = datetime.fromtimestamp(ts, UTC)
+    except (ValueError, OverflowError, OSError):
+        return  # beyond datetime's years: not an instant a store holds
+    spec = "seconds" if moment.microsecond == 0 else "microseconds"
+    assert iso_utc(ts) == moment.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 # --- text ----------------------------------------------------------------------------

@@ -329,6 +329,39 @@ async def test_a_cleanly_stopped_daemon_is_not_live(engine: Engine) -> None:
 # -------------------------------------------------------- outages, locations
 
 
+async def test_month_reads_are_every_services_own_reads(engine: Engine) -> None:
+    """``probed report``'s one read of the store: per service, what outages(),
+    coverage() per location and first_test_at() give, unflushed coverage included."""
+    url = engine.url()
+    fra = await engine.open(url, location="fra1")
+    ams = await engine.open(url, location="ams1")
+    pop3 = await fra.check_id("mail", "pop3", "pop3")
+    home = await ams.check_id("web", "home", "http")
+    for t in (0.0, 60.0, 120.0):
+        await fra.record_pass(pop3, t, interval=60.0)
+        await ams.record_pass(home, t + 1.0, interval=60.0)
+    await fra.flush()
+    await fra.record_pass(pop3, 180.0, interval=60.0)  # still pending in fra1
+    await fra.record_pass(await fra.check_id("idle", "tcp", "tcp"), 190.0, interval=60.0)
+    await ams.record_failure(home, fail(181.0, check="home"), interval=60.0)
+    await ams.record_failure(home, fail(241.0, check="home"), interval=60.0)
+    await ams.open_outage(home, FailureRun(181.0, 241.0, 2, ("refused",)))
+    await fra.record_failure(pop3, fail(2000.0), interval=60.0)  # after the window
+    await fra.open_outage(pop3, FailureRun(2000.0, 2000.0, 1, ("refused",)))
+    window, now = (0.0, 1000.0), 250.0
+    reads = await fra.month_reads(window, now)
+    assert set(reads) == {"mail", "web", "idle"}
+    for service, got in reads.items():
+        assert got.outages == await fra.outages(service, window)
+        assert got.first_test_at == await fra.first_test_at(service)
+        for name in ("fra1", "ams1"):
+            own = await fra.coverage(service, window, now, location=name)
+            assert sorted(got.coverage.get(name, [])) == sorted(own), (service, name)
+    assert [o.check for o in reads["web"].outages] == ["home"] and not reads["mail"].outages
+    await ams.close()
+    await fra.close()
+
+
 async def test_outages_carry_their_location_and_can_be_read_per_location(engine: Engine) -> None:
     url = engine.url()
     fra = await engine.open(url, location="fra1")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from probed.config import Config, Service
 from probed.core import accounting, quorum
 from probed.core.maintenance import expand
-from probed.store.base import Store
+from probed.store.base import ServiceReads, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +63,12 @@ async def month_inputs(
     tz: str,
     now: float,
     locations: Sequence[str] | None = None,
+    stored: Sequence[accounting.ExclusionSpan] | None = None,
 ) -> MonthInputs:
-    """Read what :func:`service_month` computes the figures from."""
+    """Read what :func:`service_month` computes the figures from.
+
+    ``stored``: the store's exclusions touching the month, when the caller already
+    read them (they are the same for every service)."""
     window = accounting.month_period(month, tz)
     outages = await store.outages(service.name, window)
     names = set(await store.locations() if locations is None else locations)
@@ -78,7 +83,7 @@ async def month_inputs(
         now=now,
         outages=outages,
         coverage=coverage,
-        exclusions=await service_exclusions(store, service, tz, window),
+        exclusions=await service_exclusions(store, service, tz, window, stored),
         first_test_at=await store.first_test_at(service.name),
     )
 
@@ -107,20 +112,21 @@ def check_records(
 ) -> list[quorum.CheckRecords]:
     """Per check, every location's outages and coverage, with the check's quorum. Checks
     no longer configured keep the single-location rule (quorum 1)."""
-    by_check: dict[str, dict[str, list[accounting.OutageSpan]]] = {}
+    by_check: defaultdict[tuple[str, str], list[accounting.OutageSpan]] = defaultdict(list)
     for o in outages:
-        by_check.setdefault(o.check, {}).setdefault(o.location, []).append(o)
+        by_check[o.check, o.location].append(o)
     quorums: dict[str, quorum.Quorum] = {c.name: c.quorum for c in service.checks}
     # A service that lists no check here still had its tests' coverage (quorum 1).
-    names = [*quorums, *sorted(set(by_check) - set(quorums))] or [""]
-    where = sorted(set(coverage) | {loc for seen in by_check.values() for loc in seen})
+    names = [*quorums, *sorted({check for check, _ in by_check} - set(quorums))] or [""]
+    where = sorted(set(coverage) | {loc for _, loc in by_check})
     covered = {loc: tuple(coverage.get(loc, ())) for loc in where}
+    none: tuple[accounting.OutageSpan, ...] = ()
     return [
         quorum.CheckRecords(
             name,
             quorums.get(name, 1),
             tuple(
-                quorum.LocationRecord(loc, tuple(by_check.get(name, {}).get(loc, ())), covered[loc])
+                quorum.LocationRecord(loc, tuple(by_check.get((name, loc), none)), covered[loc])
                 for loc in where
             ),
         )
@@ -129,24 +135,58 @@ def check_records(
 
 
 async def service_exclusions(
-    store: Store, service: Service, tz: str, window: accounting.Interval
+    store: Store,
+    service: Service,
+    tz: str,
+    window: accounting.Interval,
+    stored: Sequence[accounting.ExclusionSpan] | None = None,
 ) -> list[accounting.ExclusionSpan]:
     """Stored exclusions (live or revoked) and the config's recurring windows touching
-    ``window``: config windows count exactly like flagged ones."""
-    stored = [e for e in await store.exclusions(window) if e.applies_to(service.name)]
-    return stored + expand(service.maintenance, service=service.name, tz=tz, span=window)
+    ``window``: config windows count exactly like flagged ones. ``stored``: the store's
+    exclusions touching ``window``, already read."""
+    if stored is None:
+        stored = await store.exclusions(window)
+    own = [e for e in stored if e.applies_to(service.name)]
+    return own + expand(service.maintenance, service=service.name, tz=tz, span=window)
 
 
 async def month_report(
     store: Store, config: Config, month: str, now: float, only: str | None = None
 ) -> list[accounting.ServiceFigures]:
     """Figures of every configured service (or ``only``) for one month."""
-    locations = await store.locations()
-    return [
-        await service_month(store, service, month, config.timezone, now, locations)
-        for name, service in config.services.items()
-        if only is None or name == only
-    ]
+    if only is not None:  # one service: its own rows only
+        one = config.services.get(only)
+        return [] if one is None else [await service_month(store, one, month, config.timezone, now)]
+    return await services_month(store, list(config.services.values()), month, config.timezone, now)
+
+
+async def services_month(
+    store: Store, services: Sequence[Service], month: str, tz: str, now: float
+) -> list[accounting.ServiceFigures]:
+    """:func:`service_month` of each of ``services``, from one read of the whole store
+    (:meth:`~probed.store.base.Store.month_reads`) rather than a few per service."""
+    window = accounting.month_period(month, tz)
+    stored = await store.exclusions(window)
+    reads = await store.month_reads(window, now)
+    found = []
+    for service in services:
+        got = reads.get(service.name, ServiceReads())
+        inputs = MonthInputs(
+            service=service,
+            month=month,
+            tz=tz,
+            now=now,
+            outages=got.outages,
+            coverage={
+                name: spans
+                for name in sorted(got.coverage)
+                if (spans := accounting.union(got.coverage[name]))
+            },
+            exclusions=await service_exclusions(store, service, tz, window, stored),
+            first_test_at=got.first_test_at,
+        )
+        found.append(inputs.figures())
+    return found
 
 
 def previous_month(month: str) -> str:

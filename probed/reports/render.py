@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
+from functools import lru_cache
 from typing import TypeAlias
 from zoneinfo import ZoneInfo
+
+import orjson
 
 from probed.core.accounting import (
     Advisory,
@@ -68,8 +71,26 @@ class RangeReport:
 # --- shared formatting ---------------------------------------------------------
 
 
+_EPOCH = date(1970, 1, 1)
+_YEAR_10000 = 253_402_300_800.0  # the first instant datetime cannot show
+
+
+@lru_cache(maxsize=1024)
+def _utc_day(days: int) -> str:
+    return (_EPOCH + timedelta(days=days)).isoformat()
+
+
+@lru_cache(maxsize=4096)
+def _utc_clock(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"
+
+
 def iso_utc(ts: float) -> str:
     """``2026-10-04T10:00:00Z``; sub-second digits only when the instant has them."""
+    if 0 <= ts < _YEAR_10000 and ts % 1 == 0:  # whole seconds: ~2x cheaper than datetime
+        days, seconds = divmod(int(ts), 86400)
+        return f"{_utc_day(days)}T{_utc_clock(seconds)}Z"
     moment = datetime.fromtimestamp(ts, UTC)
     spec = "seconds" if moment.microsecond == 0 else "microseconds"
     return moment.isoformat(timespec=spec).replace("+00:00", "Z")
@@ -724,8 +745,59 @@ def to_json_dict(report: Report) -> JSONObject:
 
 
 def render_json(report: Report) -> str:
-    # allow_nan=False: a NaN would be invalid JSON, so fail here rather than downstream.
-    return json.dumps(to_json_dict(report), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    """Two spaces of indent, UTF-8 as is; orjson writes what ``json.dumps(indent=2,
+    ensure_ascii=False)`` would (floats below 1e-4 aside: ``0.00001``, not ``1e-05``),
+    ~30x faster: a month of 10 000 checks is ~13 MB."""
+    _refuse_non_finite(report)
+    return orjson.dumps(to_json_dict(report), option=_INDENTED).decode()
+
+
+_INDENTED = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+
+
+def _refuse_non_finite(report: Report) -> None:
+    """orjson writes NaN and infinities as null: a figure that is not a number must fail
+    here rather than read as "no data" downstream."""
+    months = report.months if isinstance(report, RangeReport) else (report,)
+    for figures in (f for month in months for f in month.services):
+        for name, value in _numbers(figures):
+            if not math.isfinite(value):
+                raise ValueError(f"{figures.service} {figures.month}: {name} is {value}")
+    if isinstance(report, RangeReport):
+        for t in report.totals:
+            numbers = (t.period_seconds, t.downtime_seconds, t.excluded_seconds)
+            if not all(map(math.isfinite, (*numbers, t.unmonitored_seconds, t.availability or 0))):
+                raise ValueError(f"{t.service} totals: a figure is not a finite number")
+
+
+def _numbers(f: ServiceFigures) -> Iterable[tuple[str, float]]:
+    """Every float of ``f`` the JSON shows (the outages' in one sum: NaN and infinities
+    survive it, and a sum of finite ones stays finite)."""
+    yield from (
+        ("objective", f.objective),
+        ("minimum", f.minimum or 0.0),
+        ("period_seconds", f.period_seconds),
+        ("downtime_seconds", f.downtime_seconds),
+        ("excluded_seconds", f.excluded_seconds),
+        ("unmonitored_seconds", f.unmonitored_seconds),
+        ("availability", f.availability or 0.0),
+        ("credit_percent", f.credit_percent or 0.0),
+        ("error_budget_seconds", f.error_budget_seconds),
+        ("error_budget_remaining_seconds", f.error_budget_remaining_seconds),
+    )
+    rows = [*f.outages, *(row for loc in f.locations for row in loc.outages)]
+    locations = [
+        x
+        for loc in f.locations
+        for x in (
+            loc.downtime_seconds,
+            loc.excluded_seconds,
+            loc.unmonitored_seconds,
+            loc.availability or 0.0,
+        )
+    ]
+    yield "an outage's seconds", sum(r.downtime_seconds + r.excluded_seconds for r in rows)
+    yield "a location's figures", sum(locations) + sum(a.downtime_seconds for a in f.advisories)
 
 
 def render_text(report: Report) -> str:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -88,6 +88,15 @@ class FailedTest:
     reason: str
     transcript: str = ""
     location: str = ""  # who tested; filled in by reads
+
+
+@dataclass(slots=True)
+class ServiceReads:
+    """One service's share of :meth:`Store.month_reads`."""
+
+    outages: list[OutageSpan] = field(default_factory=list)  # by start
+    coverage: dict[str, list[Interval]] = field(default_factory=dict)  # by location
+    first_test_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +270,13 @@ class Store(Protocol):
         ...
 
     async def first_test_at(self, service: str, *, location: str | None = None) -> float | None: ...
+
+    async def month_reads(self, window: Interval, now: float) -> dict[str, ServiceReads]:
+        """What ``probed report`` reads for every service at once, keyed by service:
+        :meth:`outages` touching ``window``, :meth:`coverage` per location, and
+        :meth:`first_test_at` (every location's). A few queries instead of a few per
+        service; each service's reads are those the per-service methods return."""
+        ...
 
     async def locations(self) -> list[str]:
         """Every location that has written test results, sorted."""

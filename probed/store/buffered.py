@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from probed.core.accounting import Interval, OutageSpan
 from probed.core.outages import FailureRun
 from probed.store import failures
-from probed.store.base import LIVE_AFTER_FLUSH, FailedTest
+from probed.store.base import LIVE_AFTER_FLUSH, FailedTest, ServiceReads
 from probed.store.failures import Record, Texts
 
 
@@ -214,6 +214,10 @@ class BufferedStore(ABC):
 
     @abstractmethod
     async def _stored_first_test_at(self, service: str, location: str | None) -> float | None: ...
+
+    @abstractmethod
+    async def _stored_month_reads(self, window: Interval, now: float) -> dict[str, ServiceReads]:
+        """:meth:`month_reads` of the stored rows alone (coverage not filtered)."""
 
     # ------------------------------------------------------ test results
 
@@ -427,6 +431,24 @@ class BufferedStore(ABC):
         stored = await self._stored_first_test_at(service, location)
         candidates = [x for x in [stored, *pending] if x is not None]
         return min(candidates) if candidates else None
+
+    async def month_reads(self, window: Interval, now: float) -> dict[str, ServiceReads]:
+        pending = {service: list(self._pending_segments(service)) for service in self._unflushed}
+        found = await self._stored_month_reads(window, now)
+        for service, segments in pending.items():
+            if segments:  # as coverage() and first_test_at() add them
+                reads = found.setdefault(service, ServiceReads())
+                reads.coverage.setdefault(self.location, []).extend(
+                    (s.first, min(s.last + s.interval + s.timeout, now)) for s in segments
+                )
+                stored = [] if reads.first_test_at is None else [reads.first_test_at]
+                reads.first_test_at = min([*stored, *(s.first for s in segments)])
+        for reads in found.values():
+            spans = {
+                name: [(a, b) for a, b in got if b > a] for name, got in reads.coverage.items()
+            }
+            reads.coverage = {name: kept for name, kept in spans.items() if kept}
+        return found
 
     def _pending_segments(self, service: str) -> Iterator[Segment]:
         """The service's segments not written yet (checks tested since the last flush)."""

@@ -64,6 +64,7 @@ from probed.store.base import (
     NewExclusion,
     OutboxEntry,
     OutboxRow,
+    ServiceReads,
     StorageError,
     StoredOutage,
     UnknownExclusion,
@@ -624,6 +625,34 @@ class PostgresStore(BufferedStore):
             (service, location, location),
         )
         return None if row is None or row[0] is None else float(row[0])
+
+    async def _stored_month_reads(self, window: Interval, now: float) -> dict[str, ServiceReads]:
+        found: dict[str, ServiceReads] = {}
+        async with self._cursor(transaction=False) as cur:
+            await cur.execute(
+                self._OUTAGE + " WHERE o.last_failed >= %s AND o.start < %s ORDER BY o.start, o.id",
+                window,
+            )
+            for r in await cur.fetchall():
+                found.setdefault(str(r[8]), ServiceReads()).outages.append(outage_span(r))
+            await cur.execute(
+                "SELECT c.service, s.location, s.first_at, s.last_at + s.interval + s.timeout,"
+                " s.seen_at FROM segments s JOIN checks c ON c.id = s.check_id"
+                " WHERE s.first_at < %s AND (s.last_at + s.interval + s.timeout > %s"
+                " OR s.seen_at >= %s)",
+                (window[1], window[0], now - LIVE_AFTER_FLUSH),
+            )
+            for service, location, a, b, seen in await cur.fetchall():
+                reads = found.setdefault(str(service), ServiceReads())
+                spans = reads.coverage.setdefault(str(location), [])
+                spans.append((float(a), covered_until(float(b), seen, now)))
+            await cur.execute(
+                "SELECT c.service, min(s.first_at) FROM segments s"
+                " JOIN checks c ON c.id = s.check_id GROUP BY c.service"
+            )
+            for service, first in await cur.fetchall():
+                found.setdefault(str(service), ServiceReads()).first_test_at = float(first)
+        return found
 
     async def locations(self) -> list[str]:
         rows = await self._rows(

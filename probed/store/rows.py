@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from probed.core.accounting import ExclusionSpan, OutageSpan
@@ -19,11 +20,17 @@ def outage_span(r: Sequence[Any]) -> OutageSpan:
         start=float(r[2]),
         end=float(r[3]),
         failed_tests=int(r[4]),
-        reasons=tuple(json.loads(r[5])),
+        reasons=_reasons(r[5]),
         open=r[6] is None,
         id=int(r[0]),
         location=str(r[7]),
     )
+
+
+@lru_cache(maxsize=1024)
+def _reasons(text: str) -> tuple[str, ...]:
+    """An outage's reasons column: the same few lists of reasons come back for thousands."""
+    return tuple(json.loads(text))
 
 
 def outbox_row(r: Sequence[Any], due: float, *, claimed: bool) -> OutboxRow:

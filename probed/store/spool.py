@@ -49,6 +49,7 @@ from probed.store.base import (
     NewExclusion,
     OutboxEntry,
     OutboxRow,
+    ServiceReads,
     StorageError,
     Store,
     StoredOutage,
@@ -360,6 +361,9 @@ class Spool:
 
     async def first_test_at(self, service: str, *, location: str | None = None) -> float | None:
         return await self.inner.first_test_at(service, location=location)
+
+    async def month_reads(self, window: Interval, now: float) -> dict[str, ServiceReads]:
+        return await self.inner.month_reads(window, now)
 
     async def locations(self) -> list[str]:
         return await self.inner.locations()

@@ -41,6 +41,7 @@ from probed.store.base import (
     NewExclusion,
     OutboxEntry,
     OutboxRow,
+    ServiceReads,
     StorageError,
     StoredOutage,
     UnknownExclusion,
@@ -196,6 +197,9 @@ class SqliteStore(BufferedStore):
 
     async def _stored_first_test_at(self, service: str, location: str | None) -> float | None:
         return await self._call(self._db.first_test_at, service, location)
+
+    async def _stored_month_reads(self, window: Interval, now: float) -> dict[str, ServiceReads]:
+        return await self._call(self._db.month_reads, window, now)
 
     async def locations(self) -> list[str]:
         return await self._call(self._db.locations)
@@ -658,6 +662,28 @@ class _Db:
             (service, location, location),
         ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
+
+    def month_reads(self, window: Interval, now: float) -> dict[str, ServiceReads]:
+        found: dict[str, ServiceReads] = {}
+        for r in self.db.execute(
+            self._OUTAGE + " WHERE o.last_failed >= ? AND o.start < ? ORDER BY o.start, o.id",
+            window,
+        ):
+            found.setdefault(r[8], ServiceReads()).outages.append(outage_span(r))
+        for service, location, a, b, seen in self.db.execute(
+            """SELECT c.service, s.location, s.first_at, s.last_at + s.interval + s.timeout,
+               s.seen_at FROM segments s JOIN checks c ON c.id = s.check_id
+               WHERE s.first_at < ? AND (s.last_at + s.interval + s.timeout > ? OR s.seen_at >= ?)""",
+            (window[1], window[0], now - LIVE_AFTER_FLUSH),
+        ):
+            spans = found.setdefault(service, ServiceReads()).coverage.setdefault(location, [])
+            spans.append((float(a), covered_until(float(b), seen, now)))
+        for service, first in self.db.execute(
+            "SELECT c.service, MIN(s.first_at) FROM segments s JOIN checks c ON c.id = s.check_id"
+            " GROUP BY c.service"
+        ):
+            found.setdefault(service, ServiceReads()).first_test_at = float(first)
+        return found
 
     def locations(self) -> list[str]:
         rows = self.db.execute(
