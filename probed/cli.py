@@ -107,8 +107,10 @@ def main() -> None:
 )
 def run(config_path: str, log_format: str, log_level: str, location: str | None) -> None:
     """Run the daemon in the foreground (systemd runs this)."""
+    from probed.daemon import heap
     from probed.daemon.lifecycle import Daemon
 
+    heap.pin_mmap_threshold()  # before the config's text and the daemon's large buffers
     configure_logs(log_format, log_level)  # type: ignore[arg-type]
     faulthandler.enable()  # a watchdog abort (SIGABRT) leaves every thread's stack in the journal
     if location is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import pickle
 import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -359,7 +360,20 @@ def load(path: str | os.PathLike[str], *, secrets: bool = True) -> Config:
 def loads(text: str, file: Path, *, secrets: bool = True) -> Config:
     """Relative paths in the config resolve against ``file``'s directory."""
     with loading(file.absolute().parent, read_secrets=secrets), no_collections():
-        return _loads(text, file)
+        blob = pickle.dumps(_loads(text, file), pickle.HIGHEST_PROTOCOL)
+        return _compacted(blob)
+
+
+def _compacted(blob: bytes) -> Config:
+    """The config built afresh once everything parsing allocated is gone.
+
+    Parsing allocates short-lived YAML nodes, marks and dicts in between the objects
+    that stay (each check's model, name and URL), and Python's allocator returns a page
+    only when nothing on it stays: 100 000 checks kept ~3.4 KiB of RSS each for ~1 KiB
+    of objects. Unpickled after the rest is freed, the checks lie together (~1 KiB
+    each); the round trip costs ~0.8 s of CPU at 100 000 checks."""
+    config: Config = pickle.loads(blob)
+    return config
 
 
 @contextmanager

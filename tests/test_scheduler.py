@@ -145,10 +145,32 @@ async def test_update_touches_only_the_checks_it_names() -> None:
         assert sorted(scheduler.jobs) == [("s", "b"), ("s", "c")]
         assert scheduler.jobs[("s", "b")].check == slower
         assert scheduler.jobs[("s", "b")] is not jobs[("s", "b")]  # restarted
-        assert jobs[("s", "a")].timer is None and jobs[("s", "a")].task is None  # stopped
+        assert jobs[("s", "a")].waiting is None and jobs[("s", "a")].task is None  # stopped
         kept = scheduler.jobs[("s", "c")]
         scheduler.update([("s", FakeCheck(name="b", interval=30.0, timeout=1.0))], [])
         assert scheduler.jobs[("s", "c")] is kept  # not named: its schedule goes on
-        assert kept.timer is not None
+        assert kept.waiting is not None
     finally:
         await scheduler.stop(grace=1.0)
+
+
+async def test_a_check_replaced_or_removed_while_waiting_never_tests_twice() -> None:
+    """Waiting jobs share their grid point's list: a replaced job left in it is skipped."""
+    seen: list[tuple[str, float]] = []
+
+    async def handler(service: str, check: CheckBase, outcome: TestOutcome, t: Transcript) -> None:
+        seen.append((check.name, outcome.started_mono))
+
+    scheduler = Scheduler(handler, concurrency=10)
+    scheduler.set_checks(
+        [("s", FakeCheck(name=n, interval=0.4, timeout=0.1)) for n in ("c", "gone")]
+    )
+    # the same name and interval: the same phase, so the same grid point as the job it replaces
+    scheduler.set_checks([("s", FakeCheck(name="c", interval=0.4, timeout=0.2))])
+    try:
+        await wait_for(lambda: len(seen) >= 3, timeout=10, what="three tests")
+    finally:
+        await scheduler.stop(grace=1.0)
+    assert {name for name, _ in seen} == {"c"}
+    starts = [at for _, at in seen]
+    assert all(later - earlier > 0.005 for earlier, later in itertools.pairwise(starts))

@@ -102,6 +102,30 @@ async def test_each_check_is_tested_in_its_worker_and_its_outcomes_come_in_order
     assert (seen.restarts, seen.lost) == (0, [])
 
 
+async def test_workers_started_before_their_checks_are_known_get_them_once_they_are() -> None:
+    seen = Seen()
+    pool = _pool(seen)
+    async with ScriptedHTTP() as http:
+        pool.start()  # as the daemon does while its store learns the checks
+        try:
+            await wait_for(lambda: len(pool._processes) == 2, what="both workers spawned")
+            assert not pool.running and seen.outcomes == {}
+            await pool.set_checks(_checks(http.port))
+            await pool.ready()
+            await wait_for(lambda: seen.count(NAMES) >= 2, what="two tests of every check")
+        finally:
+            await pool.stop(1.0)
+    assert (seen.restarts, seen.lost) == (0, [])
+
+
+async def test_a_pool_stopped_before_its_checks_are_known_stops_its_workers() -> None:
+    pool = _pool(Seen())
+    pool.start()
+    await wait_for(lambda: len(pool._processes) == 2, what="both workers spawned")
+    await pool.stop(1.0)
+    assert all(p.returncode is not None for p in pool._processes.values())
+
+
 async def test_a_killed_worker_is_not_running_until_it_is_back_and_its_checks_are_lost() -> None:
     seen = Seen()
     pool = _pool(seen)

@@ -62,21 +62,19 @@ class Snapshot:
 
 
 def _label_value(value: str) -> str:
+    if "\\" not in value and "\n" not in value and '"' not in value:
+        return value  # every name a config allows: the same string, not a copy
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def check_labels(*values: str) -> str:
-    """``service="mail",check="pop3",type="pop3"``, rendered once per check."""
-    return ",".join(
-        f'{name}="{_label_value(value)}"' for name, value in zip(CHECK_LABELS, values, strict=True)
-    )
 
 
 @dataclass(slots=True)
 class CheckSeries:
-    """One check's series: a few numbers, and its label set rendered once."""
+    """One check's series: its label values (escaped, which for the names a config allows
+    is the config's own string, not a copy) and a few numbers."""
 
-    labels: str
+    service: str
+    check: str
+    type: str
     up: bool = True
     success: float = math.nan  # no sample before the first test
     last_duration: float = math.nan
@@ -92,26 +90,28 @@ _CHECK_FAMILIES = (
 )
 
 
-def render_checks(series: list[CheckSeries]) -> bytes:
-    """The per-check families in the Prometheus text format (0.0.4)."""
-    out: list[str] = []
+def render_checks(series: list[CheckSeries], located: str = "") -> bytes:
+    """The per-check families in the Prometheus text format (0.0.4); ``located`` is the
+    ``,location="..."`` label of every series, or empty. Each line is appended to one
+    buffer as soon as it is made: 100 000 checks' half a million lines never exist as
+    objects at once, so a scrape leaves no pages behind that a later object then holds."""
+    out = bytearray()
     for name, kind, help_ in _CHECK_FAMILIES:
-        out.append(f"# HELP {name} {help_}\n# TYPE {name} {kind}\n")
-        if name == "probed_probe_success":
-            out += [f"{name}{{{c.labels}}} {c.success}\n" for c in series if c.success == c.success]
-        elif name == "probed_probe_last_duration_seconds":
-            out += [
-                f"{name}{{{c.labels}}} {c.last_duration}\n"
-                for c in series
-                if c.last_duration == c.last_duration
-            ]
-        elif name == "probed_probes_total":
-            for c in series:
-                out.append(f'{name}{{{c.labels},result="pass"}} {c.passes}\n')
-                out.append(f'{name}{{{c.labels},result="fail"}} {c.fails}\n')
-        else:
-            out += [f"{name}{{{c.labels}}} {1 if c.up else 0}\n" for c in series]
-    return "".join(out).encode()
+        out += f"# HELP {name} {help_}\n# TYPE {name} {kind}\n".encode()
+        for c in series:
+            labels = f'service="{c.service}",check="{c.check}",type="{c.type}"{located}'
+            if name == "probed_probe_success":
+                if c.success == c.success:  # no sample before the first test
+                    out += f"{name}{{{labels}}} {c.success}\n".encode()
+            elif name == "probed_probe_last_duration_seconds":
+                if c.last_duration == c.last_duration:
+                    out += f"{name}{{{labels}}} {c.last_duration}\n".encode()
+            elif name == "probed_probes_total":
+                out += f'{name}{{{labels},result="pass"}} {c.passes}\n'.encode()
+                out += f'{name}{{{labels},result="fail"}} {c.fails}\n'.encode()
+            else:
+                out += f"{name}{{{labels}}} {1 if c.up else 0}\n".encode()
+    return bytes(out)
 
 
 class Metrics:
@@ -131,6 +131,7 @@ class Metrics:
         self._located = f',location="{_label_value(location)}"' if location else ""
         self.checks: dict[tuple[str, str], CheckSeries] = {}
         self.per_check_histograms = per_check_histograms
+        self._durations: set[tuple[str, str]] = set()  # (service, type) histograms made
         # process_* and python_gc_*/python_info, as every Prometheus client exports them
         for collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
             registry.register(collector)
@@ -248,13 +249,15 @@ class Metrics:
     def init_check(self, service: str, check: str, type_: str, up: bool) -> None:
         """Export a check from startup on, so absent series never hide it."""
         self._series(service, check, type_).up = up
-        self._duration(service, check, type_)
+        if self.per_check_histograms or (service, type_) not in self._durations:
+            self._duration(service, check, type_)  # one child per service and type, made once
+            self._durations.add((service, type_))
 
     def _series(self, service: str, check: str, type_: str) -> CheckSeries:
-        labels = check_labels(service, check, type_) + self._located
         series = self.checks.get((service, check))
-        if series is None or series.labels != labels:  # new, or its type changed
-            series = self.checks[(service, check)] = CheckSeries(labels)
+        if series is None or (series.type is not type_ and series.type != _label_value(type_)):
+            values = (_label_value(service), _label_value(check), _label_value(type_))
+            series = self.checks[(service, check)] = CheckSeries(*values)  # new, or a new type
         return series
 
     def set_check_up(self, service: str, check: str, type_: str, up: bool) -> None:
@@ -280,7 +283,7 @@ class Metrics:
 
     def render(self, series: list[CheckSeries]) -> bytes:
         """The whole exposition; runs in a worker thread (``series`` listed on the loop)."""
-        return generate_latest(self.registry) + render_checks(series)
+        return generate_latest(self.registry) + render_checks(series, self._located)
 
 
 class SnapshotCollector(Collector):

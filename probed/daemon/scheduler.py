@@ -1,8 +1,9 @@
 """Run every check at its interval, on the monotonic clock.
 
-Each check holds one timer while it waits and one task while its test runs,
-never both (an idle check costs a timer, not a task and its coroutine: 100 000
-checks are mostly idle). Its tests stay in order (the failure-run rules need
+A waiting check is one entry in the list of the grid point its next test
+starts at (:func:`start_at`), and the loop holds one timer per grid point, not
+one per check; a task exists only while its test runs (100 000 checks are
+mostly idle: each costs a list entry, not a timer, a task and a coroutine). Its tests stay in order (the failure-run rules need
 that), and a slow or hung target cannot delay any other check:
 every test is cut at its timeout by :func:`probed.daemon.runner.run_test`, and a
 global semaphore caps how many tests run at once. A failed test during
@@ -60,7 +61,7 @@ class _Job:
     service: str
     check: CheckBase
     task: asyncio.Task[None] | None = None  # the test under way (or waiting for a slot)
-    timer: asyncio.TimerHandle | None = None  # the next test, while none is under way
+    waiting: list[_Job] | None = None  # the grid point's jobs it is in, while none is under way
     due: float = 0.0
     testing: bool = False
     tests: int = 0
@@ -85,6 +86,8 @@ class Scheduler:
         self._clock = clock
         self._sem = asyncio.Semaphore(concurrency)
         self._jobs: dict[CheckKey, _Job] = {}
+        # the grid points tests start at (monotonic): the jobs due there, and the one timer
+        self._points: dict[float, tuple[list[_Job], asyncio.TimerHandle]] = {}
         self._context = contextvars.copy_context()  # one for every timer, not one each
         self._stopping = False
         self._sharing = False  # holds probes' shared resources (one HTTP session) while running
@@ -93,7 +96,7 @@ class Scheduler:
     @property
     def running(self) -> bool:
         return not self._stopping and any(
-            j.timer is not None or (j.task is not None and not j.task.done())
+            j.waiting is not None or (j.task is not None and not j.task.done())
             for j in self._jobs.values()
         )
 
@@ -137,23 +140,31 @@ class Scheduler:
 
     @staticmethod
     def _cancel(job: _Job) -> None:
-        if job.timer is not None:
-            job.timer.cancel()
-            job.timer = None
+        job.waiting = None  # left in its point's list, skipped when the point fires
         if job.task is not None:
             job.task.cancel()
 
     def _arm(self, job: _Job) -> None:
-        """Wake the job at its due time (the clock may be injected: a delay, not a date)."""
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, start_at(job.due, job.check.interval) - self._clock())
-        job.timer = loop.call_later(delay, self._fire, job, context=self._context)
+        """Put the job on the grid point its next test starts at; the first job of a point
+        sets the point's timer (the clock may be injected: a delay, not a date)."""
+        at = start_at(job.due, job.check.interval)
+        point = self._points.get(at)
+        if point is None:
+            delay = max(0.0, at - self._clock())
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(delay, self._fire, at, context=self._context)
+            point = self._points[at] = ([], timer)
+        point[0].append(job)
+        job.waiting = point[0]
 
-    def _fire(self, job: _Job) -> None:
-        job.timer = None
-        if not self._stopping:
-            name = f"check {job.service}/{job.check.name}"
-            job.task = asyncio.create_task(self._test(job), name=name)
+    def _fire(self, at: float) -> None:
+        """Start the tests of every job still waiting on the grid point ``at``."""
+        jobs, _ = self._points.pop(at)
+        for job in jobs:
+            if job.waiting is jobs and not self._stopping:  # else cancelled, or in twice
+                job.waiting = None
+                name = f"check {job.service}/{job.check.name}"
+                job.task = asyncio.create_task(self._test(job), name=name)
 
     async def _test(self, job: _Job) -> None:
         """One test of the job, then its next one armed (unless it was stopped or replaced)."""
@@ -194,10 +205,11 @@ class Scheduler:
     async def stop(self, grace: float) -> None:
         """Let tests in flight finish (they end at their timeout), cancel idle loops."""
         self._stopping = True
+        for _, timer in self._points.values():
+            timer.cancel()
+        self._points.clear()
         for job in self._jobs.values():
-            if job.timer is not None:
-                job.timer.cancel()
-                job.timer = None
+            job.waiting = None
             if not job.testing and job.task is not None:
                 job.task.cancel()
         tasks = [j.task for j in self._jobs.values() if j.task is not None]

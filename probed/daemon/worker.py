@@ -25,6 +25,7 @@ from typing import cast
 import structlog
 
 from probed import eventloop
+from probed.daemon import heap
 from probed.daemon.runner import TestOutcome
 from probed.daemon.scheduler import CheckKey, Scheduler
 from probed.daemon.stalls import StallMeter
@@ -51,7 +52,6 @@ class Worker:
             stalls=self.stalls,
             on_discard=self._on_discard,
         )
-        self.checks: dict[CheckKey, tuple[str, CheckBase]] = {}
         self.stop = asyncio.Event()
         self.grace = 1.0
         self.by_signal = False  # stopped by SIGTERM/SIGINT (systemd stops the whole group)
@@ -72,16 +72,12 @@ class Worker:
 
     async def apply(self, changed: list[tuple[str, CheckBase]], removed: list[CheckKey]) -> None:
         """Only what changed, a slice at a time: the tests in flight keep running."""
-        for key in removed:
-            self.checks.pop(key, None)
         self.scheduler.update((), removed)
         for start in range(0, len(changed), APPLY_SLICE):
-            part = changed[start : start + APPLY_SLICE]
-            for service, check in part:
-                self.checks[(service, check.name)] = (service, check)
-            self.scheduler.update(part, ())
+            self.scheduler.update(changed[start : start + APPLY_SLICE], ())
             await asyncio.sleep(0)
-        self.grace = max((c.timeout for _, c in self.checks.values()), default=0.0) + 1.0
+        jobs = self.scheduler.jobs.values()
+        self.grace = max((job.check.timeout for job in jobs), default=0.0) + 1.0
 
     async def send(self) -> None:
         """Batches to the main process until stopped; the last one after the scheduler stopped."""
@@ -158,6 +154,7 @@ async def serve(fd: int, concurrency: int) -> None:
 
 def main(argv: list[str]) -> int:
     fd, index, log_format, log_level, concurrency = argv
+    heap.pin_mmap_threshold()  # before its shard of checks arrives (docs/scale.md)
     configure_logs(cast(LogFormat, log_format), log_level)
     structlog.contextvars.bind_contextvars(worker=int(index))
     eventloop.install()  # as in the main process

@@ -26,7 +26,8 @@ import socket
 import sys
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections import ChainMap
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,9 +49,9 @@ BIG = 1000  # a message with more checks than this is pickled in a thread, off t
 
 
 Entry = tuple[str, CheckBase]
+# each worker's new checks, its checks to (re)start and those it drops; added, removed overall
 _Plan = tuple[
-    dict[CheckKey, CheckBase],
-    list[tuple[dict[CheckKey, Entry], list[Entry], list[CheckKey]]],
+    list[tuple[dict[CheckKey, CheckBase], list[Entry], list[CheckKey]]],
     list[CheckKey],
     list[CheckKey],
 ]
@@ -64,7 +65,7 @@ def shard(key: CheckKey, workers: int) -> int:
 @dataclass(slots=True)
 class _Slot:
     index: int
-    checks: dict[CheckKey, Entry] = field(default_factory=dict)
+    checks: dict[CheckKey, CheckBase] = field(default_factory=dict)  # its shard
     outbox: asyncio.Queue[tuple[Any, ...]] | None = None  # to the running worker
     ready: bool = False  # its checks are scheduled
     heard: float = 0.0  # monotonic time of its last message
@@ -93,16 +94,17 @@ class WorkerPool:
         self._on_lost = on_lost  # told a dead worker's checks: their coverage ends there
         self._concurrency = max(1, -(-concurrency // size))  # the cap, shared out
         self._slots = [_Slot(i) for i in range(size)]
-        self._jobs: dict[CheckKey, CheckBase] = {}
         self._supervisors: list[asyncio.Task[None]] = []
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
         self._grace = 0.0
         self._all_ready = asyncio.Event()
+        self._planned = asyncio.Event()  # the shards are known: a started worker gets its own
 
     @property
-    def jobs(self) -> dict[CheckKey, CheckBase]:
-        return self._jobs
+    def jobs(self) -> Mapping[CheckKey, CheckBase]:
+        """Every check, the workers' shards chained (no second dict of 100 000 entries)."""
+        return ChainMap(*(s.checks for s in self._slots))
 
     @property
     def running(self) -> bool:
@@ -130,24 +132,27 @@ class WorkerPool:
         return self._install(*plan)
 
     def _plan(self, checks: list[tuple[str, CheckBase]]) -> _Plan:
-        wanted = {(service, c.name): (service, c) for service, c in checks}
-        added = [k for k in wanted if k not in self._jobs]
-        removed = [k for k in self._jobs if k not in wanted]
-        shards: list[dict[CheckKey, Entry]] = [{} for _ in self._slots]
-        for key, entry in wanted.items():
-            shards[shard(key, self.size)][key] = entry
+        shards: list[dict[CheckKey, CheckBase]] = [{} for _ in self._slots]
+        added: list[CheckKey] = []
+        for service, check in checks:
+            key = (service, check.name)
+            index = shard(key, self.size)
+            shards[index][key] = check
+            if key not in self._slots[index].checks:  # only the loop replaces it, after this
+                added.append(key)
         changes = []
+        removed: list[CheckKey] = []
         for slot, new in zip(self._slots, shards, strict=True):
-            old = slot.checks  # only the loop replaces it, after this plan
-            changed = [e for k, e in new.items() if k not in old or old[k][1] != e[1]]
-            changes.append((new, changed, [k for k in old if k not in new]))
-        jobs = {key: check for key, (_, check) in wanted.items()}
-        return jobs, changes, added, removed
+            old = slot.checks
+            changed = [(k[0], c) for k, c in new.items() if k not in old or old[k] != c]
+            gone = [k for k in old if k not in new]
+            changes.append((new, changed, gone))
+            removed += gone
+        return changes, added, removed
 
     def _install(
         self,
-        jobs: dict[CheckKey, CheckBase],
-        changes: list[tuple[dict[CheckKey, Entry], list[Entry], list[CheckKey]]],
+        changes: list[tuple[dict[CheckKey, CheckBase], list[Entry], list[CheckKey]]],
         added: list[CheckKey],
         removed: list[CheckKey],
     ) -> tuple[list[CheckKey], list[CheckKey]]:
@@ -155,13 +160,19 @@ class WorkerPool:
             slot.checks = new
             if slot.outbox is not None and (changed or gone):
                 slot.outbox.put_nowait(("checks", changed, gone, False))
-        self._jobs = jobs
+        self._planned.set()
+        self.start()
+        return added, removed
+
+    def start(self) -> None:
+        """Start the worker processes (once): a fresh interpreter takes about a second to
+        import probed, time the daemon spends meanwhile on its store and its checks' state.
+        Each gets its shard as soon as :meth:`set_checks` has worked them out."""
         if not self._supervisors:
             self._supervisors = [
                 asyncio.create_task(self._supervise(s), name=f"worker {s.index}")
                 for s in self._slots
             ]
-        return added, removed
 
     async def ready(self) -> None:
         """Returns once every worker has scheduled its first shard."""
@@ -242,12 +253,9 @@ class WorkerPool:
         self._processes[slot.index] = process
         reader, writer = await asyncio.open_connection(sock=ours)
         outbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-        slot.outbox = outbox
-        outbox.put_nowait(("checks", list(slot.checks.values()), [], True))
-        if self._stopping.is_set():
-            outbox.put_nowait(("stop", self._grace))
         sender = asyncio.create_task(self._send(outbox, writer))
         try:
+            await self._first(slot, outbox)
             ended = await self._receive(slot, reader)
         finally:
             slot.outbox, slot.ready = None, False
@@ -259,6 +267,20 @@ class WorkerPool:
         except TimeoutError:
             process.kill()  # stuck: it is started again
             return await process.wait()
+
+    async def _first(self, slot: _Slot, outbox: asyncio.Queue[tuple[Any, ...]]) -> None:
+        """The worker's whole shard first, once it is known (or at once: ``stop``)."""
+        planned = asyncio.ensure_future(self._planned.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((planned, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            planned.cancel()
+            stopping.cancel()
+        slot.outbox = outbox  # from now on set_checks sends it what changed
+        outbox.put_nowait(("checks", [(k[0], c) for k, c in slot.checks.items()], [], True))
+        if self._stopping.is_set():
+            outbox.put_nowait(("stop", self._grace))
 
     @staticmethod
     async def _send(outbox: asyncio.Queue[tuple[Any, ...]], writer: asyncio.StreamWriter) -> None:
@@ -304,10 +326,10 @@ class WorkerPool:
         for late in beats:
             self._on_beat(late)
         for wire in outcomes:
-            entry = slot.checks.get((wire[0], wire[1]))
-            if entry is None:
+            service, name = wire[0], wire[1]
+            check = slot.checks.get((service, name))
+            if check is None:
                 continue  # removed by a reload while it was tested
-            service, check = entry
             outcome, transcript, stalled = decode(wire, self._clock)
             try:
                 if stalled > 0:
