@@ -4,11 +4,14 @@ Mail is "available" when its headers can be retrieved: the probe opens the
 mailbox read-only (EXAMINE) and, when it holds mail, fetches the newest
 message's header with ``BODY.PEEK[HEADER]``, which never sets ``\\Seen``.
 
-aioimaplib parses the protocol (tags, untagged data, literals). What it lacks
-for a monitor is added by :class:`_Protocol`: STARTTLS, a bounded line and
-session size, a greeting that fails at once when it is not ``* OK``, a
-transcript, and commands that fail as soon as the connection drops instead of
-waiting for the deadline. :class:`ImapSession` is shared with the mailflow probe.
+:class:`_Protocol` is a small IMAP client (RFC 3501) for the few commands the
+probes send, one at a time: tagged answers, untagged lines and literals, a
+bounded line and session size, a greeting that fails at once when it is not
+``* OK``, STARTTLS that refuses injected data, a transcript, and commands that
+fail as soon as the connection drops instead of waiting for the deadline. It
+replaced aioimaplib, whose task, timer and event per command cost about as much
+CPU as the rest of a test (bench/vs_blackbox.py). :class:`ImapSession` is shared
+with the mailflow probe.
 """
 
 from __future__ import annotations
@@ -16,19 +19,8 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import Awaitable, Iterator
-from typing import Literal, TypeVar
+from typing import Literal, cast
 
-from aioimaplib import (
-    AUTH,
-    CONNECTED,
-    NONAUTH,
-    SELECTED,
-    Command,
-    FetchCommand,
-    IMAP4ClientProtocol,
-    quoted,
-)
 from pydantic import Field
 
 from probes.base import (
@@ -47,14 +39,13 @@ from probes.base import (
 MAX_LINE = 64 * 1024  # any line without its literals; RFC 7162 asks clients to accept 8 KiB
 MAX_SESSION = 8 * 1024 * 1024  # all bytes of one session: headers and search results are small
 MAX_LINES = 10_000  # lines of one session: a few dozen per command, ~500 for a long mailflow poll
-# aioimaplib parses a chunk with one recursive call per line: it is fed at most
-# this many lines at a time, so no server can make it recurse out of the stack.
-LINES_PER_FEED = 64
 # Dovecot ends its answers with timings, "(0.001 + 0.000 secs).": dropped from
 # reasons, or every failed test would have a reason of its own.
 _TIMINGS = re.compile(r"\s*\(\d+\.\d+(?: \+ \d+\.\d+)* secs\)\.?$")
 _EXISTS = re.compile(rb"^(\d+) EXISTS$", re.IGNORECASE)
-_T = TypeVar("_T")
+_LITERAL = re.compile(rb"\{(\d{1,12})\}$")  # a line announcing a literal of that many bytes
+_TAGGED = re.compile(rb"^[A-Za-z0-9.]+ (?:OK|NO|BAD)\b", re.IGNORECASE)  # someone's answer
+_CONTROL = re.compile(r"[\x00\r\n]")
 
 
 class ImapServer(MailEndpoint):
@@ -79,30 +70,73 @@ class ImapCheck(CheckBase, ImapServer):
         return ImapServer.target(self)
 
 
-class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]  # aioimaplib ships no types
-    """aioimaplib's parser, with a transcript, bounds, and a fast failure when the link breaks."""
+class _Protocol(asyncio.Protocol):
+    """The IMAP wire (RFC 3501): lines and literals in, one command at a time out.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, transcript: Transcript) -> None:
-        super().__init__(loop)
+    Every line and literal is bounded, and so is the whole session; a failure (a
+    refusal of the link, a drop, garbage) wakes the greeting or the command that
+    waits, so that it fails at once instead of at the deadline.
+    """
+
+    def __init__(self, transcript: Transcript) -> None:
         self.transcript = transcript
+        self.transport: asyncio.Transport | None = None
         self.step = "greeting"
-        self.greeted = asyncio.Event()
-        self.broken = asyncio.Event()
         self.error: ProbeFailure | None = None
         self.received = 0
         self.lines = 0
+        self.preauth = False  # greeted with PREAUTH: logged in already
         self.tls_tag: bytes | None = None  # STARTTLS's tag, while its answer is awaited
+        self.buffer = b""  # the start of a line still coming
+        self._greeted = False
+        self._waiter: asyncio.Future[None] | None = None  # the greeting or the command
+        self._tag = b""  # the command in flight, with a space
+        # its untagged lines ("* " dropped) and literals (bytearrays)
+        self._untagged: list[bytes | bytearray] = []
+        self._literal: bytearray | None = None  # a literal being read
+        self._literal_left = 0
+        self.status = ""  # the tagged answer: OK, NO or BAD
+        self.text = ""  # and its text
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def fail(self, error: ProbeFailure) -> None:
+        """The session is over: whatever waits (the greeting, a command) raises ``error``."""
         if self.error is None:
             self.error = error
-        self.broken.set()
+        self._wake()
         if self.transport is not None:
             self.transport.abort()
 
-    def data_received(self, d: bytes) -> None:
-        self.received += len(d)
-        self.lines += d.count(b"\n")
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Until the greeting, or the answer to the command just sent; its failure, if
+        it came first (one that came after the answer is the next command's)."""
+        if self.error is None and self._awaiting():
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        if self.error is not None and self._awaiting():
+            raise self.error
+
+    def _awaiting(self) -> bool:
+        return not self._greeted or bool(self._tag)
+
+    def send(self, tag: str, line: str, shown: str | None = None) -> None:
+        self.transcript.client(f"{tag} {shown or line}")
+        self._tag, self._untagged = tag.encode() + b" ", []
+        assert self.transport is not None
+        self.transport.write(f"{tag} {line}\r\n".encode())
+
+    def untagged(self) -> list[bytes | bytearray]:
+        return self._untagged
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        self.lines += data.count(b"\n")
         try:
             if self.received > MAX_SESSION:
                 raise ProbeFailure(
@@ -110,64 +144,73 @@ class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]  # aioimaplib ships 
                 )
             if self.lines > MAX_LINES:
                 raise ProbeFailure(f"IMAP {self.step}: response too large (over {MAX_LINES} lines)")
-            for piece in _pieces(d, LINES_PER_FEED):
-                super().data_received(piece)
-                if self.error is not None:
-                    return
-            if len(self.incomplete_line) > MAX_LINE:
-                raise ProbeFailure(f"IMAP {self.step}: line longer than {MAX_LINE} bytes")
+            self._parse(self.buffer + data if self.buffer else data)
         except ProbeFailure as failure:
             self.fail(failure)
-        except Exception as exc:  # aioimaplib's Abort/Error on answers it cannot place
-            self.fail(ProbeFailure(f"IMAP {self.step}: protocol error: {exc}"))
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        reason = describe_error(exc) if exc is not None else "connection closed by server"
-        self.fail(ProbeFailure(f"IMAP {self.step}: {reason}"))
+    def _parse(self, data: bytes) -> None:
+        start = 0
+        while start < len(data) and self.error is None:
+            if self._literal is not None:
+                piece = data[start : start + self._literal_left]
+                self._literal += piece
+                self._literal_left -= len(piece)
+                start += len(piece)
+                if not self._literal_left:
+                    self._untagged.append(self._literal)
+                    self._literal = None
+                continue
+            end = data.find(b"\r\n", start)
+            if end < 0:
+                break
+            self._line(data[start:end])
+            start = end + 2
+        self.buffer = data[start:] if self.error is None else b""
+        if len(self.buffer) > MAX_LINE:
+            raise ProbeFailure(f"IMAP {self.step}: line longer than {MAX_LINE} bytes")
 
-    def send(self, line: str, scrub: str | None = None) -> None:
-        shown = line.replace(quoted(scrub), "********") if scrub else line
-        self.transcript.client(shown)
-        super().send(line, scrub)
-
-    def _handle_line(self, line: bytes, current_cmd: Command | None) -> Command | None:
+    def _line(self, line: bytes) -> None:
         if line:
             self.transcript.server(line.decode("utf-8", "replace"))
         if self.tls_tag == b"":
             # Sent in clear text after STARTTLS's OK, to be read as if it came
             # through TLS: the STARTTLS injection of CVE-2011-0411.
-            self.fail(ProbeFailure("IMAP server sent data after its STARTTLS answer"))
-            return None
-        if self.tls_tag and line.startswith(self.tls_tag + b" "):
-            self.tls_tag = b""
-        if self.state != CONNECTED:
-            return super()._handle_line(line, current_cmd)
-        if line:  # the greeting, handled here and now rather than in a task
-            self._greeting(line.decode("utf-8", "replace"))
-        return None
+            raise ProbeFailure("IMAP server sent data after its STARTTLS answer")
+        if not self._greeted:
+            if line:
+                self._greeting(line.decode("utf-8", "replace"))
+            return
+        if self._tag and line.startswith(self._tag):
+            status, _, text = line[len(self._tag) :].partition(b" ")
+            self.status, self.text = (
+                status.decode("ascii", "replace").upper(),
+                text.decode("utf-8", "replace"),
+            )
+            if self._tag == self.tls_tag:
+                self.tls_tag = b""
+            self._tag = b""
+            self._wake()
+            return
+        if self._tag and _TAGGED.match(line) and not line.startswith(b"* "):
+            raise ProbeFailure(f"IMAP {self.step}: protocol error: unexpected answer {line[:80]!r}")
+        if line.endswith(b"}") and (literal := _LITERAL.search(line)):
+            self._literal, self._literal_left = bytearray(), int(literal.group(1))
+        if self._tag and line.startswith(b"* "):
+            self._untagged.append(line[2:])
 
     def _greeting(self, text: str) -> None:
         status = text.split(" ", 2)[1].upper() if text.startswith("* ") else ""
         if status in ("OK", "PREAUTH"):
-            self.state = NONAUTH if status == "OK" else AUTH
-            self.greeted.set()
+            self._greeted, self.preauth = True, status == "PREAUTH"
+            self._wake()
         elif status == "BYE":
             self.fail(ProbeFailure(f"IMAP greeting: {text[2:]}"))
         else:
             self.fail(ProbeFailure(f"IMAP greeting: expected * OK, got {text[:80]!r}"))
 
-
-def _pieces(data: bytes, lines: int) -> Iterator[bytes]:
-    """``data`` cut after every ``lines``-th newline (the last piece may hold fewer)."""
-    start = end = 0
-    while start < len(data):
-        for _ in range(lines):
-            end = data.find(b"\n", end) + 1
-            if end == 0:
-                end = len(data)
-                break
-        yield data[start:end]
-        start = end
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = describe_error(exc) if exc is not None else "connection closed by server"
+        self.fail(ProbeFailure(f"IMAP {self.step}: {reason}"))
 
 
 class ImapSession:
@@ -176,6 +219,7 @@ class ImapSession:
     def __init__(self, protocol: _Protocol, server: ImapServer) -> None:
         self._protocol = protocol
         self._server = server
+        self._tags = 0
         self.capabilities: frozenset[str] = frozenset()
 
     @classmethod
@@ -189,14 +233,14 @@ class ImapSession:
         )
         transcript.note(f"connect {server.target()}{' (implicit TLS)' if server.tls else ''}")
         _, protocol = await loop.create_connection(
-            lambda: _Protocol(loop, transcript),
+            lambda: _Protocol(transcript),
             server.host,
             server.port,
             ssl=context if server.tls else None,
         )
         session = cls(protocol, server)
         try:
-            await session._run("greeting", protocol.greeted.wait())
+            await protocol.wait()  # the greeting
             await session._capability()
             if context is not None and server.starttls:
                 await session._starttls(loop, context)
@@ -207,34 +251,31 @@ class ImapSession:
 
     @property
     def tls_details(self) -> dict[str, DetailValue]:
-        return certificate_details(self._protocol.transport.get_extra_info("ssl_object"))
+        transport = self._protocol.transport
+        return certificate_details(transport.get_extra_info("ssl_object") if transport else None)
 
     async def login(self) -> None:
-        if self._protocol.state == AUTH:  # greeted with PREAUTH
+        if self._protocol.preauth:  # greeted with PREAUTH
             return
         if "LOGINDISABLED" in self.capabilities:
             raise ProbeFailure("IMAP LOGIN disabled by the server until TLS (use tls or starttls)")
-        user, password = self._server.username or "", self._server.password or ""
-        command = Command("LOGIN", self._tag(), quoted(user), quoted(password))
-        await self._command(command, scrub=password)
-        self._protocol.state = AUTH
+        user, password = _quoted(self._server.username or ""), _quoted(self._server.password or "")
+        await self._command("LOGIN", f"{user} {password}", shown=f"{user} ********")
         await self._capability()  # servers may announce more after login
 
     async def open_mailbox(self, *, read_only: bool) -> int:
         """EXAMINE (read-only) or SELECT the configured mailbox; its EXISTS count."""
         name = "EXAMINE" if read_only else "SELECT"
-        lines = await self._command(Command(name, self._tag(), quoted(self._server.mailbox)))
-        self._protocol.state = SELECTED
-        counts = [int(m.group(1)) for line in lines if (m := _EXISTS.match(bytes(line)))]
+        lines = await self._command(name, _quoted(self._server.mailbox))
+        counts = [int(m.group(1)) for line in lines if (m := _EXISTS.match(line))]
         if not counts:
             raise ProbeFailure(f"IMAP {name}: no EXISTS count in the answer")
         return counts[-1]
 
     async def peek_header(self, message: int) -> bytes | None:
         """Message ``message``'s header, leaving it unseen; None if it vanished meanwhile."""
-        command = FetchCommand(self._tag(), str(message), "(BODY.PEEK[HEADER])")
         try:
-            lines = await self._command(command)
+            lines = await self._command("FETCH", f"{message} (BODY.PEEK[HEADER])")
         except ProbeFailure as failure:
             if "EXPUNGEISSUED" in str(failure):  # deleted by another client since EXAMINE
                 return None
@@ -243,31 +284,29 @@ class ImapSession:
 
     async def noop(self) -> None:
         """Lets the server report mail that arrived since the last command."""
-        await self._command(Command("NOOP", self._tag()))
+        await self._command("NOOP")
 
     async def uid_search(self, *criteria: str) -> list[int]:
-        lines = await self._command(Command("SEARCH", self._tag(), *criteria, prefix="UID"))
+        lines = await self._command("UID SEARCH", " ".join(criteria))
         found: list[int] = []
-        for line in lines[:-1]:  # the last one is the tagged status text
-            text = bytes(line).decode("ascii", "replace").split()
-            found += [int(word) for word in text if word.isdigit()]
+        for line in lines:
+            if line[:7].upper() == b"SEARCH " or line.upper() == b"SEARCH":
+                found += [int(word) for word in line.split()[1:] if word.isdigit()]
         return found
 
     async def delete(self, uids: list[int]) -> None:
         """Flag ``uids`` \\Deleted and expunge them (only them, with UIDPLUS)."""
         uid_set = ",".join(map(str, uids))
-        store = Command("STORE", self._tag(), uid_set, "+FLAGS.SILENT", r"(\Deleted)", prefix="UID")
-        store.untagged_resp_name = "FETCH"
-        await self._command(store)
+        await self._command("UID STORE", rf"{uid_set} +FLAGS.SILENT (\Deleted)")
         if "UIDPLUS" in self.capabilities:
-            await self._command(Command("EXPUNGE", self._tag(), uid_set, prefix="UID"))
+            await self._command("UID EXPUNGE", uid_set)
         else:
-            await self._command(Command("EXPUNGE", self._tag()))
+            await self._command("EXPUNGE")
 
     async def logout(self) -> None:
         """LOGOUT, then close. The work is done by now: a refusal or a drop is only noted."""
         try:
-            await self._command(Command("LOGOUT", self._tag()))
+            await self._command("LOGOUT")
         except ProbeFailure as failure:
             self._protocol.transcript.note(f"ignored at LOGOUT: {failure}")
         finally:
@@ -280,57 +319,52 @@ class ImapSession:
     async def _starttls(self, loop: asyncio.AbstractEventLoop, context: ssl.SSLContext) -> None:
         if "STARTTLS" not in self.capabilities:
             raise ProbeFailure("IMAP server does not offer STARTTLS")
-        tag = self._tag()
-        self._protocol.tls_tag = tag.encode()
-        await self._command(Command("STARTTLS", tag))
-        if self._protocol.error is not None:  # see _Protocol._handle_line
+        await self._command("STARTTLS", tls=True)
+        if self._protocol.error is not None:  # see _Protocol._line
             raise self._protocol.error
-        if self._protocol.incomplete_line:
+        if self._protocol.buffer:
             raise ProbeFailure("IMAP server sent data after its STARTTLS answer")
         self._protocol.tls_tag = None
+        assert self._protocol.transport is not None
         transport = await loop.start_tls(
             self._protocol.transport, self._protocol, context, server_hostname=self._server.host
         )
+        assert transport is not None
         self._protocol.transport = transport
         await self._capability()  # RFC 3501 6.2.1: forget what was said in clear text
 
     async def _capability(self) -> None:
-        lines = await self._command(Command("CAPABILITY", self._tag()))
-        words = b" ".join(bytes(line) for line in lines[:-1]).decode("ascii", "replace").split()
-        self.capabilities = frozenset(word.upper() for word in words)
+        lines = await self._command("CAPABILITY")
+        words = b" ".join(line for line in lines if line[:11].upper() == b"CAPABILITY ")
+        self.capabilities = frozenset(words.decode("ascii", "replace").upper().split())
 
-    async def _command(self, command: Command, scrub: str | None = None) -> list[bytes]:
-        """Run ``command``; its untagged lines and literals, then the tagged text, last."""
-        step = command.name if not command.prefix else f"UID {command.name}"
-        response = await self._run(step, self._protocol.execute(command, scrub=scrub))
-        if response.result != "OK":
-            text = b" ".join(bytes(line) for line in response.lines[-1:]).decode(errors="replace")
-            raise ProbeFailure(f"IMAP {step} failed: {_TIMINGS.sub('', text)}".rstrip())
-        lines: list[bytes] = response.lines
-        return lines
-
-    async def _run(self, step: str, work: Awaitable[_T]) -> _T:
-        """``work``, unless the connection breaks first: then the failure, at once."""
+    async def _command(
+        self, step: str, args: str = "", *, shown: str | None = None, tls: bool = False
+    ) -> list[bytes | bytearray]:
+        """Send ``step`` (``UID SEARCH``) with ``args``; its untagged lines ("* " dropped)
+        and literals (bytearrays), in order, once the server said OK."""
+        if _CONTROL.search(args):  # would end the line early: a second command
+            raise ValueError(f"IMAP {step}: NUL, CR and LF are not allowed in arguments")
         protocol = self._protocol
         protocol.step = step
         if protocol.error is not None:
             raise protocol.error
-        task = asyncio.ensure_future(work)
-        broken = asyncio.ensure_future(protocol.broken.wait())
-        try:
-            await asyncio.wait({task, broken}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            broken.cancel()
-            if not task.done():
-                task.cancel()
-        if task.done() and not task.cancelled():
-            return task.result()
-        assert protocol.error is not None
-        raise protocol.error
+        self._tags += 1
+        tag = f"A{self._tags}"
+        line = f"{step} {args}" if args else step
+        if tls:
+            protocol.tls_tag = tag.encode() + b" "
+        protocol.send(tag, line, shown=f"{step} {shown}" if shown else None)
+        await protocol.wait()
+        if protocol.status != "OK":
+            text = _TIMINGS.sub("", protocol.text)
+            raise ProbeFailure(f"IMAP {step} failed: {text}".rstrip())
+        return protocol.untagged()
 
-    def _tag(self) -> str:
-        tag: str = self._protocol.new_tag()
-        return tag
+
+def _quoted(text: str) -> str:
+    """An RFC 3501 quoted string."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 async def probe(check: ImapCheck, transcript: Transcript) -> ProbeResult:

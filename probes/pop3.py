@@ -172,6 +172,8 @@ class Pop3Client:
         """QUIT and close. The server commits DELEs before it answers (RFC 1939 6)."""
         try:
             await self._command("QUIT")
+            if self.ssl_object is None:
+                return  # in clear text there is no goodbye to wait for: close() below
             self._writer.close()
             # A graceful close (TLS close_notify) when the peer cooperates, never
             # a long one: asyncio would otherwise wait up to 30 s for the goodbye.

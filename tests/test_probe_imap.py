@@ -11,10 +11,12 @@ from typing import ClassVar, TypeAlias
 import pytest
 from pydantic import ValidationError
 
+from probed import eventloop
 from probed.daemon.runner import TestOutcome, run_test
 from probes import REGISTRY
 from probes.base import Transcript
 from probes.imap import MAX_LINE, MAX_LINES, MAX_SESSION, PROBE, ImapCheck
+from tests.conftest import require
 from tests.fakeservers import (
     HugeLine,
     LoopbackPKI,
@@ -128,6 +130,29 @@ async def test_starttls_upgrades_and_reports_the_certificate(mail: MailServers) 
 
 
 @pytest.mark.servers
+@pytest.mark.parametrize("mode", ["plain", "starttls", "tls"])
+def test_the_daemons_event_loop_runs_it_too(mail: MailServers, mode: str) -> None:
+    """The daemon runs on uvloop, whose transports are not asyncio's classes."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        require(False, "uvloop is not installed (pip install -e '.[speed]')")
+    tls = {"ca_file": str(mail.ca_file)}
+    fields = {"plain": {}, "starttls": {"starttls": True, **tls}}.get(
+        mode, {"port": mail.ports.imaps, "tls": True, **tls}
+    )
+    mail.deliver(MESSAGE)
+    eventloop.install()
+    try:
+        outcome, transcript = asyncio.run(run(real_check(mail, **fields)))
+    finally:
+        asyncio.set_event_loop_policy(None)
+    assert outcome.ok, (outcome.result.reason, transcript.lines)
+    assert outcome.result.details["exists"] == 1
+    assert outcome.result.details["header_bytes"] == len(MESSAGE.split("\r\n\r\n")[0]) + 4
+
+
+@pytest.mark.servers
 async def test_implicit_tls_on_imaps(mail: MailServers) -> None:
     check = real_check(mail, port=mail.ports.imaps, tls=True, ca_file=str(mail.ca_file))
     outcome, transcript = await run(check)
@@ -230,8 +255,8 @@ async def test_ten_megabyte_line_is_cut_short(secret: str) -> None:
 
 
 async def test_thousands_of_lines_in_one_answer_parse_without_recursing(secret: str) -> None:
-    # aioimaplib recursed once per line of a chunk: 5 000 short lines used to end in
-    # "maximum recursion depth exceeded" and coroutines that were never awaited.
+    # aioimaplib, the parser before probes.imap's own, recursed once per line of a
+    # chunk: 5 000 short lines used to end in "maximum recursion depth exceeded".
     lines = b"".join(b"* %d RECENT\r\n" % i for i in range(5_000))
     server = FakeImap(EXAMINE=lines + b"* 0 EXISTS\r\n{tag} OK [READ-ONLY] done")
     async with fake_server(server) as port:

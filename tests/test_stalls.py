@@ -11,7 +11,7 @@ import pytest
 
 from probed.daemon.runner import TestOutcome, run_test
 from probed.daemon.scheduler import Scheduler
-from probed.daemon.stalls import BEAT, StallMeter
+from probed.daemon.stalls import BEAT, IDLE_BEAT, StallMeter
 from probes import REGISTRY
 from probes.base import CheckBase, ProbeFailure, ProbeResult, ProbeType, Transcript
 from tests.daemon_helpers import wait_for
@@ -54,6 +54,77 @@ def test_every_beat_reports_its_lateness() -> None:
     clock.t += BEAT + 0.005
     meter.beat()
     assert seen == [pytest.approx(0.005)]
+
+
+async def beating(meter: StallMeter, stalls: list[float] | None = None) -> asyncio.Task[None]:
+    """The heartbeat running, its first timer armed (nothing awaited after this: no beat
+    can run while a test below moves its clock by hand)."""
+    task = asyncio.create_task(meter.run((stalls if stalls is not None else []).append))
+    await asyncio.sleep(0)
+    return task
+
+
+async def test_a_test_starting_on_an_idle_meter_gets_the_fast_beats_precision() -> None:
+    clock = Clock()
+    meter = StallMeter(clock)
+    heartbeat = await beating(meter)
+    try:
+        clock.t += IDLE_BEAT / 2  # idle, the slow beat not due yet: the loop ran on time
+        start = clock.t
+        meter.watch()  # a test starts: the beat is due BEAT from now, not from the idle one
+        clock.t += 0.5  # the loop is blocked during the test
+        assert meter.stalled(start) == pytest.approx(0.5 - BEAT)
+    finally:
+        meter.release()
+        heartbeat.cancel()
+
+
+async def test_a_stall_while_idle_is_measured_when_a_test_starts_and_not_charged_to_it() -> None:
+    clock, seen, stalls = Clock(), [], []
+    meter = StallMeter(clock, on_beat=seen.append)
+    heartbeat = await beating(meter, stalls)
+    try:
+        clock.t += IDLE_BEAT + 1.0  # blocked while no test ran: the slow beat is 1 s late
+        meter.watch()  # the loop runs again and a test starts: that beat runs now
+        assert stalls == [pytest.approx(1.0)] and seen == [pytest.approx(1.0)]
+        assert meter.stalled(clock.t) == 0.0
+        assert meter.stalled(clock.t - 2.0) == pytest.approx(1.0)
+    finally:
+        meter.release()
+        heartbeat.cancel()
+
+
+async def test_a_stall_is_still_seen_just_after_the_last_test_ends() -> None:
+    clock = Clock()
+    meter = StallMeter(clock)
+    heartbeat = await beating(meter)
+    try:
+        start = clock.t
+        meter.watch()
+        clock.t += 1.0  # blocked; the test ends when the loop runs again, before any beat
+        meter.release()  # the scheduler asks right after (is it a failure to discard?)
+        assert meter.stalled(start) == pytest.approx(1.0 - BEAT)
+    finally:
+        heartbeat.cancel()
+
+
+async def test_the_beat_is_fast_only_while_tests_are_in_flight() -> None:
+    beats: list[float] = []
+    meter = StallMeter(on_beat=beats.append)
+    heartbeat = await beating(meter)
+    try:
+        meter.watch()
+        meter.watch()  # two tests in flight
+        meter.release()
+        await wait_for(lambda: len(beats) >= 5, timeout=10, what="fast beats")
+        meter.release()  # none in flight
+        await asyncio.sleep(0.05)  # the fast beat due before the release may still run
+        idle_from, counted = time.monotonic(), len(beats)
+        await asyncio.sleep(3 * IDLE_BEAT)
+        idle = time.monotonic() - idle_from
+        assert len(beats) - counted <= idle / IDLE_BEAT + 1  # never more, however loaded
+    finally:
+        heartbeat.cancel()
 
 
 class SlowCheck(CheckBase):

@@ -98,6 +98,8 @@ async def run_test(
     error: Exception | None = None
     started_at = time.time()
     t0 = time.monotonic()
+    if stalls is not None:
+        stalls.watch()  # the heartbeat beats fast while a test is in flight
     try:
         async with asyncio.timeout(None) as deadline:
             guard = _OwnWorkDeadline(deadline, check.timeout, t0, stalls)
@@ -105,6 +107,8 @@ async def run_test(
                 result = await probe.run(check, transcript)
             finally:
                 guard.cancel()
+                if stalls is not None:
+                    stalls.release()
     except TimeoutError:
         if not deadline.expired():
             result = ProbeResult.failed("connection timed out")
