@@ -226,11 +226,12 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 
 def _no_duplicate_keys(node: yaml.MappingNode) -> None:
-    seen: dict[str, yaml.Node] = {}
+    seen: dict[tuple[str, str], yaml.Node] = {}
     for key, _ in node.value:
         if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
             continue
-        first = seen.setdefault(str(key.value), key)
+        # by resolved tag too: `false` (a boolean) and `'false'` (a string) are two keys
+        first = seen.setdefault((str(key.tag), str(key.value)), key)
         if first is not key:
             line = key.start_mark.line + 1
             raise FileProblem(

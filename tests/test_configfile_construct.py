@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from probed import configfile
@@ -32,6 +32,10 @@ def safe(text: str) -> Any:
 
 
 @given(documents, st.sampled_from([False, True, None]))
+@example(
+    {False: None, "false": None, None: 1, "null": 2, 1: 3, "1": 4}, None
+)  # same text, two keys
+@settings(max_examples=300)
 def test_any_document_reads_as_the_safe_loader_reads_it(doc: Any, flow: bool | None) -> None:
     text = yaml.safe_dump(doc, default_flow_style=flow)
     assert configfile.parse(text)[1] == safe(text)
