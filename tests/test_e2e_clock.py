@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,24 @@ def faketime_env(offset: Path) -> dict[str, str]:
     }
 
 
+async def _step_in_an_outage(
+    daemon: DaemonProcess, step_clock: Callable[[], object], *, failed_after: int
+) -> None:
+    """Once the daemon's outage is open, step its clock (``step_clock``), then wait for ``failed_after``
+    failed tests recorded after the step (on a loaded machine some are discarded as
+    overlapping a stall of the daemon's loop, by the rules: not verdicts)."""
+    await wait_for(lambda: daemon.events("outage.opened"), what="outage opened")
+    step_clock()
+    await wait_for(lambda: daemon.events("clock.stepped"), what="clock.stepped")
+    stepped_at = len(daemon.log)
+    await wait_for(
+        lambda: (
+            sum(e.get("event") == "probe.failed" for e in daemon.log[stepped_at:]) >= failed_after
+        ),
+        what="failed tests after the step",
+    )
+
+
 async def _outage_through_a_step(
     tmp_path: Path, step: str, storage: DaemonStorage
 ) -> tuple[DaemonProcess, Any, Any, float]:
@@ -86,16 +105,7 @@ async def _outage_through_a_step(
         config = http_config(tmp_path, http.port, ["site"], 0.5, "", storage.lines)
         daemon = await DaemonProcess(config, env=env).start()
         try:
-            await wait_for(lambda: daemon.events("outage.opened"), what="outage opened")
-            offset.write_text(f"{step}\n")
-            await wait_for(lambda: daemon.events("clock.stepped"), what="clock.stepped")
-            # failed tests recorded after the step (on a loaded machine some are discarded
-            # as overlapping a stall of the daemon's loop, by the rules: not verdicts)
-            stepped_at = len(daemon.log)
-            await wait_for(
-                lambda: sum(e.get("event") == "probe.failed" for e in daemon.log[stepped_at:]) >= 3,
-                what="failed tests after the step",
-            )
+            await _step_in_an_outage(daemon, lambda: offset.write_text(f"{step}\n"), failed_after=3)
             http.down.discard("site")
             await wait_for(lambda: daemon.events("outage.closed"), what="outage closed")
             elapsed = time.monotonic() - began
@@ -145,14 +155,7 @@ async def test_kill_9_after_a_clock_step_restores_the_moved_outage(
         http.down.add("site")
         config = http_config(tmp_path, http.port, ["site"], 0.5, "", daemon_storage.lines)
         first = await DaemonProcess(config, env=env).start()
-        await wait_for(lambda: first.events("outage.opened"), what="outage opened")
-        offset.write_text(f"{step}\n")
-        await wait_for(lambda: first.events("clock.stepped"), what="clock.stepped")
-        stepped_at = len(first.log)
-        await wait_for(
-            lambda: sum(e.get("event") == "probe.failed" for e in first.log[stepped_at:]) >= 2,
-            what="failed tests after the step",
-        )
+        await _step_in_an_outage(first, lambda: offset.write_text(f"{step}\n"), failed_after=2)
         await first.kill9()
         second = await DaemonProcess(config, env=env).start()  # the clock stays stepped
         try:
